@@ -1,0 +1,64 @@
+# cl_compress — every target creates/refreshes .venv by itself when needed.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STRATEGY ?= naive
+BENCHMARK ?= split_fmnist
+ARGS ?=
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: help setup data exp list test test-slow lint bench bench-packnet bench-lrpet bench-cacl bench-ada-qpacknet clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+	@echo "  variables: STRATEGY=$(STRATEGY) BENCHMARK=$(BENCHMARK) ARGS='<hydra overrides>'"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) data ## create the virtualenv and fetch the local data
+
+data: ## install Fashion-MNIST (Debian package dataset-fashion-mnist) when it is missing
+	@if [ -n "$$CLC_DATA" ] || [ -d $(FMNIST_DIR) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then apt-get install -y -q dataset-fashion-mnist >/dev/null || \
+	  (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null); \
+	elif sudo -n true 2>/dev/null; then sudo apt-get install -y -q dataset-fashion-mnist >/dev/null; \
+	else echo "note: Fashion-MNIST missing; run 'sudo apt-get install dataset-fashion-mnist' or set CLC_DATA"; fi
+
+exp: setup ## run one experiment: make exp STRATEGY=lrpet BENCHMARK=split_fmnist ARGS="train.epochs=3"
+	$(PY) -m cl_compress.train strategy=$(STRATEGY) benchmark=$(BENCHMARK) $(ARGS)
+
+list: $(STAMP) ## strategies and benchmarks with one-line descriptions
+	@$(PY) -m cl_compress.cli list
+
+test: setup ## the default test suite (CPU, a few minutes)
+	$(PY) -m pytest -q
+
+test-slow: setup ## the slow tests (full-size runs)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP) ## ruff
+	$(PY) -m ruff check cl_compress tests experiments
+
+bench: setup ## framework overhead and per-strategy timings (prints figures)
+	$(PY) -m experiments.bench $(ARGS)
+
+bench-packnet: setup ## our PackNet vs Avalanche's PackNet on split_fmnist
+	$(PY) -m experiments.bench_packnet $(ARGS)
+
+bench-lrpet: setup ## LRPET vs truncate-then-fine-tune vs no energy transfer
+	$(PY) -m experiments.bench_lrpet $(ARGS)
+
+bench-cacl: setup ## CACL vs individual vs packnet on split_fmnist
+	$(PY) -m experiments.bench_cacl $(ARGS)
+
+bench-ada-qpacknet: setup ## Ada-QPacknet vs PackNet on split_fmnist
+	$(PY) -m experiments.bench_ada_qpacknet $(ARGS)
+
+clean: ## remove run outputs (keeps .venv)
+	rm -rf runs multirun outputs wandb .pytest_cache

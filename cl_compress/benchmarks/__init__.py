@@ -1,0 +1,127 @@
+"""Benchmark streams. ``build_stream(spec)`` is the single entry point.
+
+Local benchmarks (``split_fmnist``, ``permuted_fmnist``, ``split_digits``) are cut into
+experiences by Avalanche's generator (``backend="avalanche"``, the default) or by an
+equivalent pure-torch splitter (``backend="native"``, no Avalanche import; a test checks
+both give the same experiences). ``synthetic`` is native only. ``split_mnist``,
+``permuted_mnist`` and ``split_cifar100`` pass through to Avalanche's classic streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+from .base import SCENARIOS, DataError, Experience, Stream, make_loader, permuted_tasks, split_by_classes
+from .sources import load_digits, load_fashion_mnist, make_synthetic
+
+__all__ = [
+    "BENCHMARKS", "BenchmarkSpec", "DataError", "Experience", "Stream", "build_stream",
+    "make_loader", "validate_spec",
+]
+
+# name -> (one-line description, default n_tasks, kind)
+BENCHMARKS: dict[str, tuple[str, int, str]] = {
+    "split_fmnist": ("Fashion-MNIST, 5 tasks x 2 classes (local files)", 5, "split"),
+    "permuted_fmnist": ("Fashion-MNIST, N tasks of pixel permutations, task 0 unpermuted", 5, "permuted"),
+    "split_digits": ("scikit-learn 8x8 digits, 5 tasks x 2 classes (always available)", 5, "split"),
+    "synthetic": ("tiny Gaussian-prototype images, 3 tasks x 2 classes (tests)", 3, "split"),
+    "split_mnist": ("Avalanche SplitMNIST (downloads MNIST)", 5, "classic"),
+    "permuted_mnist": ("Avalanche PermutedMNIST (downloads MNIST)", 10, "classic"),
+    "split_cifar100": ("Avalanche SplitCIFAR100, 10 or 20 tasks (downloads CIFAR-100)", 10, "classic"),
+}
+BACKENDS = ("avalanche", "native")
+
+
+@dataclass
+class BenchmarkSpec:
+    """Typed benchmark settings (the ``benchmark`` config group)."""
+
+    name: str
+    scenario: str = "task"
+    n_tasks: int | None = None
+    seed: int = 0
+    backend: str = "avalanche"
+    data_root: str | None = None
+    download: bool = True
+    class_order: list[int] | None = None
+    max_train_per_task: int | None = None
+    max_test_per_task: int | None = None
+
+
+def validate_spec(spec: BenchmarkSpec) -> None:
+    """Reject unknown names and out-of-range settings before anything is loaded."""
+    if spec.name not in BENCHMARKS:
+        raise ConfigError(
+            f"unknown benchmark {spec.name!r}; choose one of: {', '.join(sorted(BENCHMARKS))}"
+        )
+    if spec.scenario not in SCENARIOS:
+        raise ConfigError(f"benchmark.scenario={spec.scenario!r}; choose one of: {', '.join(SCENARIOS)}")
+    if spec.backend not in BACKENDS:
+        raise ConfigError(f"benchmark.backend={spec.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if spec.n_tasks is not None and spec.n_tasks < 1:
+        raise ConfigError(f"benchmark.n_tasks must be >= 1, got {spec.n_tasks}")
+    for key in ("max_train_per_task", "max_test_per_task"):
+        v = getattr(spec, key)
+        if v is not None and v < 1:
+            raise ConfigError(f"benchmark.{key} must be >= 1 or null, got {v}")
+
+
+def build_stream(spec: BenchmarkSpec) -> Stream:
+    """Load the data of ``spec`` and cut it into a stream of tensor experiences."""
+    validate_spec(spec)
+    _, default_tasks, kind = BENCHMARKS[spec.name]
+    n_tasks = spec.n_tasks or default_tasks
+    if kind == "classic":
+        from .avalanche_streams import classic_stream
+
+        exps, shape, n_cls = classic_stream(spec.name, n_tasks, spec.scenario, spec.seed, spec.data_root)
+        source = "avalanche-classic"
+    else:
+        if spec.name == "synthetic":
+            arrays, backend = make_synthetic(n_classes=2 * n_tasks, seed=spec.seed), "native"
+        elif spec.name == "split_digits":
+            arrays, backend = load_digits(seed=spec.seed), spec.backend
+        else:
+            arrays, backend = load_fashion_mnist(spec.data_root, spec.download), spec.backend
+        shape = tuple(arrays[0].shape[1:])
+        n_cls = int(arrays[1].max()) + 1
+        if kind == "permuted":
+            exps = _permuted(arrays, n_tasks, spec, n_cls, backend)
+        else:
+            order = spec.class_order or list(range(n_cls))
+            if sorted(order) != list(range(n_cls)):
+                raise ConfigError(f"benchmark.class_order must be a permutation of 0..{n_cls - 1}")
+            if backend == "avalanche":
+                from .avalanche_streams import nc_stream
+
+                exps = nc_stream(*arrays, order, n_tasks, spec.scenario)
+            else:
+                exps = split_by_classes(*arrays, order, n_tasks, spec.scenario)
+        source = backend
+    _limit(exps, spec)
+    return Stream(spec.name, spec.scenario, shape, n_cls, exps, source=source)
+
+
+def _permuted(arrays, n_tasks: int, spec: BenchmarkSpec, n_cls: int, backend: str) -> list[Experience]:
+    exps = permuted_tasks(*arrays, n_tasks=n_tasks, seed=spec.seed, n_classes=n_cls)
+    if backend == "avalanche":
+        from .avalanche_streams import per_dataset_stream
+
+        tasks = [(e.train_x, e.train_y, e.test_x, e.test_y) for e in exps]
+        exps = per_dataset_stream(tasks, spec.scenario, n_cls)
+    return exps
+
+
+def _limit(exps: list[Experience], spec: BenchmarkSpec) -> None:
+    """Deterministically subsample each experience (for quick runs and tests)."""
+    for e in exps:
+        for split, cap in (("train", spec.max_train_per_task), ("test", spec.max_test_per_task)):
+            x, y = getattr(e, f"{split}_x"), getattr(e, f"{split}_y")
+            if cap is not None and x.shape[0] > cap:
+                g = torch.Generator().manual_seed(spec.seed * 31 + e.task_id)
+                idx = torch.randperm(x.shape[0], generator=g)[:cap].sort().values
+                setattr(e, f"{split}_x", x[idx])
+                setattr(e, f"{split}_y", y[idx])

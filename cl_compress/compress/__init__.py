@@ -1,0 +1,1 @@
+"""Pure tensor maths for compression: masks, low-rank projection, quantisers, accounting."""

@@ -1,0 +1,51 @@
+"""Atomic file writes and safe checkpoint loading (``weights_only=True``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (a crash never leaves a half-written file)."""
+    data = json.dumps(obj, indent=2, sort_keys=False, allow_nan=True).encode()
+    _atomic(Path(path), lambda f: f.write(data))
+
+
+def save_torch(path: str | Path, obj: Any) -> int:
+    """``torch.save`` atomically; returns the size of the file in bytes."""
+    _atomic(Path(path), lambda f: torch.save(obj, f))
+    return os.path.getsize(path)
+
+
+def load_torch(path: str | Path) -> Any:
+    """Load a file written by ``save_torch`` without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {e}") from e

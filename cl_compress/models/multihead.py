@@ -1,0 +1,37 @@
+"""The continual model: one shared body and one head per task (or one shared head)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ContinualModel(nn.Module):
+    """Body + heads. Task-incremental: head ``t`` answers for task ``t``.
+
+    Class-incremental: a single head over all classes (``multi_head=False``).
+    All heads are created up front (sizes are known from the stream), which keeps
+    parameter sets identical across DDP ranks and makes checkpoints shape-stable.
+    """
+
+    def __init__(self, body: nn.Module, feat_dim: int, head_sizes: list[int], multi_head: bool):
+        super().__init__()
+        self.body = body
+        self.feat_dim = feat_dim
+        self.multi_head = multi_head
+        sizes = head_sizes if multi_head else head_sizes[:1]
+        self.heads = nn.ModuleList(nn.Linear(feat_dim, n) for n in sizes)
+
+    def head_index(self, task: int) -> int:
+        return task if self.multi_head else 0
+
+    def head(self, task: int) -> nn.Linear:
+        return self.heads[self.head_index(task)]
+
+    def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return self.head(task)(self.body(x))
+
+    def set_trainable_heads(self, task: int) -> None:
+        """Only the head used by ``task`` trains; every other head is frozen."""
+        for i, h in enumerate(self.heads):
+            h.requires_grad_(i == self.head_index(task))

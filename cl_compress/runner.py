@@ -1,0 +1,232 @@
+"""The task loop: train each experience in strategy-declared phases, evaluate every seen
+task under its context, checkpoint, log. ``run_stream`` takes typed arguments only."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics.classification import MulticlassAccuracy
+
+from . import metrics
+from .benchmarks import Stream, make_loader
+from .compress.accounting import individual_reference_bits
+from .io import CheckpointError, load_torch, save_torch, write_json
+from .models import ContinualModel
+from .strategies.base import Strategy, StreamInfo, TaskData, TrainSettings
+from .system import ContinualSystem, NonFiniteLossError
+from .tracking import Tracker, is_rank_zero
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+CKPT_FORMAT = 1
+
+
+@dataclass
+class TrainerSettings:
+    """``trainer`` config group: how Lightning runs each phase."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    progress_bar: bool = True
+    deterministic: bool = True
+
+
+def task_seed(seed: int, task: int) -> int:
+    """Seed of task ``task``: independent of history, so a resumed run matches."""
+    return seed * 1000 + task
+
+
+def make_trainer(s: TrainerSettings, epochs: int) -> L.Trainer:
+    return L.Trainer(
+        accelerator=s.accelerator, devices=s.devices, strategy=s.strategy, num_nodes=s.num_nodes,
+        precision=s.precision, max_epochs=epochs, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        enable_progress_bar=s.progress_bar, deterministic=s.deterministic,
+        use_distributed_sampler=True,
+    )
+
+
+@torch.no_grad()
+def evaluate(model: ContinualModel, x: torch.Tensor, y: torch.Tensor, task: int,
+             batch_size: int) -> float:
+    """Accuracy of ``model`` answering for ``task`` on (x, y) (full set on every rank)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    n_out = model.head(task).out_features
+    acc = MulticlassAccuracy(num_classes=n_out, average="micro", sync_on_compute=False).to(device)
+    for i in range(0, x.shape[0], batch_size):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        acc.update(model(xb, task), yb)
+    model.train(was_training)
+    return float(acc.compute())
+
+
+def run_stream(
+    stream: Stream, model: ContinualModel, strategy: Strategy, train: TrainSettings,
+    trainer: TrainerSettings, tracker: Tracker, run_dir: str | Path, seed: int,
+    resume: bool = False, config: dict[str, Any] | None = None,
+    on_task_end: Callable[[int, ContinualModel, Strategy], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``strategy`` on every experience of ``stream``; return results.json's content.
+
+    ``on_task_end(t, model, strategy)`` is called after task ``t`` is evaluated and
+    checkpointed (tests use it to snapshot outputs; notebooks to inspect the model).
+    """
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT
+    T = stream.n_tasks
+    reference_bits = individual_reference_bits(model.body, model.heads, T)
+    L.seed_everything(task_seed(seed, 0), workers=True, verbose=False)
+    strategy.setup(model, StreamInfo(T, stream.scenario, stream.input_shape, stream.head_sizes))
+
+    R: list[list[float]] = []
+    timing = {"train_seconds": 0.0, "strategy_seconds": 0.0, "eval_seconds": 0.0}
+    start = 0
+    if resume:
+        start, R, timing = _resume(ckpt_path, model, strategy, stream, seed)
+    system = ContinualSystem(model, strategy, on_epoch_end=tracker.log_epoch)
+
+    for t in range(start, T):
+        exp = stream.experiences[t]
+        L.seed_everything(task_seed(seed, t), workers=True, verbose=False)
+        val = None
+        if strategy.val_fraction > 0:
+            exp, vx, vy = exp.split_validation(strategy.val_fraction, seed)
+            val = (vx, vy)
+
+        def loader(e=exp, tt=t):
+            return make_loader(e.train_x, e.train_y, tt, train.batch_size, shuffle=True,
+                               seed=task_seed(seed, tt))
+
+        data = TaskData(t, exp.n_outputs, loader, val,
+                        lambda x, y, tt=t: evaluate(model, x, y, tt, train.eval_batch_size))
+        model.set_trainable_heads(t)
+        system.strategy_seconds = 0.0
+        t_task = time.perf_counter()
+        hook_s = _timed(strategy.before_task, t, data)
+        for k, phase in enumerate(strategy.phases(t)):
+            hook_s += _timed(strategy.before_phase, t, phase, data)
+            system.set_phase(t, phase, exp.n_outputs)
+            fit_loader = make_loader(exp.train_x, exp.train_y, t, train.batch_size, shuffle=True,
+                                     seed=task_seed(seed, t) * 10 + k)
+            t0 = time.perf_counter()
+            try:
+                make_trainer(trainer, phase.epochs).fit(system, fit_loader)
+            except NonFiniteLossError as e:
+                kept = f"last good checkpoint: {ckpt_path}" if ckpt_path.exists() else "no task finished"
+                raise NonFiniteLossError(f"{e} ({kept}; rerun with resume=true)") from e
+            timing["train_seconds"] += time.perf_counter() - t0
+            hook_s += _timed(strategy.after_phase, t, phase, data)
+        hook_s += _timed(strategy.after_task, t, data)
+        timing["strategy_seconds"] += hook_s + system.strategy_seconds
+        timing.setdefault("task_seconds", []).append(time.perf_counter() - t_task)
+
+        t0 = time.perf_counter()
+        row = []
+        for j in range(t + 1):
+            e = stream.experiences[j]
+            with strategy.task_context(j):
+                row.append(evaluate(model, e.test_x, e.test_y, j, train.eval_batch_size))
+        timing["eval_seconds"] += time.perf_counter() - t0
+        R.append(row)
+        _log_task(tracker, strategy, R, t, reference_bits)
+        if is_rank_zero():
+            save_torch(ckpt_path, {
+                "format": CKPT_FORMAT, "next_task": t + 1, "n_tasks": T, "seed": seed,
+                "strategy_name": strategy.name, "acc_matrix": R, "timing": timing,
+                "model": model.state_dict(), "strategy": strategy.state_dict(),
+            })
+        log.info("task %d done: %s", t, " ".join(f"{a:.4f}" for a in row))
+        if on_task_end is not None:
+            on_task_end(t, model, strategy)
+
+    return _finish(stream, strategy, R, timing, reference_bits, run_dir, seed, tracker, config)
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def _resume(ckpt_path: Path, model: ContinualModel, strategy: Strategy, stream: Stream,
+            seed: int) -> tuple[int, list, dict]:
+    """Restore model, strategy and matrix from the last finished task."""
+    if not ckpt_path.exists():
+        raise CheckpointError(
+            f"resume=true but there is no checkpoint at {ckpt_path}; point hydra.run.dir at the "
+            f"run directory to resume, or drop resume=true to start afresh"
+        )
+    ck = load_torch(ckpt_path)
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise CheckpointError(f"{ckpt_path} is not a cl_compress checkpoint (format {CKPT_FORMAT})")
+    for key, want in (("strategy_name", strategy.name), ("n_tasks", stream.n_tasks), ("seed", seed)):
+        if ck.get(key) != want:
+            raise CheckpointError(f"{ckpt_path} was written with {key}={ck.get(key)!r}, not {want!r}")
+    strategy.load_state_dict(ck["strategy"])
+    load_model_state(model, ck["model"])
+    log.info("resuming from task %d (%s)", ck["next_task"], ckpt_path)
+    return int(ck["next_task"]), [list(r) for r in ck["acc_matrix"]], dict(ck["timing"])
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``load_state_dict`` that first resizes parameters whose shape changed (e.g. CACL
+    grows or truncates its factors), so a checkpoint of any task loads into a fresh model."""
+    own = dict(model.named_parameters()) | dict(model.named_buffers())
+    for name, value in state.items():
+        if name in own and own[name].shape != value.shape:
+            own[name].data = torch.empty_like(value, device=own[name].device)
+    model.load_state_dict(state)
+
+
+def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_bits: int) -> None:
+    row = R[t]
+    stats = strategy.compression_stats()
+    m: dict[str, float] = {f"eval/acc/task_{j}": a for j, a in enumerate(row)}
+    m["eval/acc/avg_seen"] = sum(row) / len(row)
+    if t > 0:
+        m["stream/bwt"] = metrics.backward_transfer(R)
+        m["stream/forgetting"] = metrics.forgetting(R)
+    m["compress/stored_params"] = stats.stored_params
+    m["compress/stored_bits"] = stats.stored_bits
+    tracker.log_experience(t, m)
+
+
+def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference_bits: int,
+            run_dir: Path, seed: int, tracker: Tracker, config: dict | None) -> dict[str, Any]:
+    stats = strategy.compression_stats()
+    artifact = run_dir / "model_artifact.pt"
+    model_bytes = save_torch(artifact, strategy.export_artifact()) if is_rank_zero() else 0
+    summary = metrics.summarize(R)
+    results: dict[str, Any] = {
+        "strategy": strategy.name, "benchmark": stream.name, "scenario": stream.scenario,
+        "seed": seed, "n_tasks": stream.n_tasks, "acc_matrix": R, **summary,
+        "compression": {
+            "stored_params": stats.stored_params, "stored_bits": stats.stored_bits,
+            "bits_per_param": stats.stored_bits / max(1, stats.stored_params),
+            "individual_bits": reference_bits,
+            "ratio_vs_individual": metrics.compression_ratio(reference_bits, stats.stored_bits),
+            "model_bytes": model_bytes, "artifact": artifact.name, **stats.details,
+        },
+        "train_seconds": timing["train_seconds"], "timing": timing,
+        "strategy_extra": strategy.extra_results(), "strategy_config": asdict(strategy.cfg),
+        "stream_source": stream.source, "config": config or {},
+    }
+    if is_rank_zero():
+        tracker.log_matrix(R, f"{strategy.name} on {stream.name} ({stream.scenario}-IL)")
+        tracker.summary({f"final/{k}": v for k, v in summary.items()}
+                        | {f"final/compress/{k}": v for k, v in results["compression"].items()
+                           if isinstance(v, int | float)})
+        write_json(run_dir / "results.json", results)
+    return results

@@ -1,0 +1,19 @@
+"""Strategy plugins: the API (``base``), the registry, and the built-in strategies."""
+
+from .base import (
+    CompressionStats,
+    ConfigError,
+    Phase,
+    Strategy,
+    StrategyConfig,
+    StreamInfo,
+    TaskData,
+    TrainSettings,
+    hp,
+)
+from .registry import available, builtin_names, get_strategy, register
+
+__all__ = [
+    "CompressionStats", "ConfigError", "Phase", "Strategy", "StrategyConfig", "StreamInfo",
+    "TaskData", "TrainSettings", "available", "builtin_names", "get_strategy", "hp", "register",
+]

@@ -1,0 +1,272 @@
+"""The strategy plugin API: a plain class with small, optional hooks.
+
+Call order for each task ``t`` (see ``runner.run_stream``)::
+
+    setup(model, info)                          once, before task 0 (model surgery)
+    before_task(t, data)
+    for phase in phases(t):
+        before_phase(t, phase, data)            e.g. prune before the retrain phase
+        trainer.fit(...)                        per batch: training_loss -> backward ->
+                                                after_backward -> optimizer.step ->
+                                                after_optimizer_step
+        after_phase(t, phase, data)
+    after_task(t, data)                         e.g. truncate, quantise, freeze
+    with task_context(j): evaluate task j       for every seen task j
+
+A strategy is not a Lightning callback (callbacks cannot change the forward pass or
+the loss), but ``callbacks()`` may return some. Hyper-parameters are a dataclass
+(``Config``) whose fields carry their valid range in ``metadata``; ``from_config``
+validates them before anything trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ..errors import ConfigError
+from ..models import ContinualModel
+
+
+def hp(default: Any, low: float | None = None, high: float | None = None, *,
+       low_open: bool = False, high_open: bool = False, choices: tuple | None = None,
+       doc: str = "") -> Any:
+    """A hyper-parameter field with its valid range (checked by ``validate_config``)."""
+    meta = {"low": low, "high": high, "low_open": low_open, "high_open": high_open,
+            "choices": choices, "doc": doc}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _range_text(m: dict) -> str:
+    lo = "-inf" if m["low"] is None else m["low"]
+    hi = "inf" if m["high"] is None else m["high"]
+    return f"{'(' if m['low_open'] else '['}{lo}, {hi}{')' if m['high_open'] else ']'}"
+
+
+def _check_value(prefix: str, m: dict, v: Any) -> None:
+    if m["choices"] is not None:
+        if v not in m["choices"]:
+            raise ConfigError(f"{prefix}={v!r} is invalid; choose one of {list(m['choices'])}")
+        return
+    if m["low"] is None and m["high"] is None:
+        return
+    if not isinstance(v, int | float) or isinstance(v, bool) or math.isnan(v):
+        raise ConfigError(f"{prefix}={v!r} must be a number in {_range_text(m)}")
+    bad_lo = m["low"] is not None and (v <= m["low"] if m["low_open"] else v < m["low"])
+    bad_hi = m["high"] is not None and (v >= m["high"] if m["high_open"] else v > m["high"])
+    if bad_lo or bad_hi:
+        raise ConfigError(f"{prefix}={v!r} is out of range; valid range is {_range_text(m)}")
+
+
+def validate_config(cfg: Any, prefix: str = "strategy") -> None:
+    """Check every ``hp`` field of a dataclass (lists are checked element-wise)."""
+    for f in dataclasses.fields(cfg):
+        if not f.metadata:
+            continue
+        v = getattr(cfg, f.name)
+        for i, item in enumerate(v) if isinstance(v, list | tuple) else [(None, v)]:
+            name = f"{prefix}.{f.name}" + ("" if i is None else f"[{i}]")
+            _check_value(name, dict(f.metadata), item)
+
+
+@dataclass
+class StrategyConfig:
+    """Base of every strategy's hyper-parameter dataclass (no fields)."""
+
+    def validate(self) -> None:
+        """Cross-field checks; per-field ranges are checked by ``validate_config``."""
+
+
+@dataclass
+class TrainSettings:
+    """Default optimisation settings (``train`` config group); phases may override."""
+
+    epochs: int = 2
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+
+
+@dataclass
+class Phase:
+    """One ``Trainer.fit`` of a task: its epochs and optimiser."""
+
+    name: str = "train"
+    epochs: int = 1
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    @classmethod
+    def default(cls, train: TrainSettings, name: str = "train", **overrides: Any) -> Phase:
+        base = dict(name=name, epochs=train.epochs, lr=train.lr, optimizer=train.optimizer,
+                    momentum=train.momentum, weight_decay=train.weight_decay)
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass
+class StreamInfo:
+    """What a strategy may know about the stream at setup time."""
+
+    n_tasks: int
+    scenario: str
+    input_shape: tuple[int, ...]
+    head_sizes: list[int]
+
+
+@dataclass
+class TaskData:
+    """The current task as strategies see it.
+
+    ``train_loader()`` gives a fresh seeded loader of the task's training data;
+    ``val`` is held out from the training split when ``Strategy.val_fraction > 0``;
+    ``evaluate(x, y)`` returns the current model's accuracy for this task on (x, y).
+    """
+
+    task: int
+    n_outputs: int
+    train_loader: Callable[[], DataLoader]
+    val: tuple[Tensor, Tensor] | None
+    evaluate: Callable[[Tensor, Tensor], float]
+
+
+@dataclass
+class CompressionStats:
+    """What the strategy stores to answer for every task seen so far."""
+
+    stored_params: int
+    stored_bits: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def dense_stats(modules: list[nn.Module] | nn.Module, bits: int = 32) -> CompressionStats:
+    """Every parameter of ``modules`` stored densely at ``bits`` bits."""
+    mods = modules if isinstance(modules, list) else [modules]
+    n = sum(p.numel() for m in mods for p in m.parameters())
+    return CompressionStats(stored_params=n, stored_bits=n * bits)
+
+
+class Strategy:
+    """Base class: every hook is a no-op, so the base class is plain fine-tuning."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    scenarios: ClassVar[tuple[str, ...]] = ("task", "class")
+    Config: ClassVar[type[StrategyConfig]] = StrategyConfig
+    val_fraction: float = 0.0
+
+    def __init__(self, cfg: StrategyConfig, train: TrainSettings):
+        self.cfg = cfg
+        self.train = train
+        self.model: ContinualModel | None = None
+        self.info: StreamInfo | None = None
+
+    @classmethod
+    def from_config(cls, params: dict[str, Any], train: TrainSettings) -> Strategy:
+        """Build from a plain dict; unknown keys and out-of-range values raise ConfigError."""
+        names = {f.name for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) {unknown} for strategy {cls.name!r}; "
+                f"valid: {sorted(names) or 'none'}"
+            )
+        cfg = cls.Config(**params)
+        validate_config(cfg)
+        cfg.validate()
+        return cls(cfg, train)
+
+    # --- lifecycle -------------------------------------------------------------------
+    def setup(self, model: ContinualModel, info: StreamInfo) -> None:
+        """Called once before the first task; may replace layers of ``model`` in place."""
+        self.model, self.info = model, info
+
+    def before_task(self, task: int, data: TaskData) -> None:
+        """Prepare task ``task`` (new masks, ranks, re-initialisation ...)."""
+
+    def phases(self, task: int) -> list[Phase]:
+        """The ``Trainer.fit`` calls of a task; default: one phase from ``train``."""
+        return [Phase.default(self.train)]
+
+    def before_phase(self, task: int, phase: Phase, data: TaskData) -> None:
+        """Before each phase's fit."""
+
+    def after_phase(self, task: int, phase: Phase, data: TaskData) -> None:
+        """After each phase's fit."""
+
+    def after_task(self, task: int, data: TaskData) -> None:
+        """Compress / freeze what task ``task`` owns."""
+
+    # --- training-step hooks -----------------------------------------------------------
+    def parameters_to_optimize(self, task: int, phase: Phase) -> Iterator[nn.Parameter]:
+        """Parameters handed to the phase's optimiser (rebuilt fresh every phase)."""
+        assert self.model is not None
+        return (p for p in self.model.parameters() if p.requires_grad)
+
+    def training_loss(self, loss: Tensor, logits: Tensor, batch: tuple) -> Tensor:
+        """Add regularisers to the task loss."""
+        return loss
+
+    def after_backward(self) -> None:
+        """Edit gradients (e.g. zero those of frozen weights)."""
+
+    def after_optimizer_step(self, step: int) -> None:
+        """After each optimiser step (e.g. re-apply masks, project every N steps)."""
+
+    def callbacks(self) -> list:
+        """Extra Lightning callbacks for every phase's Trainer."""
+        return []
+
+    # --- evaluation, accounting, persistence ---------------------------------------------
+    def task_context(self, task: int) -> contextlib.AbstractContextManager:
+        """Make the model answer as it should for task ``task`` (mask, rank, codebook ...)."""
+        return contextlib.nullcontext()
+
+    def compression_stats(self) -> CompressionStats:
+        """Stored parameters/bits; default: the whole model, dense fp32."""
+        assert self.model is not None
+        return dense_stats(self.model)
+
+    def export_artifact(self) -> dict[str, Any]:
+        """The compressed model to save on disk (tensors and plain values only)."""
+        assert self.model is not None
+        return {"format": "dense-fp32", "model": self.model.state_dict()}
+
+    def extra_results(self) -> dict[str, Any]:
+        """Strategy-specific figures for results.json (e.g. per-layer ranks per task)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Strategy state beyond the model's own state_dict (tensors and plain values)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``; called on resume before the model state is loaded,
+        so that a strategy can first rebuild any modules it adds to the model."""
+
+
+def snapshot(params: list[Tensor]) -> list[Tensor]:
+    """Detached copies of tensors (used to restore frozen values bit-exactly)."""
+    return [p.detach().clone() for p in params]
+
+
+@torch.no_grad()
+def restore_where(params: list[Tensor], saved: list[Tensor], frozen: list[Tensor]) -> None:
+    """Write ``saved`` back into ``params`` wherever the boolean ``frozen`` mask is set."""
+    for p, s, f in zip(params, saved, frozen):
+        p.data[f] = s[f]

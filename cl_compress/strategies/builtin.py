@@ -1,0 +1,15 @@
+"""Imports every strategy module of this package so that its ``@register`` runs.
+
+Adding a built-in strategy is one module in ``cl_compress/strategies/`` plus one YAML in
+``cl_compress/configs/strategy/``; nothing else needs editing.
+"""
+
+import importlib
+import pkgutil
+
+_INFRA = {"base", "registry", "builtin"}
+
+_PKG = importlib.import_module(__package__)
+for _mod in pkgutil.iter_modules(_PKG.__path__):
+    if not _mod.name.startswith("_") and _mod.name not in _INFRA:
+        importlib.import_module(f"{__package__}.{_mod.name}")

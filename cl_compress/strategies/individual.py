@@ -1,0 +1,70 @@
+"""One independent model per task: the accuracy reference and the denominator of
+every compression ratio (it stores T full bodies)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from torch import nn
+
+from .base import CompressionStats, Strategy, TaskData, dense_stats
+from .registry import register
+
+
+def reset_parameters(module: nn.Module) -> None:
+    """Re-initialise every sub-module that knows how (Linear, Conv, BatchNorm ...)."""
+    for m in module.modules():
+        if m is not module and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+
+
+@register("individual")
+class Individual(Strategy):
+    """A fresh body for every task; task ``j`` is answered by body ``j`` and head ``j``."""
+
+    description = "a fresh model per task (accuracy reference, compression denominator)"
+
+    def __init__(self, cfg, train):
+        super().__init__(cfg, train)
+        self.bodies: list[dict[str, Any]] = []
+
+    def before_task(self, task: int, data: TaskData) -> None:
+        assert self.model is not None
+        if task > 0:
+            reset_parameters(self.model.body)
+
+    def after_task(self, task: int, data: TaskData) -> None:
+        assert self.model is not None
+        self.bodies.append({k: v.detach().clone() for k, v in self.model.body.state_dict().items()})
+
+    @contextlib.contextmanager
+    def task_context(self, task: int):
+        assert self.model is not None
+        body = self.model.body
+        current = {k: v.detach().clone() for k, v in body.state_dict().items()}
+        body.load_state_dict(self.bodies[task])
+        try:
+            yield
+        finally:
+            body.load_state_dict(current)
+
+    def compression_stats(self) -> CompressionStats:
+        assert self.model is not None
+        body = dense_stats(self.model.body)
+        heads = dense_stats(list(self.model.heads))
+        n = len(self.bodies) * body.stored_params + heads.stored_params
+        return CompressionStats(n, 32 * n, {"bodies": len(self.bodies)})
+
+    def export_artifact(self) -> dict[str, Any]:
+        assert self.model is not None
+        return {"format": "individual-fp32", "bodies": self.bodies,
+                "heads": self.model.heads.state_dict()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bodies": self.bodies}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.bodies = list(state["bodies"])

@@ -1,0 +1,195 @@
+"""Experiment tracking: W&B (through Lightning's ``WandbLogger``), a CSV, and figures.
+
+W&B runs offline unless ``WANDB_MODE`` (or ``logger.mode``) says otherwise; offline runs
+can be uploaded later with ``wandb sync <run_dir>/wandb/offline-run-*``. Any W&B failure
+is reported once and then W&B is switched off: logging never kills a run. Only the
+global rank-0 process writes anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackerSettings:
+    """``logger`` config group."""
+
+    wandb: bool = True
+    project: str = "cl_compress"
+    entity: str | None = None
+    mode: str | None = None  # online | offline | disabled; None -> $WANDB_MODE or offline
+    group: str | None = None  # default: the benchmark name
+    tags: list[str] = field(default_factory=list)
+
+
+def is_rank_zero() -> bool:
+    return rank_zero_only.rank == 0
+
+
+def heatmap_png(matrix: list[list[float | None]], path: Path, title: str) -> Path:
+    """Draw the accuracy matrix (rows: after training task i; cols: task j) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    T = len(matrix)
+    arr = np.full((T, max(len(r) for r in matrix)), np.nan)
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            if v is not None:
+                arr[i, j] = 100 * v
+    fig, ax = plt.subplots(figsize=(1.1 + 0.6 * arr.shape[1], 0.9 + 0.55 * T))
+    im = ax.imshow(arr, vmin=0, vmax=100, cmap="viridis")
+    for (i, j), v in np.ndenumerate(arr):
+        if not math.isnan(v):
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8,
+                    color="white" if v < 60 else "black")
+    ax.set_xlabel("evaluated on task j")
+    ax.set_ylabel("after training task i")
+    ax.set_xticks(range(arr.shape[1]))
+    ax.set_yticks(range(T))
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+class Tracker:
+    """Logs metrics to W&B and ``metrics.csv`` in the run directory (rank 0 only)."""
+
+    def __init__(self, run_dir: str | Path, settings: TrackerSettings, name: str, group: str,
+                 config: dict[str, Any], tags: list[str] | None = None):
+        self.run_dir = Path(run_dir)
+        self.enabled = is_rank_zero()
+        self._wandb = None
+        self._epoch = 0
+        if not self.enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._csv_file = open(self.run_dir / "metrics.csv", "a", newline="")
+        self._csv = csv.writer(self._csv_file)
+        if self._csv_file.tell() == 0:
+            self._csv.writerow(["time", "experience", "epoch", "key", "value"])
+        if settings.wandb:
+            self._start_wandb(settings, name, group or settings.group, config, tags or [])
+
+    def _start_wandb(self, s: TrackerSettings, name: str, group: str | None, config: dict,
+                     tags: list[str]) -> None:
+        mode = s.mode or os.environ.get("WANDB_MODE") or "offline"
+        if mode == "disabled":
+            return
+        try:
+            from lightning.pytorch.loggers import WandbLogger
+
+            self._logger = WandbLogger(
+                project=s.project, entity=s.entity, name=name, group=group,
+                tags=list(s.tags) + tags, save_dir=str(self.run_dir), offline=mode == "offline",
+                config=config, settings=_wandb_settings(), reinit="finish_previous",
+            )
+            run = self._logger.experiment
+            run.define_metric("experience")
+            run.define_metric("train/epoch")
+            for prefix in ("eval/*", "stream/*", "compress/*", "time/*"):
+                run.define_metric(prefix, step_metric="experience")
+            run.define_metric("train/*", step_metric="train/epoch")
+            self._wandb = run
+        except Exception as e:  # never let logging kill the run
+            self._warn(e)
+
+    def _warn(self, e: Exception) -> None:
+        log.warning("W&B logging switched off after an error: %s: %s", type(e).__name__, e)
+        self._wandb = None
+
+    def _wandb_log(self, payload: dict[str, Any]) -> None:
+        if self._wandb is None:
+            return
+        try:
+            self._wandb.log(payload)
+        except Exception as e:
+            self._warn(e)
+
+    def log_epoch(self, metrics: dict[str, float]) -> None:
+        """Per-epoch training figures, on a global epoch axis across tasks and phases."""
+        if not self.enabled:
+            return
+        self._epoch += 1
+        for k, v in metrics.items():
+            self._csv.writerow([f"{time.time():.3f}", "", self._epoch, k, v])
+        self._wandb_log({**metrics, "train/epoch": self._epoch})
+
+    def log_experience(self, experience: int, metrics: dict[str, float]) -> None:
+        """Figures measured after a task (eval accuracies, stream metrics, sizes)."""
+        if not self.enabled:
+            return
+        for k, v in metrics.items():
+            self._csv.writerow([f"{time.time():.3f}", experience, "", k, v])
+        self._csv_file.flush()
+        self._wandb_log({**metrics, "experience": experience})
+
+    def log_matrix(self, matrix: list[list[float | None]], title: str) -> None:
+        """The accuracy matrix as a W&B table and a heat-map image (also saved as PNG)."""
+        if not self.enabled:
+            return
+        png = heatmap_png(matrix, self.run_dir / "acc_matrix.png", title)
+        if self._wandb is None:
+            return
+        try:
+            import wandb
+
+            T = len(matrix)
+            cols = ["after_task"] + [f"task_{j}" for j in range(T)]
+            rows = [[i] + [matrix[i][j] if j < len(matrix[i]) else None for j in range(T)]
+                    for i in range(T)]
+            self._wandb.log({"eval/acc_matrix": wandb.Table(columns=cols, data=rows),
+                             "eval/acc_matrix_heatmap": wandb.Image(str(png)),
+                             "experience": T - 1})
+        except Exception as e:
+            self._warn(e)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self._wandb is None:
+            return
+        try:
+            for k, v in values.items():
+                self._wandb.summary[k] = v
+        except Exception as e:
+            self._warn(e)
+
+    @property
+    def wandb_dir(self) -> str | None:
+        return None if self._wandb is None else getattr(self._wandb, "dir", None)
+
+    def finish(self) -> None:
+        if not self.enabled:
+            return
+        self._csv_file.close()
+        if self._wandb is not None:
+            try:
+                self._wandb.finish()
+            except Exception as e:
+                self._warn(e)
+
+
+def _wandb_settings():
+    try:
+        import wandb
+
+        return wandb.Settings(silent=True, console="off", x_disable_stats=True)
+    except Exception:
+        return None

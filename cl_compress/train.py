@@ -1,0 +1,109 @@
+"""Hydra entry point: ``python -m cl_compress.train strategy=packnet benchmark=split_fmnist``.
+
+Composes the config, validates every choice before any data is loaded or any
+training starts, builds the objects and calls :func:`cl_compress.runner.run_stream`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError, UserError
+
+log = logging.getLogger("cl_compress")
+
+
+def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
+                  on_task_end=None) -> dict[str, Any]:
+    """Build everything from a composed config and run the stream; returns the results.
+
+    ``on_task_end(t, model, strategy)`` is passed to :func:`runner.run_stream`.
+    """
+    from .benchmarks import BenchmarkSpec, build_stream, validate_spec
+    from .models import ContinualModel, build_backbone
+    from .runner import TrainerSettings, run_stream
+    from .strategies import TrainSettings, get_strategy
+    from .tracking import Tracker, TrackerSettings
+
+    c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(c, dict)
+    train = TrainSettings(**c["train"])
+    _check_train(train)
+    params = dict(c["strategy"])
+    strategy = get_strategy(params.pop("name")).from_config(params, train)
+    spec = BenchmarkSpec(**c["benchmark"])
+    validate_spec(spec)
+    if spec.scenario not in strategy.scenarios:
+        raise ConfigError(
+            f"strategy {strategy.name!r} supports the {'/'.join(strategy.scenarios)}-incremental "
+            f"scenario(s), not benchmark.scenario={spec.scenario!r}"
+        )
+    model_kw = dict(c["model"])
+    model_name = model_kw.pop("name")
+    trainer = TrainerSettings(**c["trainer"])
+    tracker_settings = TrackerSettings(**c["logger"])
+
+    stream = build_stream(spec)
+    body, feat = build_backbone(model_name, stream.input_shape, **model_kw)
+    model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task")
+    tracker = Tracker(
+        run_dir, tracker_settings, name=f"{strategy.name}-s{c['seed']}",
+        group=tracker_settings.group or f"{spec.name}-{spec.scenario}", config=c,
+        tags=[strategy.name, spec.name, spec.scenario, f"seed{c['seed']}"],
+    )
+    try:
+        results = run_stream(stream, model, strategy, train, trainer, tracker, run_dir,
+                             seed=int(c["seed"]), resume=bool(c.get("resume", False)), config=c,
+                             on_task_end=on_task_end)
+    finally:
+        tracker.finish()
+    return results
+
+
+def _check_train(t) -> None:
+    checks = [("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
+              ("train.eval_batch_size", t.eval_batch_size, 1)]
+    for name, v, lo in checks:
+        if not isinstance(v, int) or v < lo:
+            raise ConfigError(f"{name}={v!r} must be an integer >= {lo}")
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr={t.lr!r} must be > 0")
+    if t.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay={t.weight_decay!r} must be >= 0")
+    if t.optimizer not in ("adam", "adamw", "sgd"):
+        raise ConfigError(f"train.optimizer={t.optimizer!r}; choose one of adam, adamw, sgd")
+
+
+@hydra.main(version_base=None, config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners, tips
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        res = build_and_run(cfg, run_dir)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    from .tracking import is_rank_zero
+
+    if is_rank_zero():
+        c = res["compression"]
+        print(
+            f"\n{res['strategy']} on {res['benchmark']} ({res['scenario']}-IL, seed {res['seed']}): "
+            f"avg_acc={res['avg_acc']:.4f} bwt={res['bwt']:+.4f} forgetting={res['forgetting']:.4f} "
+            f"plasticity={res['plasticity']:.4f}\n  stored_params={c['stored_params']} "
+            f"ratio_vs_individual={c['ratio_vs_individual']:.2f}x model_bytes={c['model_bytes']} "
+            f"train_seconds={res['train_seconds']:.1f}\n  results: {Path(run_dir) / 'results.json'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
