@@ -200,6 +200,8 @@ def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_b
         m["stream/forgetting"] = metrics.forgetting(R)
     m["compress/stored_params"] = stats.stored_params
     m["compress/stored_bits"] = stats.stored_bits
+    m["compress/ratio_vs_individual"] = metrics.compression_ratio(reference_bits, stats.stored_bits)
+    m |= {f"compress/{k}": float(v) for k, v in strategy.task_metrics(t).items()}
     tracker.log_experience(t, m)
 
 

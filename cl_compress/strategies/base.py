@@ -247,6 +247,11 @@ class Strategy:
         assert self.model is not None
         return {"format": "dense-fp32", "model": self.model.state_dict()}
 
+    def task_metrics(self, task: int) -> dict[str, float]:
+        """Figures logged after each task under ``compress/`` (e.g. ``rank/layer0``:
+        the per-layer rank used by task ``task``, ``bits/task_3``, ``free_fraction``)."""
+        return {}
+
     def extra_results(self) -> dict[str, Any]:
         """Strategy-specific figures for results.json (e.g. per-layer ranks per task)."""
         return {}
