@@ -3,6 +3,7 @@ task under its context, checkpoint, log. ``run_stream`` takes typed arguments on
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -92,6 +93,7 @@ def run_stream(
 
     R: list[list[float]] = []
     timing = {"train_seconds": 0.0, "strategy_seconds": 0.0, "eval_seconds": 0.0}
+    ddp_check: dict[str, Any] = {"world_size": 1}
     start = 0
     if resume:
         start, R, timing = _resume(ckpt_path, model, strategy, stream, seed)
@@ -140,6 +142,7 @@ def run_stream(
                 row.append(evaluate(model, e.test_x, e.test_y, j, train.eval_batch_size))
         timing["eval_seconds"] += time.perf_counter() - t0
         R.append(row)
+        ddp_check = check_ranks_agree(model, strategy, t)
         _log_task(tracker, strategy, R, t, reference_bits)
         if is_rank_zero():
             save_torch(ckpt_path, {
@@ -151,7 +154,49 @@ def run_stream(
         if on_task_end is not None:
             on_task_end(t, model, strategy)
 
-    return _finish(stream, strategy, R, timing, reference_bits, run_dir, seed, tracker, config)
+    results = _finish(stream, strategy, R, timing, reference_bits, run_dir, seed, tracker, config,
+                      ddp_check)
+    return results
+
+
+def state_fingerprint(model: torch.nn.Module, strategy: Strategy) -> str:
+    """SHA-256 over every tensor of the model and the strategy state (exact bytes)."""
+    h = hashlib.sha256()
+
+    def feed(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            h.update(obj.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                     if obj.numel() else b"")
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                h.update(str(k).encode())
+                feed(obj[k])
+        elif isinstance(obj, list | tuple):
+            for v in obj:
+                feed(v)
+        else:
+            h.update(repr(obj).encode())
+
+    feed(model.state_dict())
+    feed(strategy.state_dict())
+    return h.hexdigest()
+
+
+def check_ranks_agree(model: torch.nn.Module, strategy: Strategy, task: int) -> dict[str, Any]:
+    """Under DDP, check that every rank holds bit-identical weights, masks and factors.
+
+    A divergence (e.g. a non-deterministic pruning decision) raises at once instead of
+    silently producing rank-dependent results.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return {"world_size": 1}
+    digests: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, state_fingerprint(model, strategy))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"DDP ranks diverged after task {task}: state fingerprints {digests}")
+    return {"world_size": len(digests), "ranks_identical": True, "fingerprint": digests[0]}
 
 
 def _timed(fn, *args) -> float:
@@ -206,7 +251,8 @@ def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_b
 
 
 def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference_bits: int,
-            run_dir: Path, seed: int, tracker: Tracker, config: dict | None) -> dict[str, Any]:
+            run_dir: Path, seed: int, tracker: Tracker, config: dict | None,
+            ddp_check: dict[str, Any]) -> dict[str, Any]:
     stats = strategy.compression_stats()
     artifact = run_dir / "model_artifact.pt"
     model_bytes = save_torch(artifact, strategy.export_artifact()) if is_rank_zero() else 0
@@ -223,7 +269,7 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
         },
         "train_seconds": timing["train_seconds"], "timing": timing,
         "strategy_extra": strategy.extra_results(), "strategy_config": asdict(strategy.cfg),
-        "stream_source": stream.source, "config": config or {},
+        "stream_source": stream.source, "ddp": ddp_check, "config": config or {},
     }
     if is_rank_zero():
         tracker.log_matrix(R, f"{strategy.name} on {stream.name} ({stream.scenario}-IL)")

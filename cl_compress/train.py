@@ -50,6 +50,9 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     tracker_settings = TrackerSettings(**c["logger"])
 
     stream = build_stream(spec)
+    import lightning as L
+
+    L.seed_everything(int(c["seed"]), workers=True, verbose=False)  # model init is seeded
     body, feat = build_backbone(model_name, stream.input_shape, **model_kw)
     model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task")
     tracker = Tracker(
@@ -85,6 +88,8 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = HydraConfig.get().runtime.output_dir
+    import lightning.pytorch  # noqa: F401  (it sets its own log level on import)
+
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners, tips
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
