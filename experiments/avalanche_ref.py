@@ -1,0 +1,84 @@
+"""Reference runs of Avalanche 0.6's own strategies on a cl_compress stream.
+
+The Avalanche benchmark is built from the very tensors of our materialised stream
+(task labels, classes re-numbered from 0 in each experience), so both frameworks see
+the same experiences. Used by ``experiments/bench.py``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from cl_compress.benchmarks import Stream
+
+
+def avalanche_benchmark(stream: Stream):
+    """A task-incremental Avalanche benchmark with one experience per stream experience."""
+    from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
+
+    from cl_compress.benchmarks.avalanche_streams import _Targets, preserved_rng
+
+    train = [_Targets(e.train_x, e.train_y) for e in stream.experiences]
+    test = [_Targets(e.test_x, e.test_y) for e in stream.experiences]
+    with preserved_rng():
+        return nc_benchmark(train, test, n_experiences=stream.n_tasks, task_labels=True,
+                            shuffle=False, one_dataset_per_exp=True,
+                            class_ids_from_zero_in_each_exp=True)
+
+
+def multihead_mlp(input_shape: tuple[int, ...], hidden: tuple[int, ...] = (256, 256)) -> nn.Module:
+    """Avalanche multi-task MLP: our MLP body + Avalanche's MultiHeadClassifier."""
+    from avalanche.models import MultiHeadClassifier, MultiTaskModule
+
+    from cl_compress.models.backbones import mlp
+
+    class MultiHeadMLP(MultiTaskModule):
+        def __init__(self):
+            super().__init__()
+            self.body = mlp(input_shape, hidden)
+            self.classifier = MultiHeadClassifier(hidden[-1])
+
+        def forward_single_task(self, x, task_label):
+            return self.classifier(self.body(x), task_label)
+
+    return MultiHeadMLP()
+
+
+def accuracy_matrix(strategy, bench, train_fn) -> tuple[list[list[float]], float]:
+    """Train experience by experience with ``train_fn(exp)``; evaluate every seen one."""
+    R: list[list[float]] = []
+    train_s = 0.0
+    for t, exp in enumerate(bench.train_stream):
+        t0 = time.perf_counter()
+        train_fn(exp)
+        train_s += time.perf_counter() - t0
+        res = strategy.eval(bench.test_stream[: t + 1])
+        row = []
+        for j in range(t + 1):
+            key = next(k for k in res if k.startswith("Top1_Acc_Exp/eval_phase/test_stream")
+                       and k.endswith(f"Exp{j:03d}"))
+            row.append(float(res[key]))
+        R.append(row)
+    return R, train_s
+
+
+def run_avalanche_naive(stream: Stream, epochs: int, lr: float, batch_size: int,
+                        seed: int = 0) -> dict:
+    """Avalanche ``Naive`` (multi-head MLP, Adam) on the stream; accuracy matrix + wall time."""
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin
+    from avalanche.training.supervised import Naive
+
+    torch.manual_seed(seed)
+    bench = avalanche_benchmark(stream)
+    model = multihead_mlp(stream.input_shape)
+    evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
+    strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=lr),
+                     criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size,
+                     train_epochs=epochs, eval_mb_size=1024, device="cpu", evaluator=evaluator)
+    t0 = time.perf_counter()
+    R, train_s = accuracy_matrix(strategy, bench, strategy.train)
+    return {"acc_matrix": R, "wall_seconds": time.perf_counter() - t0, "train_seconds": train_s}
