@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# GPU throughput, {dt.date.today().isoformat()}", "",
              f"Command: `python -m experiments.bench_gpu {' '.join(argv or sys.argv[1:])}`",
              f"Device: {torch.cuda.get_device_name()}; reduced ResNet-18 (nf=20), 3x32x32, "
-             f"batch {args.batch}, {args.steps} steps; torch {torch.__version__}, lightning {L.__version__}.", "",
+             f"batch {args.batch}, {args.steps} steps; torch {torch.__version__}, "
+             f"lightning {L.__version__}.", "",
              "| loop | precision | images/s | vs plain |", "|---|---|---|---|"]
     for precision in ("32-true", "bf16-mixed"):
         base = plain(x, y, args.steps, args.batch, precision)
