@@ -1,0 +1,315 @@
+"""Comparison report over a sweep: ``python -m cl_compress.report <sweep dir> [--out DIR]``.
+
+Reads every ``results.json`` (and its ``metrics.csv``) below the sweep directory, groups
+the runs by benchmark and by strategy variant, and writes ``report.md`` + PNGs + ``runs.csv``:
+a table per benchmark (mean ± std over seeds), accuracy-matrix heat-maps, the accuracy of
+each task over the stream, accuracy versus model size, per-layer figures logged under
+``compress/`` (ranks, bits, free capacity ...), and, computed from the data, whether the
+central claim of each paper is supported (:mod:`cl_compress.report_claims`). Strategies
+appear automatically: nothing here names a column per strategy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .io import write_json
+
+# (key in results.json or a derived name, header, scale, format: int decimals or "si")
+COLUMNS: list[tuple[str, str, float, Any]] = [
+    ("avg_acc", "avg acc %", 100, 2), ("bwt", "BWT %", 100, 2),
+    ("forgetting", "forgetting %", 100, 2), ("plasticity", "plasticity %", 100, 2),
+    ("compression.stored_params", "stored params", 1, "si"),
+    ("compression.stored_bits", "stored bits", 1, "si"),
+    ("compression.bits_per_param", "bits/param", 1, 2),
+    ("compression.model_bytes", "model bytes", 1, "si"),
+    ("compression.ratio_vs_individual", "× vs individual", 1, 2),
+    ("train_seconds", "train s", 1, 1), ("total_seconds", "total s", 1, 1),
+]
+BASELINES = ("individual", "naive")
+
+
+@dataclass
+class Run:
+    """One finished run: its results.json and the per-task ``compress/*`` figures."""
+
+    path: Path
+    res: dict[str, Any]
+    label: str = ""
+    per_task: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
+
+    @property
+    def strategy(self) -> str:
+        return self.res["strategy"]
+
+    @property
+    def bench(self) -> str:
+        return f"{self.res['benchmark']}-{self.res['scenario']}"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.res.get("strategy_config") or {}
+
+    def get(self, key: str) -> float | None:
+        """A figure by dotted key (``compression.model_bytes``); ``total_seconds`` is derived."""
+        if key == "total_seconds":
+            t = self.res.get("timing") or {}
+            return sum(t.get("task_seconds") or [0.0]) + t.get("eval_seconds", 0.0)
+        v: Any = self.res
+        for part in key.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+@dataclass
+class Sweep:
+    """Runs of a sweep grouped as ``groups[benchmark][label] -> runs`` (one per seed)."""
+
+    root: Path
+    runs: list[Run]
+    incomplete: list[Path]
+    meta: dict[str, Any]
+
+    @property
+    def groups(self) -> dict[str, dict[str, list[Run]]]:
+        out: dict[str, dict[str, list[Run]]] = {}
+        for r in sorted(self.runs, key=lambda r: (r.bench, _order(r.label), r.res.get("seed", 0))):
+            out.setdefault(r.bench, {}).setdefault(r.label, []).append(r)
+        return out
+
+
+def _order(label: str) -> tuple[int, str]:
+    base = label.split("[")[0]
+    return (BASELINES.index(base) if base in BASELINES else len(BASELINES), label)
+
+
+def read_per_task(csv_path: Path) -> dict[str, dict[str, dict[int, float]]]:
+    """``compress/<kind>/<name>`` rows of a run's metrics.csv as ``{kind: {name: {task: v}}}``
+    (the last value wins, so a resumed run's repeated rows do not double count)."""
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    if not csv_path.is_file():
+        return out
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            key, exp = row.get("key") or "", row.get("experience") or ""
+            parts = key.split("/", 2)
+            if len(parts) != 3 or parts[0] != "compress" or not exp:
+                continue
+            try:
+                out.setdefault(parts[1], {}).setdefault(parts[2], {})[int(exp)] = float(row["value"])
+            except ValueError:
+                continue
+    return out
+
+
+def _default_config(strategy: str) -> dict[str, Any] | None:
+    import dataclasses
+
+    try:
+        from .strategies import get_strategy
+
+        return dataclasses.asdict(get_strategy(strategy).Config())
+    except Exception:  # a strategy that is no longer importable: label by what varies
+        return None
+
+
+def assign_labels(runs: list[Run]) -> None:
+    """Label each run by its strategy plus the hyper-parameters that make it a variant:
+    keys that vary between runs of that strategy and differ from the strategy's defaults
+    (e.g. ``lrpet[mode=truncate]``); runs with the default values keep the plain name."""
+    by_name: dict[str, list[Run]] = {}
+    for r in runs:
+        by_name.setdefault(r.strategy, []).append(r)
+    for name, rs in by_name.items():
+        # keys every run has (a key missing from some runs means another code version, not a variant)
+        keys = sorted(set.intersection(*(set(r.config) for r in rs)))
+        varying = [k for k in keys if len({json.dumps(r.config[k], sort_keys=True) for r in rs}) > 1]
+        ref = _default_config(name) or rs[0].config
+        for r in rs:
+            diff = [f"{k}={r.config.get(k)}" for k in varying if r.config.get(k) != ref.get(k)]
+            r.label = f"{name}[{','.join(diff)}]" if diff else name
+
+
+def load_sweep(root: str | Path) -> Sweep:
+    """Every run below ``root`` (a sweep directory, or any folder of run directories)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"sweep directory {root} does not exist")
+    runs = []
+    for p in sorted(root.rglob("results.json")):
+        try:
+            res = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(res, dict) and "acc_matrix" in res and "strategy" in res:
+            runs.append(Run(p.parent, res, per_task=read_per_task(p.parent / "metrics.csv")))
+    done = {r.path for r in runs}
+    incomplete = sorted({p.parent.parent for p in root.rglob(".hydra/overrides.yaml")} - done)
+    assign_labels(runs)
+    meta_path = root / "sweep.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return Sweep(root, runs, incomplete, meta)
+
+
+def stat(runs: list[Run], key: str) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (0 for one run) and count of a figure over runs."""
+    vals = [v for v in (r.get(key) for r in runs) if v is not None and not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan, 0
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)
+
+
+def fmt_si(v: float) -> str:
+    """Compact number: ``fmt_si(1234567)`` -> ``'1.23M'``."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, "")):
+        if abs(v) >= div or div == 1:
+            return f"{v / div:#.3g}".rstrip(".") + suffix
+    return str(v)
+
+
+def fmt_stat(mean: float, std: float, n: int, scale: float = 1.0, spec: Any = 2) -> str:
+    """``mean ± std`` (``±`` omitted for a single run, ``–`` when missing)."""
+    if n == 0:
+        return "–"
+    m, s = mean * scale, std * scale
+    text = fmt_si(m) if spec == "si" else f"{m:.{spec}f}"
+    if n > 1:
+        text += " ± " + (fmt_si(s) if spec == "si" else f"{s:.{spec}f}")
+    return text
+
+
+def summary_rows(groups: dict[str, list[Run]]) -> list[dict[str, Any]]:
+    """One row per strategy variant: label, seeds and ``(mean, std, n)`` per column key."""
+    return [{"label": label, "seeds": sorted(r.res.get("seed") for r in rs),
+             **{key: stat(rs, key) for key, *_ in COLUMNS}} for label, rs in groups.items()]
+
+
+def summary_markdown(groups: dict[str, list[Run]]) -> str:
+    """The Markdown table of one benchmark (mean ± std over seeds)."""
+    head = ["strategy", "seeds"] + [h for _, h, _, _ in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in summary_rows(groups):
+        cells = [f"`{row['label']}`", str(len(row["seeds"]))]
+        cells += [fmt_stat(*row[key], scale, spec) for key, _, scale, spec in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_runs_csv(sweep: Sweep, path: Path) -> None:
+    """Every run's headline figures, one row per run (the table's raw data)."""
+    keys = [k for k, *_ in COLUMNS]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["benchmark", "label", "strategy", "seed", *keys, "run_dir"])
+        for r in sorted(sweep.runs, key=lambda r: (r.bench, r.label, r.res.get("seed", 0))):
+            w.writerow([r.bench, r.label, r.strategy, r.res.get("seed"),
+                        *[r.get(k) for k in keys], str(r.path.relative_to(sweep.root))])
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def wandb_markdown(sweep: Sweep) -> str:
+    """How to find the sweep's runs in W&B and upload offline ones."""
+    loggers = [(r.res.get("config") or {}).get("logger") or {} for r in sweep.runs]
+    groups = sorted({str(lg.get("group")) for lg in loggers})
+    offline = sorted(sweep.root.rglob("wandb/offline-run-*"))
+    on = any(lg.get("wandb") and lg.get("mode") != "disabled" for lg in loggers)
+    lines = [("Runs of this sweep" if on else "W&B was off for this sweep (`logger=none`); with the "
+              "default logger, runs") + f" share the W&B group {' / '.join(f'`{g}`' for g in groups)} "
+             "and are tagged with strategy, benchmark, scenario and seed (also in their config), so "
+             "a W&B dashboard compares them without set-up: filter by the group and group runs by "
+             "`strategy.name`."]
+    if offline:
+        lines.append(f"{len(offline)} run(s) were logged offline; upload them with\n\n```bash\n"
+                     f"find {sweep.root} -type d -name 'offline-run-*' -exec wandb sync {{}} +\n```")
+    else:
+        lines.append("No offline W&B run directory was found below the sweep directory.")
+    return "\n\n".join(lines)
+
+
+def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.md``, its PNGs, ``runs.csv`` and ``summary.json``; returns report.md."""
+    from . import report_plots as rp
+    from .report_claims import budget_differences, claims, claims_markdown, common_settings, pareto
+    from .strategies import builtin_names
+
+    sweep = load_sweep(sweep_dir)
+    if not sweep.runs:
+        raise ValueError(f"no finished run (results.json) below {sweep.root}")
+    out_dir = Path(out) if out else sweep.root
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m = sweep.meta
+    md = ["# Strategy comparison", "",
+          f"- sweep: `{m.get('sweep_dir', sweep.root)}`"
+          + (f" (preset `{m['preset']}`)" if m.get("preset") else ""),
+          f"- date: {m.get('date', 'unknown (no sweep.json)')}",
+          f"- command: `{m.get('command', 'python -m cl_compress.report ' + str(sweep.root))}`",
+          f"- machine: {m.get('machine', 'unknown')}",
+          *([f"- wall time of the sweep: {m['total_seconds'] / 60:.1f} min over {len(m['jobs'])} "
+             f"multirun(s) (exit codes {[j['rc'] for j in m['jobs']]})"] if m.get("total_seconds") else []),
+          *[f"- note: {n}" for n in m.get("notes", [])],
+          f"- finished runs: {len(sweep.runs)}; incomplete: {len(sweep.incomplete)}"
+          + "".join(f"\n  - `{p.relative_to(sweep.root)}` (no results.json)" for p in sweep.incomplete)]
+    absent = sorted(set(builtin_names()) - {r.strategy for r in sweep.runs})
+    if absent:
+        md.append(f"- registered strategies not in this sweep: {', '.join(f'`{a}`' for a in absent)}")
+    summary: dict[str, Any] = {}
+    for bench, groups in sweep.groups.items():
+        runs = [r for rs in groups.values() for r in rs]
+        diff = budget_differences(runs)
+        md += ["", f"## {bench}", "", f"Setting: {common_settings(runs)}. Same stream and budget for "
+               "every strategy: " + ("yes." if not diff else "**no**, runs differ in "
+               + ", ".join(f"`{k}` ({' / '.join(v)})" for k, v in diff.items()) + ".")]
+        md += ["", "Mean ± sample std over seeds; accuracies in %; sizes count everything a "
+               "strategy stores to answer for all tasks (see README, Metrics).", "",
+               summary_markdown(groups), "",
+               "Pareto front (no other strategy both smaller and more accurate): "
+               + ", ".join(f"`{p}`" for p in pareto(groups)) + ".", "", "### Paper claims", "",
+               claims_markdown(groups), "", "### Figures", ""]
+        figs = {"heatmaps": rp.heatmaps(groups, f"— {bench}"), "tasks": rp.task_curves(groups, f"— {bench}"),
+                "tradeoff": rp.tradeoff(groups, f"— {bench}")}
+        for lab, rs in groups.items():
+            f = rp.per_layer(lab, rs, f"— {bench}")
+            if f is not None:
+                figs[f"layers-{slug(lab)}"] = f
+        for name, fig in figs.items():
+            png = f"{slug(bench)}-{name}.png"
+            fig.savefig(out_dir / png, dpi=100)
+            md.append(f"![{bench} {name}]({png})")
+        summary[bench] = {"rows": summary_rows(groups), "budget_differences": diff,
+                          "claims": [c.__dict__ for c in claims(groups)]}
+    md += ["", "## W&B", "", wandb_markdown(sweep), "",
+           "Raw per-run figures: `runs.csv`; table and verdicts as JSON: `summary.json`.", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(md))
+    write_runs_csv(sweep, out_dir / "runs.csv")
+    write_json(out_dir / "summary.json", {"meta": m, "benchmarks": summary})
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cl_compress.report", description=__doc__.split("\n")[0])
+    p.add_argument("sweep", help="sweep directory (e.g. multirun/<time> or runs/compare/<name>)")
+    p.add_argument("--out", help="where to write report.md and PNGs (default: the sweep directory)")
+    a = p.parse_args(argv)
+    try:
+        path = write_report(a.sweep, a.out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}")
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

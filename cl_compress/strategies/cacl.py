@@ -1,0 +1,297 @@
+"""CACL: compression-aware continual learning with SVD-factorised layers
+(Teja & Panda 2020, arXiv 2009.01956; authors' code ``pavanteja295/CACL``).
+
+Every factorised layer is W = N·diag(|sigma|)·C. Training task t adds a sparsity
+regulariser on sigma (Hoyer by default) and orthogonality penalties on N and C; the
+components owned by tasks 0..t-1 are frozen, so task t learns a residual on top of the
+shared ones. After the task, the new components are truncated by energy and compacted to
+[old frozen | kept new | fresh slots] (fresh slots refilled by growth). Task j is answered
+with the first r_j components of every layer and head j: zero forgetting by construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..compress.svd import (
+    SPARSITY,
+    SVDFactorized,
+    energy_keep_mask,
+    factorize_modules,
+    gram_error,
+    kaiming_factors,
+    orthogonality_frozen,
+)
+from ..errors import CheckpointError, ConfigError
+from .base import CompressionStats, Phase, Strategy, StrategyConfig, TaskData, hp, restore_where, snapshot
+from .registry import register
+
+
+@dataclass
+class Config(StrategyConfig):
+    sparse_type: str = hp("hoyer", choices=("hoyer", "hoyer_square", "l1"),
+                          doc="regulariser on the singular values")
+    sparse_weight: float = hp(0.1, 0.0, None, doc="coefficient of the sparsity term (authors: 0.1)")
+    orth_weight: float = hp(1.0, 0.0, None, doc="coefficient of the orthogonality terms on N, C")
+    energy_sv: float = hp(3e-5, 0.0, 1.0, high_open=True,
+                          doc="fraction of the new components' energy that truncation may drop")
+    initial_rank: str = hp("param_matched", choices=("param_matched", "full"),
+                           doc="param_matched: in*k^2*out/(out+in*k^2); full: min(out, in*k^2)")
+    growth: str = hp("full", choices=("none", "full", "average"),
+                     doc="fresh slots after a task: none (what is left of the initial rank), "
+                         "full (the initial rank), average (mean cumulative rank, authors' get_avg)")
+    factorize: list = hp(["linear", "conv"], choices=("linear", "conv"),
+                         doc="layer types of the body trained in factorised form")
+    sigma_lr_scale: float = hp(1.0, 0.0, None, low_open=True,
+                               doc="learning rate of sigma relative to train.lr (authors: 1; "
+                                   "larger values let Hoyer sparsify sigma in short schedules)")
+    bn_stats_per_task: bool = hp(True, choices=(True, False),
+                                 doc="store BatchNorm running statistics per task")
+
+    def validate(self) -> None:
+        if not self.factorize:
+            raise ConfigError("strategy.factorize is empty; name at least one of [linear, conv]")
+        if len(set(self.factorize)) != len(self.factorize):
+            raise ConfigError(f"strategy.factorize={self.factorize} lists a layer type twice")
+
+
+def _bn_modules(root: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    return {n: m for n, m in root.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
+
+
+@register("cacl")
+class CACL(Strategy):
+    """SVD-factorised body; per task: train a residual, truncate by energy, freeze."""
+
+    description = "SVD-factorised layers, Hoyer-sparse singular values, per-task rank growth (CACL)"
+    scenarios = ("task",)
+    Config = Config
+    cfg: Config
+
+    def __init__(self, cfg: Config, train):
+        super().__init__(cfg, train)
+        self.paths: list[str] = []
+        self.layers: list[SVDFactorized] = []
+        self.base_ranks: list[int] = []
+        self.task_ranks: list[list[int]] = []  # cumulative rank per layer used by each task
+        self.bn_stats: list[dict[str, Tensor]] = []
+        self.base_seed = 0
+        self._frozen: list[tuple[list[Tensor], list[Tensor], list[Tensor]]] = []
+        self._prev: list[int] = []
+        self._orth_const: list[tuple[Tensor, Tensor]] = []
+
+    # --- lifecycle -------------------------------------------------------------------
+    def setup(self, model, info) -> None:
+        super().setup(model, info)
+        self.base_seed = int(torch.initial_seed() % (2**31))  # seeded by the runner
+        gen = torch.Generator().manual_seed(self.base_seed)
+        self.paths = factorize_modules(model.body, tuple(self.cfg.factorize),
+                                       self.cfg.initial_rank, gen)
+        if not self.paths:
+            raise ConfigError(
+                f"strategy.factorize={list(self.cfg.factorize)} matches no layer of the model body; "
+                f"use factorize=[linear] for an MLP or a conv model (e.g. model=cacl_net)"
+            )
+        self.layers = [model.body.get_submodule(p) for p in self.paths]  # type: ignore[misc]
+        self.base_ranks = [m.rank for m in self.layers]
+
+    def _prev_ranks(self, task: int) -> list[int]:
+        return list(self.task_ranks[task - 1]) if task > 0 else [0] * len(self.layers)
+
+    def before_task(self, task: int, data: TaskData) -> None:
+        assert self.model is not None
+        factor_ids = {id(p) for m in self.layers for p in (m.N, m.sigma, m.C)}
+        if task > 0:  # biases, BN affine and unfactorised layers are learnt on task 0 only
+            for p in self.model.body.parameters():
+                if id(p) not in factor_ids:
+                    p.requires_grad_(False)
+        self._prev = self._prev_ranks(task)
+        self._frozen, self._orth_const = [], []
+        for m, r in zip(self.layers, self._prev):
+            m.freeze_prefix(r)
+            self._orth_const.append((gram_error(m.N[:, :r].t()), gram_error(m.C[:r])))
+            if r == 0:
+                continue
+            params = [m.N, m.sigma, m.C]
+            masks = [torch.zeros_like(p, dtype=torch.bool) for p in params]
+            masks[0][:, :r] = True
+            masks[1][:r] = True
+            masks[2][:r] = True
+            self._frozen.append((params, snapshot(params), masks))
+
+    def parameters_to_optimize(self, task: int, phase: Phase) -> Iterator[Any]:
+        """Trainable parameters; sigma in its own group when ``sigma_lr_scale != 1``."""
+        assert self.model is not None
+        sigmas = {id(m.sigma) for m in self.layers}
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.cfg.sigma_lr_scale == 1.0:
+            yield from params
+            return
+        yield {"params": [p for p in params if id(p) not in sigmas]}
+        yield {"params": [p for p in params if id(p) in sigmas],
+               "lr": phase.lr * self.cfg.sigma_lr_scale}
+
+    def training_loss(self, loss: Tensor, logits: Tensor, batch: tuple) -> Tensor:
+        sparsity = SPARSITY[self.cfg.sparse_type]
+        if self.cfg.sparse_weight > 0:
+            loss = loss + self.cfg.sparse_weight * sum(sparsity(m.sigma) for m in self.layers)
+        if self.cfg.orth_weight > 0:
+            loss = loss + self.cfg.orth_weight * sum(self._orth(i) for i in range(len(self.layers)))
+        return loss
+
+    def _orth(self, i: int) -> Tensor:
+        """orth(N) + orth(C) of layer ``i`` over all components (authors), computed without
+        re-multiplying the constant frozen block of each Gram."""
+        m, r = self.layers[i], self._prev[i] if self._prev else 0
+        cn, cc = self._orth_const[i] if self._orth_const else (None, None)
+        return orthogonality_frozen(m.N.t(), r, cn) + orthogonality_frozen(m.C, r, cc)
+
+    def after_backward(self) -> None:
+        for m, r in zip(self.layers, self._prev):
+            if r == 0:
+                continue
+            for p, sl in ((m.N, (slice(None), slice(0, r))), (m.sigma, slice(0, r)),
+                          (m.C, slice(0, r))):
+                if p.grad is not None:
+                    p.grad[sl] = 0.0
+
+    def after_optimizer_step(self, step: int) -> None:
+        for i, (params, saved, masks) in enumerate(self._frozen):  # weight decay can't move them
+            if saved[0].device != params[0].device:  # the trainer moved the model
+                saved = [s.to(params[0].device) for s in saved]
+                masks = [k.to(params[0].device) for k in masks]
+                self._frozen[i] = (params, saved, masks)
+            restore_where(params, saved, masks)
+
+    @torch.no_grad()
+    def after_task(self, task: int, data: TaskData) -> None:
+        prev, ranks = self._prev_ranks(task), []
+        for li, (m, r) in enumerate(zip(self.layers, prev)):
+            keep = energy_keep_mask(m.sigma[r:], self.cfg.energy_sv)
+            idx = torch.arange(r, m.rank, device=keep.device)[keep]
+            used = r + int(keep.sum())
+            ranks.append(used)
+            fresh = self._fresh_slots(li, used, ranks_so_far=[t[li] for t in self.task_ranks])
+            gen = torch.Generator().manual_seed(self.base_seed * 1000 + task * 97 + li + 1)
+            n, s, c = kaiming_factors(m.out, m.fan_in, fresh, gen)
+            dev = m.N.device
+            m.set_factors(torch.cat([m.N[:, :r], m.N[:, idx], n.to(dev)], 1),
+                          torch.cat([m.sigma[:r], m.sigma[idx], s.to(dev)]),
+                          torch.cat([m.C[:r], m.C[idx], c.to(dev)]))
+        self.task_ranks.append(ranks)
+        if self.cfg.bn_stats_per_task:
+            self.bn_stats.append(self._current_bn())
+        self._frozen, self._prev = [], []
+
+    def _fresh_slots(self, li: int, used: int, ranks_so_far: list[int]) -> int:
+        base = self.base_ranks[li]
+        free = max(base - used, 0)
+        if self.cfg.growth == "none":
+            return free
+        if self.cfg.growth == "full":
+            return base
+        cumulative = ranks_so_far + [used]
+        return max(free, min(base, round(sum(cumulative) / len(cumulative))))
+
+    def _current_bn(self) -> dict[str, Tensor]:
+        assert self.model is not None
+        out = {}
+        for name, bn in _bn_modules(self.model.body).items():
+            out[f"{name}.running_mean"] = bn.running_mean.detach().clone()  # type: ignore[union-attr]
+            out[f"{name}.running_var"] = bn.running_var.detach().clone()  # type: ignore[union-attr]
+        return out
+
+    def _load_bn(self, stats: dict[str, Tensor]) -> None:
+        assert self.model is not None
+        for name, bn in _bn_modules(self.model.body).items():
+            bn.running_mean.copy_(stats[f"{name}.running_mean"])  # type: ignore[union-attr]
+            bn.running_var.copy_(stats[f"{name}.running_var"])  # type: ignore[union-attr]
+
+    @contextlib.contextmanager
+    def task_context(self, task: int):
+        if task >= len(self.task_ranks):  # the task being trained: every component
+            yield
+            return
+        current = self._current_bn() if self.bn_stats else None
+        for m, r in zip(self.layers, self.task_ranks[task]):
+            m.active_rank = r
+        if self.bn_stats:
+            self._load_bn(self.bn_stats[task])
+        try:
+            yield
+        finally:
+            for m in self.layers:
+                m.active_rank = None
+            if current is not None:
+                self._load_bn(current)
+
+    # --- accounting, logging, persistence -----------------------------------------------
+    def _layer_names(self) -> list[str]:
+        return [f"layer{i}" for i in range(len(self.layers))]
+
+    def _stored(self) -> dict[str, Any]:
+        """Everything needed to answer for every task seen so far."""
+        assert self.model is not None
+        factor_ids = {id(p) for m in self.layers for p in (m.N, m.sigma, m.C)}
+        final = self.task_ranks[-1] if self.task_ranks else [0] * len(self.layers)
+        factors = {}
+        for name, path, m, r in zip(self._layer_names(), self.paths, self.layers, final):
+            a, b = m.folded_factors(r)
+            factors[name] = {"path": path, "kind": type(m).__name__, "left": a.cpu(),
+                             "right": b.cpu()}
+        dense = {n: p.detach().cpu() for n, p in self.model.body.named_parameters()
+                 if id(p) not in factor_ids}
+        seen = len(self.task_ranks)
+        heads = {f"{i}.{k}": v.detach().cpu() for i in range(seen)
+                 for k, v in self.model.heads[i].state_dict().items()}
+        bn = [{k: v.cpu() for k, v in s.items()} for s in self.bn_stats or [self._current_bn()]]
+        return {"factors": factors, "dense": dense, "heads": heads, "bn_stats": bn,
+                "task_ranks": torch.tensor(self.task_ranks, dtype=torch.int32)}
+
+    def compression_stats(self) -> CompressionStats:
+        s = self._stored()
+        n = sum(f["left"].numel() + f["right"].numel() for f in s["factors"].values())
+        n += sum(v.numel() for v in s["dense"].values()) + sum(v.numel() for v in s["heads"].values())
+        n += sum(v.numel() for st in s["bn_stats"] for v in st.values())
+        n += s["task_ranks"].numel()  # task identifiers (32-bit ints)
+        final = self.task_ranks[-1] if self.task_ranks else []
+        return CompressionStats(n, 32 * n, {"cacl_ranks": dict(zip(self._layer_names(), final))})
+
+    def export_artifact(self) -> dict[str, Any]:
+        return {"format": "cacl-svd-fp32", "layer_paths": list(self.paths), **self._stored()}
+
+    def task_metrics(self, task: int) -> dict[str, float]:
+        prev = self._prev_ranks(task)
+        out: dict[str, float] = {}
+        for name, r, p, m in zip(self._layer_names(), self.task_ranks[task], prev, self.layers):
+            out[f"rank/{name}"] = r
+            out[f"new_rank/{name}"] = r - p
+            out[f"slots/{name}"] = m.rank
+        return out
+
+    def extra_results(self) -> dict[str, Any]:
+        names = self._layer_names()
+        return {"ranks": {n: [t[i] for t in self.task_ranks] for i, n in enumerate(names)},
+                "initial_ranks": dict(zip(names, self.base_ranks)),
+                "layers": dict(zip(names, self.paths))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"paths": list(self.paths), "base_ranks": list(self.base_ranks),
+                "task_ranks": [list(r) for r in self.task_ranks], "base_seed": self.base_seed,
+                "bn_stats": [dict(s) for s in self.bn_stats]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state["paths"]) != self.paths:
+            raise CheckpointError(f"checkpoint factorises layers {state['paths']}, this model "
+                                  f"{self.paths}; resume with the same model and strategy.factorize")
+        self.base_ranks = [int(r) for r in state["base_ranks"]]
+        self.task_ranks = [[int(x) for x in r] for r in state["task_ranks"]]
+        self.base_seed = int(state["base_seed"])
+        self.bn_stats = [dict(s) for s in state["bn_stats"]]

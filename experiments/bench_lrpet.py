@@ -1,0 +1,193 @@
+"""``make bench-lrpet``: LRPET vs its ablations and ``individual`` on split_fmnist (task-IL).
+
+One process runs, on the same stream, model (MLP 784-256-256), optimiser and seed:
+
+* ``individual`` (one dense model per task: the accuracy reference and size denominator);
+* for every rank ``k`` in ``--ranks`` (explicit rank of every body layer, per task):
+  LRPET (projection + energy transfer), LRPET without energy transfer, and the baseline
+  "train dense, truncate by SVD, fine-tune the factors" (``strategy.mode=truncate``), with
+  the same number of epochs per task (the baseline: ``epochs - 1`` dense + 1 fine-tuning);
+
+and prints / saves a Markdown table with accuracy, stored parameters, artifact bytes and
+training time with projection (LRPET) vs without (the dense phase of the baseline), plus
+the directly timed projection cost.
+
+Usage: python -m experiments.bench_lrpet [--ranks 32,2] [--epochs 2] [--max-train N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+from cl_compress.testing import compose_config
+from cl_compress.train import build_and_run
+
+RESULTS = Path(__file__).parent / "results"
+LRPET, NO_ET, TRUNC = "LRPET", "LRPET, no energy transfer", "dense -> SVD truncate -> fine-tune"
+COMMON = ["benchmark=split_fmnist", "benchmark.scenario=task", "model=mlp", "logger=none",
+          "trainer.progress_bar=false", "train.optimizer=adam", "train.lr=0.001"]
+
+
+def run(name: str, overrides: list[str], run_root: Path) -> dict:
+    print(f"-- {name}: {' '.join(overrides)}", flush=True)
+    return build_and_run(compose_config(COMMON + overrides), run_root / name.replace(" ", "_"))
+
+
+def row(regime: str, label: str, k: str, epochs: str, r: dict, ref: dict) -> dict:
+    c, x = r["compression"], r.get("strategy_extra") or {}
+    per_epoch = x.get("seconds_per_epoch", {})
+    return {
+        "regime": regime, "method": label, "k": k, "epochs": epochs, "avg_acc": 100 * r["avg_acc"],
+        "bwt": 100 * r["bwt"], "params": c["stored_params"],
+        "fewer": ref["compression"]["stored_params"] / c["stored_params"],
+        "bytes": c["model_bytes"], "train_s": r["train_seconds"],
+        "s_epoch": per_epoch.get("lrpet", per_epoch.get("dense")),
+        "proj_s": x.get("projection_seconds"), "projections": x.get("projections"),
+        "n_epochs": sum(x.get("phase_epochs", {}).values()),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| train images/task | method | rank k | epochs/task | avg_acc % | BWT % | stored params "
+            "| x fewer than individual | model_bytes | train s | s/epoch (training phase) "
+            "| projection s |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        s_ep = "-" if r["s_epoch"] is None else f"{r['s_epoch']:.1f}"
+        proj = "-" if not r["projections"] else f"{r['proj_s']:.2f} ({r['projections']} proj.)"
+        lines.append(f"| {r['regime']} | {r['method']} | {r['k']} | {r['epochs']} | {r['avg_acc']:.2f} | "
+                     f"{r['bwt']:+.2f} | {r['params']:,} | {r['fewer']:.2f} | {r['bytes']:,} | "
+                     f"{r['train_s']:.0f} | {s_ep} | {proj} |")
+    return "\n".join(lines)
+
+
+def compare(rows: list[dict], regime: str, ranks: list[int]) -> list[str]:
+    """Claim lines for one data regime: LRPET vs truncate+fine-tune, ET on vs off, timing."""
+    out = []
+    for k in ranks:
+        by = {r["method"]: r for r in rows if r["k"] == str(k) and r["regime"] == regime}
+        et, no, tr = by[LRPET], by[NO_ET], by[TRUNC]
+        d_tr, d_et = et["avg_acc"] - tr["avg_acc"], et["avg_acc"] - no["avg_acc"]
+        out.append(f"- {regime} images/task, k={k}: LRPET {et['avg_acc']:.2f} vs truncate+fine-tune "
+                   f"{tr['avg_acc']:.2f} ({'LRPET better' if d_tr > 0 else 'LRPET NOT better'}, "
+                   f"{d_tr:+.2f}); energy transfer on vs off {et['avg_acc']:.2f} vs "
+                   f"{no['avg_acc']:.2f} ({'on better' if d_et > 0 else 'on NOT better'}, {d_et:+.2f}).")
+        if et["s_epoch"] and et["n_epochs"]:
+            bare = (et["s_epoch"] * et["n_epochs"] - et["proj_s"]) / et["n_epochs"]
+            share = 100 * et["proj_s"] / (et["s_epoch"] * et["n_epochs"])
+            out.append(f"- {regime} images/task, k={k}, training time: LRPET {et['s_epoch']:.2f} s/epoch "
+                       f"with projection, {bare:.2f} s/epoch without it (same run, projection time "
+                       f"removed; {et['projections']} projections took {et['proj_s']:.2f} s = "
+                       f"{share:.1f} %); the baseline's dense phase (no projection, same forward) "
+                       f"ran at {tr['s_epoch']:.2f} s/epoch.")
+    return out
+
+
+def size_check(rows: list[dict], k: int) -> tuple[bool, str]:
+    ind = rows[0]
+    head = next(r for r in rows if r["method"] == LRPET and r["k"] == str(k)
+                and r["regime"] == ind["regime"])
+    gap = ind["avg_acc"] - head["avg_acc"]
+    ok = head["fewer"] >= 3 and gap <= 1.5
+    return ok, (f"- Size/accuracy target (LRPET at k={k}, {ind['regime']} images/task): "
+                f"{head['fewer']:.2f}x fewer stored parameters than individual (target >= 3x), "
+                f"avg_acc {head['avg_acc']:.2f} vs {ind['avg_acc']:.2f} (gap {gap:+.2f} points, "
+                f"target <= 1.5): {'MET' if ok else 'NOT MET'}.")
+
+
+def regime(n_train: int | None, ranks: list[int], args, root: Path) -> list[dict]:
+    """individual + the three low-rank methods at every rank, on ``n_train`` images/task."""
+    common = [f"seed={args.seed}", f"train.epochs={args.epochs}"]
+    if n_train:
+        common.append(f"benchmark.max_train_per_task={n_train}")
+    tag = str(n_train or "all")
+    ind = run(f"individual n{tag}", common + ["strategy=individual"], root)
+    rows = [row(tag, "individual", "full", str(args.epochs), ind, ind)]
+    for k in ranks:
+        lr = common + ["strategy=lrpet", f"strategy.rank={k}"]
+        for label, ov, ep in [
+            (LRPET, lr, str(args.epochs)),
+            (NO_ET, lr + ["strategy.energy_transfer=false"], str(args.epochs)),
+            (TRUNC, lr + ["strategy.mode=truncate", "strategy.finetune_epochs=1",
+                          f"train.epochs={args.epochs - 1}"], f"{args.epochs - 1} + 1"),
+        ]:
+            name = f"{label.split(',')[0].split(' ')[0]}{'-noet' if label == NO_ET else ''} k{k} n{tag}"
+            rows.append(row(tag, label, str(k), ep, run(name, ov, root), ind))
+    return rows
+
+
+def reading(size_ok: bool, regimes: list[tuple[str, list[dict], list[int]]]) -> str:
+    """An honest one-paragraph summary generated from the measured figures."""
+    parts = [("The size/accuracy target is met" if size_ok else "The size/accuracy target is NOT met")
+             + " (figures above)."]
+    for tag, rows, ranks in regimes:
+        wins_tr = wins_et = 0
+        for k in ranks:
+            by = {r["method"]: r for r in rows if r["k"] == str(k)}
+            wins_tr += by[LRPET]["avg_acc"] > by[TRUNC]["avg_acc"]
+            wins_et += by[LRPET]["avg_acc"] > by[NO_ET]["avg_acc"]
+        parts.append(f"With {tag} training images per task LRPET beats truncate+fine-tune at "
+                     f"{wins_tr} of {len(ranks)} rank(s) and energy transfer beats no transfer at "
+                     f"{wins_et} of {len(ranks)}, so the paper's central claim is "
+                     + ("reproduced here." if wins_tr == wins_et == len(ranks)
+                        else "NOT (fully) reproduced here."))
+    parts.append("Each figure is one seed; differences of a few tenths of a point between the "
+                 "low-rank variants are within seed-to-seed spread. The MLP has no BatchNorm, so "
+                 "energy transfer changes the scale of the function (weights are rescaled, biases "
+                 "are not), whereas in the paper's BN networks a uniform rescale is largely "
+                 "normalised away; how much the transferred energy helps therefore depends on how "
+                 "much of the removed energy is signal (short training, weights near their "
+                 "full-rank initialisation) rather than noise (longer training). Timings come "
+                 "from a 2-core machine shared with other jobs: read the directly timed projection "
+                 "share, not the difference between runs.")
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ranks", default="32,2", help="comma-separated explicit ranks k (first: "
+                                                    "the size/accuracy target)")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per task (every method)")
+    ap.add_argument("--max-train", type=int, default=None, help="subsample each task's train set")
+    ap.add_argument("--short-train", type=int, default=300,
+                    help="second regime: images per task (few steps); 0 skips it")
+    ap.add_argument("--short-ranks", default="4", help="ranks of the second regime")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run-root", default="runs/bench_lrpet", help="run directories (git-ignored)")
+    ap.add_argument("--out", default=None, help="Markdown file (default experiments/results/)")
+    args = ap.parse_args(argv)
+    if args.epochs < 2:
+        ap.error("--epochs must be >= 2 (the baseline needs a dense and a fine-tuning epoch)")
+    root = Path(args.run_root)
+    ranks = [int(k) for k in args.ranks.split(",")]
+    main_rows = regime(args.max_train, ranks, args, root)
+    regimes = [(str(args.max_train or "all"), main_rows, ranks)]
+    if args.short_train:
+        short = [int(k) for k in args.short_ranks.split(",")]
+        regimes.append((str(args.short_train), regime(args.short_train, short, args, root), short))
+    size_ok, size_line = size_check(main_rows, ranks[0])
+    found = [size_line] + [line for tag, rows, rk in regimes for line in compare(rows, tag, rk)]
+    text = table([r for _, rows, _ in regimes for r in rows])
+    print("\n" + text + "\n\n" + "\n".join(found))
+    today = dt.date.today().isoformat()
+    out = Path(args.out) if args.out else RESULTS / f"lrpet-{today}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = "python -m experiments.bench_lrpet " + " ".join(sys.argv[1:] if argv is None else argv)
+    out.write_text(
+        f"# LRPET on split_fmnist (task-incremental)\n\nCommand: `{cmd.strip()}`  \n"
+        f"Date: {today}  \nMachine: {os.cpu_count()} CPU cores shared with other jobs, no GPU "
+        f"(timings are noisy).  \nSetup: MLP 784-256-256, Adam lr 1e-3, batch 128, seed "
+        f"{args.seed}, {args.epochs} epochs per task; rank k is per layer and per task (each task "
+        f"stores k*(in+out) factors per layer); LRPET projects at every epoch end; the baseline "
+        f"trains dense for {args.epochs - 1} epoch(s), truncates by SVD and fine-tunes the thin "
+        f"factors for 1 epoch (same budget).\n\n{text}\n\n## Checks\n\n" + "\n".join(found)
+        + f"\n\n## Reading\n\n{reading(size_ok, regimes)}\n")
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""CACL strategy: zero forgetting, rank bookkeeping, accounting, resume, validation."""
+
+import csv
+
+import pytest
+import torch
+
+from cl_compress.compress.svd import SVDConv2d, SVDLinear
+from cl_compress.errors import ConfigError
+from cl_compress.io import load_torch
+from cl_compress.strategies import TrainSettings, get_strategy
+from cl_compress.testing import old_task_outputs, run_quick
+
+SMALL = ["strategy=cacl", "model.hidden=[32,32]"]
+SHARED = SMALL + ["strategy.energy_sv=0.05", "strategy.growth=none", "strategy.sigma_lr_scale=5"]
+
+
+def test_zero_forgetting_bit_identical_outputs(run_dir):
+    outs = old_task_outputs(SMALL + ["train.weight_decay=0.01"], run_dir)
+    assert len(outs) == 3
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_zero_forgetting_conv_with_batchnorm(run_dir):
+    extra = ["model=cnn", "model.channels=[8,16]", "model.batch_norm=true",
+             "strategy.factorize=[conv]"]
+    outs = old_task_outputs(["strategy=cacl"], run_dir, extra=extra)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One run shared by several tests: component snapshots and a probe after every task."""
+    run_dir = tmp_path_factory.mktemp("cacl") / "run"
+    snaps, probe = [], {}
+
+    def hook(t, model, strategy):
+        snaps.append([(m.N.detach().clone(), m.sigma.detach().clone(), m.C.detach().clone(), r)
+                      for m, r in zip(strategy.layers, strategy.task_ranks[t])])
+        x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(t))
+        model.eval()
+        with torch.no_grad(), strategy.task_context(0):
+            probe[t] = (x, model(x, 0))
+        model.train()
+
+    res = run_quick(run_dir, SHARED, on_task_end=hook)
+    return res, run_dir, snaps, probe
+
+
+def test_frozen_components_ranks_and_logging(shared):
+    res, run_dir, snaps, _ = shared
+    ranks = res["strategy_extra"]["ranks"]
+    assert set(ranks) == {"layer0", "layer1"}
+    init = res["strategy_extra"]["initial_ranks"]
+    for name, rs in ranks.items():
+        assert len(rs) == 3 and rs == sorted(rs) and 0 < rs[0]
+        assert rs[-1] <= init[name]  # growth=none never exceeds the initial rank
+    assert res["compression"]["cacl_ranks"] == {k: v[-1] for k, v in ranks.items()}
+    # the components owned by task t are bit-identical after every later task
+    for t in range(2):
+        for (n, s, c, r), (n2, s2, c2, _) in zip(snaps[t], snaps[2]):
+            assert torch.equal(n[:, :r], n2[:, :r]) and torch.equal(s[:r], s2[:r])
+            assert torch.equal(c[:r], c2[:r])
+    # per-layer rank of each task logged under compress/rank/<layer>
+    with open(run_dir / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["key"] == "compress/rank/layer0"]
+    assert [int(float(r["value"])) for r in rows] == ranks["layer0"]
+
+
+def test_accounting_matches_artifact(shared):
+    res, run_dir, _, probe = shared
+    art = load_torch(run_dir / "model_artifact.pt")
+    n = sum(f["left"].numel() + f["right"].numel() for f in art["factors"].values())
+    n += sum(v.numel() for v in art["dense"].values()) + sum(v.numel() for v in art["heads"].values())
+    n += art["task_ranks"].numel()
+    assert res["compression"]["stored_params"] == n
+    ranks = res["strategy_extra"]["ranks"]
+    fan = {"layer0": 64 + 32, "layer1": 32 + 32}  # synthetic 8x8 inputs, hidden 32-32
+    assert sum(f["left"].numel() + f["right"].numel() for f in art["factors"].values()) == \
+        sum(ranks[k][-1] * fan[k] for k in fan)
+    assert art["task_ranks"].tolist() == [list(r) for r in zip(*ranks.values())]
+    # the artifact alone answers for task 0 as the model did: first r_0 components, head 0
+    x, want = probe[2]
+    h = x.flatten(1)
+    for name, layer in art["factors"].items():
+        r = art["task_ranks"][0][int(name[-1])]
+        w = layer["left"][:, :r] @ layer["right"][:r]
+        h = torch.relu(h @ w.t() + art["dense"][f"{layer['path']}.bias"])
+    out = h @ art["heads"]["0.weight"].t() + art["heads"]["0.bias"]
+    torch.testing.assert_close(out, want)
+
+
+def test_resume_matches_uninterrupted_run(shared, tmp_path):
+    full = shared[0]
+
+    class Crash(Exception):
+        pass
+
+    def crash(t, model, strategy):
+        if t == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_quick(tmp_path / "cut", SHARED, on_task_end=crash)
+    resumed = run_quick(tmp_path / "cut", SHARED + ["resume=true"])
+    assert resumed["acc_matrix"] == full["acc_matrix"]
+    assert resumed["strategy_extra"]["ranks"] == full["strategy_extra"]["ranks"]
+    assert resumed["compression"]["stored_params"] == full["compression"]["stored_params"]
+
+
+def test_surgery_and_validation():
+    cls = get_strategy("cacl")
+    with pytest.raises(ConfigError, match=r"strategy.energy_sv=1.5 is out of range; valid range is"):
+        cls.from_config({"energy_sv": 1.5}, TrainSettings())
+    with pytest.raises(ConfigError, match="sparse_type"):
+        cls.from_config({"sparse_type": "l2"}, TrainSettings())
+    with pytest.raises(ConfigError, match="factorize"):
+        cls.from_config({"factorize": []}, TrainSettings())
+    with pytest.raises(ConfigError, match=r"factorize\[0\]"):
+        cls.from_config({"factorize": ["attention"]}, TrainSettings())
+    assert cls.scenarios == ("task",)
+
+
+def test_factorises_the_requested_layer_types(tmp_path):
+    with pytest.raises(ConfigError, match="matches no layer"):
+        run_quick(tmp_path / "a", SMALL + ["strategy.factorize=[conv]"])
+    seen = {}
+
+    def kinds(t, model, strategy):
+        seen["kinds"] = {type(m) for m in model.body.modules()}
+
+    run_quick(tmp_path / "b", ["strategy=cacl", "model=cnn", "model.channels=[8,8]", "train.epochs=1",
+                               "strategy.factorize=[conv]"], on_task_end=kinds)
+    assert SVDConv2d in seen["kinds"] and SVDLinear not in seen["kinds"]

@@ -1,0 +1,202 @@
+"""PackNet: zero forgetting by construction, exact freezing, masks, accounting, resume."""
+
+import math
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cl_compress.benchmarks import BenchmarkSpec, build_stream
+from cl_compress.compress import masks
+from cl_compress.errors import ConfigError
+from cl_compress.io import load_torch
+from cl_compress.strategies.packnet import decode_artifact
+from cl_compress.testing import QUICK, compose_config, old_task_outputs, run_quick
+from cl_compress.train import build_and_run
+
+CNN_BN = ["model=cnn", "model.batch_norm=true", "model.channels=[8,16]"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One run (Adam with weight decay, which moves frozen weights unless they are restored)
+    with a snapshot of weights, owners and task-0 outputs after every task."""
+    run_dir = tmp_path_factory.mktemp("packnet") / "run"
+    x0 = build_stream(BenchmarkSpec("synthetic")).experiences[0].test_x
+    snaps = []
+
+    def snap(t, model, strategy):
+        model.eval()
+        with torch.no_grad(), strategy.task_context(0):
+            out0 = model(x0, 0).clone()
+            masked = {n: m.weight.detach().clone() for n, m in strategy.layers.items()}
+        model.train()
+        snaps.append({"out0": out0, "masked0": masked,
+                      "w": {n: m.weight.detach().clone() for n, m in strategy.layers.items()},
+                      "owners": {n: o.clone() for n, o in strategy.owners.items()},
+                      "stats": strategy.compression_stats()})
+
+    res = run_quick(run_dir, ["strategy=packnet", "train.weight_decay=0.01"], on_task_end=snap)
+    return res, snaps, run_dir
+
+
+def test_task0_outputs_bit_identical_after_later_tasks(reference):
+    res, snaps, _ = reference
+    assert len(snaps) == res["n_tasks"] == 3
+    for s in snaps[1:]:
+        assert torch.equal(s["out0"], snaps[0]["out0"])
+    assert res["forgetting"] == 0.0 and res["bwt"] == 0.0
+    assert res["plasticity"] > 0.8
+
+
+def test_owned_weights_frozen_pruned_zero_and_counts_exact(reference):
+    _, snaps, _ = reference
+    for t, s in enumerate(snaps):
+        for n, owner in s["owners"].items():
+            w = s["w"][n]
+            assert torch.all(w[owner == masks.FREE] == 0)
+            for j in range(t):  # everything an earlier task owns is bit-identical
+                frozen = snaps[j]["owners"][n] == masks.owner_code(j)
+                assert torch.equal(owner[frozen], snaps[j]["owners"][n][frozen])
+                assert torch.equal(w[frozen], snaps[j]["w"][n][frozen])
+            assert not (s["masked0"][n][owner > masks.owner_code(0)]).any()  # task-0 view
+    # prune 0.5 of what each task owns (last task not pruned): 1/2, 1/4, 1/4 of each layer
+    for owner in snaps[-1]["owners"].values():
+        assert masks.owned_counts(owner, 3) == [owner.numel() // 2, owner.numel() // 4,
+                                                owner.numel() // 4]
+
+
+def test_context_restores_weights(reference):
+    """``w`` was read after task_context(0) exited: the entries it masked are back."""
+    _, snaps, _ = reference
+    last = snaps[-1]
+    for n, owner in last["owners"].items():
+        assert (last["w"][n][owner == masks.owner_code(2)] != 0).any()
+
+
+def test_accounting_and_artifact_decode(reference):
+    res, snaps, run_dir = reference
+    comp, stats = res["compression"], snaps[-1]["stats"]
+    art = load_torch(run_dir / "model_artifact.pt")
+    dec = decode_artifact(art)
+    bits = masks.index_bits(3)
+    assert comp["index_bits"] == bits == art["index_bits"] == 2
+    n_stored = 0
+    for n, (w, owner) in dec.items():
+        assert torch.equal(owner, snaps[-1]["owners"][n])
+        assert torch.equal(w, snaps[-1]["w"][n])
+        assert art["layers"][n]["owner"].numel() == math.ceil(owner.numel() * bits / 8)
+        n_stored += int((owner != masks.FREE).sum())
+    heads = sum(v.numel() for h in art["heads"] for v in h.values())
+    biases = sum(v.numel() for st in art["biases"].values() for v in st.values())
+    assert comp["stored_params"] == stats.stored_params == n_stored + heads + biases
+    entries = sum(o.numel() for o in snaps[-1]["owners"].values())
+    assert comp["stored_bits"] == 32 * (n_stored + heads + biases) + bits * entries
+    assert comp["ratio_vs_individual"] > 2.5  # 3 tasks share one body
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(reference, tmp_path):
+    res, _, _ = reference
+    run_dir = tmp_path / "run"
+
+    def crash(t, model, strategy):
+        if t == 1:
+            raise KeyboardInterrupt
+
+    overrides = ["strategy=packnet", "train.weight_decay=0.01"]
+    with pytest.raises(KeyboardInterrupt):
+        run_quick(run_dir, overrides, on_task_end=crash)
+    again = run_quick(run_dir, overrides + ["resume=true"])
+    assert again["acc_matrix"] == res["acc_matrix"]
+    assert again["compression"]["stored_bits"] == res["compression"]["stored_bits"]
+
+
+def test_zero_forgetting_with_per_task_biases_and_sgd_momentum(tmp_path):
+    extra = ["strategy.train_biases=true", "train.optimizer=sgd", "train.weight_decay=0.05"]
+    outs = old_task_outputs(["strategy=packnet"], tmp_path / "run", extra=extra)
+    assert len(outs) == 3
+    assert all(torch.equal(o, outs[0]) for o in outs[1:])
+
+
+@pytest.mark.parametrize("policy", ["per_task", "frozen"])
+def test_batchnorm_policies(policy, tmp_path):
+    x0 = build_stream(BenchmarkSpec("synthetic")).experiences[0].test_x
+    seen, outs = [], []
+
+    def grab(t, model, strategy):
+        live = {k: v.detach().clone() for k, v in strategy._norm_tensors().items()}
+        seen.append((dict(strategy.norm_states), live))
+        model.eval()
+        with torch.no_grad(), strategy.task_context(0):
+            outs.append(model(x0, 0).clone())
+        model.train()
+
+    over = ["strategy=packnet", f"strategy.norm_policy={policy}", "train.lr=0.01", "train.epochs=4"]
+    if policy == "frozen":  # decoupled weight decay must not move frozen weights either
+        over += ["train.optimizer=adamw", "train.weight_decay=0.1"]
+    res = run_quick(tmp_path / "run", over + CNN_BN, on_task_end=grab)
+    assert all(torch.equal(o, outs[0]) for o in outs[1:])
+    states = seen[-1][0]
+    assert res["forgetting"] == 0.0 and res["plasticity"] > 0.8
+    means = {t: [v for k, v in st.items() if k.endswith("running_mean")][0] for t, st in states.items()}
+    n_bn = sum(v.numel() for v in states[0].values() if v.is_floating_point())
+    if policy == "per_task":  # each task trained and stored its own statistics
+        assert sorted(states) == [0, 1, 2] and not torch.equal(means[0], means[2])
+        assert res["compression"]["stored_params"] >= 3 * n_bn
+    else:  # trained on task 0 only: statistics and affine parameters never move again
+        assert sorted(states) == [0]
+        for _, live_t in seen:
+            assert all(torch.equal(live_t[k], v) for k, v in states[0].items())
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("strategy.prune_ratio=1.5", "strategy.prune_ratio=1.5 is out of range; valid range is (0.0, 1.0)"),
+    ("strategy.prune_ratio=0", "strategy.prune_ratio=0 is out of range; valid range is (0.0, 1.0)"),
+    ("strategy.retrain_lr_scale=2", "strategy.retrain_lr_scale=2 is out of range"),
+    ("strategy.prune_schedule=[0.5,1.0,0]", "strategy.prune_schedule[1]=1.0 is out of range"),
+    ("strategy.norm_policy=shared", "strategy.norm_policy='shared' is invalid"),
+    ("strategy.retrain_epochs=-1", "strategy.retrain_epochs=-1 is out of range"),
+    ("strategy.prune_schedule=[0.5,0.5]", "prune_schedule has 2 entries; the stream has 3 tasks"),
+])
+def test_bad_config_fails_before_training(override, needle, tmp_path):
+    cfg = compose_config(QUICK + ["strategy=packnet", override])
+    with pytest.raises(ConfigError) as e:
+        build_and_run(cfg, tmp_path / "run")
+    assert needle in str(e.value)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+DDP_SCRIPT = """
+import os, sys, torch
+from cl_compress.testing import compose_config
+from cl_compress.train import build_and_run
+out = sys.argv[1]
+cfg = compose_config(["strategy=packnet", "benchmark=synthetic", "logger=none", "trainer=ddp",
+                      "trainer.accelerator=cpu", "trainer.devices=2", "trainer.progress_bar=false",
+                      "train.batch_size=16", "train.weight_decay=0.01"])
+def snap(t, model, strategy):
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    torch.save({n: o.clone() for n, o in strategy.owners.items()}, f"{out}/owners_r{rank}_t{t}.pt")
+build_and_run(cfg, f"{out}/run", snap)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_ranks_reach_identical_masks(tmp_path):
+    """Two CPU DDP processes: after every task both ranks hold the same owner indices."""
+    script = tmp_path / "ddp_packnet.py"
+    script.write_text(DDP_SCRIPT)
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=600,
+                   capture_output=True)
+    deadline = time.monotonic() + 60  # rank 1 is Lightning's child: it may finish a bit later
+    while not (tmp_path / "owners_r1_t2.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1)
+    for t in range(3):
+        a = torch.load(tmp_path / f"owners_r0_t{t}.pt")
+        b = torch.load(tmp_path / f"owners_r1_t{t}.pt")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    res = load_torch(tmp_path / "run" / "checkpoint.pt")
+    assert res["next_task"] == 3

@@ -1,0 +1,239 @@
+"""The comparison report, its claim verdicts and the sweep launcher, on hand-made results
+(no training here; tests/test_notebook.py runs a real tiny sweep end to end)."""
+
+import csv
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cl_compress import metrics, report, report_claims, report_plots, sweep
+from cl_compress.benchmarks import BENCHMARKS
+from cl_compress.errors import ConfigError
+from cl_compress.io import write_json
+from cl_compress.strategies import builtin_names, get_strategy
+
+PRESETS = Path(__file__).resolve().parents[1] / "experiments" / "presets"
+PERFECT = [[1.0], [1.0, 1.0], [1.0, 1.0, 1.0]]
+
+
+def defaults(name: str) -> dict:
+    return dataclasses.asdict(get_strategy(name).Config())
+
+
+def fake_run(root: Path, strategy: str, seed: int, R=PERFECT, cfg=None, params=1000, bits=None,
+             extra=None, per_task=None, bench="split_fmnist", sub=None, train=None) -> Path:
+    """A run directory like the runner writes it (results.json + metrics.csv)."""
+    d = root / f"{bench}-task" / (sub or strategy) / f"s{seed}"
+    bits = 32 * params if bits is None else bits
+    write_json(d / "results.json", {
+        "strategy": strategy, "benchmark": bench, "scenario": "task", "seed": seed,
+        "n_tasks": len(R), "acc_matrix": R, **metrics.summarize(R),
+        "compression": {"stored_params": params, "stored_bits": bits, "bits_per_param": bits / params,
+                        "individual_bits": 32 * 3000, "ratio_vs_individual": 32 * 3000 / bits,
+                        "model_bytes": bits // 8 + 500},
+        "train_seconds": 1.5, "timing": {"task_seconds": [1.0, 1.0, 1.0], "eval_seconds": 0.5},
+        "strategy_extra": extra or {}, "strategy_config": defaults(strategy) if cfg is None else cfg,
+        "config": {"train": train or {"epochs": 1, "lr": 0.001}, "benchmark": {"name": bench},
+                   "model": {"name": "mlp"}, "logger": {"group": "g", "wandb": False}},
+    })
+    with open(d / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["time", "experience", "epoch", "key", "value"])
+        w.writerow(["0", "", 1, "train/loss", 0.5])
+        for key, values in (per_task or {}).items():
+            for t, v in enumerate(values):
+                w.writerow(["0", t, "", f"compress/{key}", v])
+    return d
+
+
+def groups_of(root: Path) -> dict:
+    return report.load_sweep(root).groups["split_fmnist-task"]
+
+
+def verdict(fn, root: Path) -> report_claims.Claim:
+    return fn(groups_of(root))
+
+
+def test_stats_table_and_labels(tmp_path):
+    for s, acc in enumerate([0.8, 0.9]):
+        fake_run(tmp_path, "naive", s, R=[[1.0], [acc, 1.0], [acc, acc, acc]])
+    lr = defaults("lrpet")
+    fake_run(tmp_path, "lrpet", 0, cfg=lr)
+    fake_run(tmp_path, "lrpet", 0, cfg=lr | {"mode": "truncate"}, sub="lrpet-truncate")
+    (tmp_path / "split_fmnist-task" / "packnet" / "s0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "split_fmnist-task" / "packnet" / "s0" / ".hydra" / "overrides.yaml").write_text("[]")
+    sw = report.load_sweep(tmp_path)
+    assert {r.label for r in sw.runs} == {"naive", "lrpet", "lrpet[mode=truncate]"}
+    assert [p.name for p in sw.incomplete] == ["s0"]
+    g = sw.groups["split_fmnist-task"]
+    assert list(g)[0] == "naive"  # baselines first
+    mean, std, n = report.stat(g["naive"], "avg_acc")
+    assert n == 2 and mean == pytest.approx(0.85) and std == pytest.approx(statistics.stdev([0.8, 0.9]))
+    table = report.summary_markdown(g)
+    assert "| `naive` | 2 | 85.00 ± 7.07 |" in table and "`lrpet[mode=truncate]`" in table
+    assert report.stat(g["naive"], "total_seconds")[0] == pytest.approx(3.5)
+    assert report.fmt_stat(0, 0, 0) == "–" and report.fmt_si(1_234_567) == "1.23M"
+
+
+def test_budget_differences_flag_unfair_comparisons(tmp_path):
+    fake_run(tmp_path, "naive", 0)
+    fake_run(tmp_path, "individual", 0, train={"epochs": 3, "lr": 0.001})
+    runs = report.load_sweep(tmp_path).runs
+    assert report_claims.budget_differences(runs) == {"train.epochs": ["1", "3"]}
+
+
+def test_per_task_csv_last_value_wins(tmp_path):
+    d = fake_run(tmp_path, "packnet", 0, per_task={"free_fraction/0": [0.5, 0.25, 0.0]})
+    with open(d / "metrics.csv", "a", newline="") as f:  # a resumed run repeats task 2
+        csv.writer(f).writerow(["1", 2, "", "compress/free_fraction/0", 0.125])
+    per = report.read_per_task(d / "metrics.csv")
+    assert per == {"free_fraction": {"0": {0: 0.5, 1: 0.25, 2: 0.125}}}
+
+
+def test_packnet_claim(tmp_path):
+    assert verdict(report_claims.packnet, _one(tmp_path, "naive")).verdict == "not measured"
+    free = {"free_fraction/0": [0.5, 0.25, 0.0], "free_fraction/1": [0.5, 0.25, 0.0]}
+    fake_run(tmp_path / "a", "packnet", 0, per_task=free)
+    c = verdict(report_claims.packnet, tmp_path / "a")
+    assert c.verdict == "supported" and "100.0%, 50.0%, 25.0%" in c.evidence
+    fake_run(tmp_path / "b", "packnet", 0, R=[[1.0], [0.9, 1.0], [0.9, 1.0, 1.0]], per_task=free)
+    assert verdict(report_claims.packnet, tmp_path / "b").verdict == "partly supported"
+
+
+def _one(root: Path, strategy: str) -> Path:
+    fake_run(root / strategy, strategy, 0)
+    return root / strategy
+
+
+def test_ada_qpacknet_claim(tmp_path):
+    q = {"0": {"val_acc_fp32": 0.95, "val_acc": 0.94}, "1": {"val_acc_fp32": 0.9, "val_acc": 0.9}}
+    fake_run(tmp_path, "ada_qpacknet", 0, extra={"bits_per_task": [6, 4, 4], "quantisation": q})
+    c = verdict(report_claims.ada_qpacknet, tmp_path)
+    assert c.verdict == "supported" and "not measured" in c.evidence  # no packnet: val drop only
+    fake_run(tmp_path, "packnet", 0)
+    assert verdict(report_claims.ada_qpacknet, tmp_path).verdict == "supported"
+    worse = [[1.0], [1.0, 1.0], [0.9, 0.9, 0.9]]  # 10 points below fp32 packnet
+    fake_run(tmp_path / "w", "ada_qpacknet", 0, R=worse, extra={"bits_per_task": [6, 4, 4],
+                                                                "quantisation": q})
+    fake_run(tmp_path / "w", "packnet", 0)
+    assert verdict(report_claims.ada_qpacknet, tmp_path / "w").verdict == "not supported"
+
+
+def test_lrpet_claim(tmp_path):
+    assert verdict(report_claims.lrpet, _one(tmp_path, "lrpet")).verdict == "not measured"
+    lr = defaults("lrpet")
+    assert {"mode", "energy_transfer"} <= set(lr)  # the fields the claim reads
+    for s, (a, b) in enumerate([(0.95, 0.80), (0.96, 0.81), (0.94, 0.79)]):
+        fake_run(tmp_path / "x", "lrpet", s, R=[[1.0], [1.0, 1.0], [a, a, a]], cfg=lr)
+        fake_run(tmp_path / "x", "lrpet", s, R=[[1.0], [1.0, 1.0], [b, b, b]],
+                 cfg=lr | {"mode": "truncate"}, sub="lrpet-truncate")
+    c = verdict(report_claims.lrpet, tmp_path / "x")
+    assert c.verdict == "supported" and "+15.00 pts" in c.evidence
+    fake_run(tmp_path / "y", "lrpet", 0, cfg=lr)
+    fake_run(tmp_path / "y", "lrpet", 0, cfg=lr | {"mode": "truncate"}, sub="t")
+    assert verdict(report_claims.lrpet, tmp_path / "y").verdict == "inconclusive"  # one seed
+
+
+def test_cacl_claim(tmp_path):
+    fake_run(tmp_path / "a", "cacl", 0, params=800)
+    assert verdict(report_claims.cacl, tmp_path / "a").verdict == "inconclusive"  # no individual
+    fake_run(tmp_path / "a", "individual", 0, params=3000)
+    c = verdict(report_claims.cacl, tmp_path / "a")
+    assert c.verdict == "supported" and "3.75×" in c.evidence
+    fake_run(tmp_path / "b", "cacl", 0, params=1500)
+    fake_run(tmp_path / "b", "individual", 0, params=3000, R=[[1.0], [1.0, 1.0], [0.9, 0.9, 0.9]])
+    assert verdict(report_claims.cacl, tmp_path / "b").verdict == "partly supported"  # 2x, better
+    fake_run(tmp_path / "d", "cacl", 0, params=2900)
+    fake_run(tmp_path / "d", "individual", 0, params=3000)
+    assert verdict(report_claims.cacl, tmp_path / "d").verdict == "not supported"  # 1.03x
+    fake_run(tmp_path / "c", "cacl", 0, params=800, R=[[1.0], [1.0, 1.0], [0.5, 0.5, 0.5]])
+    fake_run(tmp_path / "c", "individual", 0, params=3000)
+    assert verdict(report_claims.cacl, tmp_path / "c").verdict == "not supported"
+
+
+def test_write_report_files_and_figures(tmp_path):
+    for s in (0, 1):
+        fake_run(tmp_path, "naive", s, R=[[1.0], [0.7, 1.0], [0.6, 0.7, 1.0]])
+        fake_run(tmp_path, "individual", s, params=3000)
+        fake_run(tmp_path, "packnet", s, per_task={"free_fraction/0": [0.5, 0.25, 0.0],
+                                                   "owned_fraction/0": [0.5, 0.25, 0.25]})
+        fake_run(tmp_path, "ada_qpacknet", s, extra={"bits_per_task": [6, 4, 3]},
+                 per_task={"bits/task_0": [6], "prune_ratio/0": [0.5, 0.6, 0.4]})
+    path = report.write_report(tmp_path, tmp_path / "out")
+    text = path.read_text()
+    assert "## split_fmnist-task" in text and "### Paper claims" in text and "## W&B" in text
+    assert "**not measured**" in text  # lrpet and cacl are absent
+    for png in ("heatmaps", "tasks", "tradeoff", "layers-packnet", "layers-ada_qpacknet"):
+        f = tmp_path / "out" / f"split_fmnist-task-{png}.png"
+        assert f.stat().st_size > 5000 and f"({f.name})" in text
+    assert not (tmp_path / "out" / "split_fmnist-task-layers-naive.png").exists()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rows = {r["label"]: r for r in summary["benchmarks"]["split_fmnist-task"]["rows"]}
+    assert rows["naive"]["avg_acc"][0] == pytest.approx(metrics.average_accuracy(
+        [[1.0], [0.7, 1.0], [0.6, 0.7, 1.0]]))
+    with open(tmp_path / "out" / "runs.csv") as f:
+        assert len(list(csv.DictReader(f))) == 8
+    kinds = report_plots.per_layer_kinds(groups_of(tmp_path)["ada_qpacknet"])
+    assert kinds["bits"] == {"per task": {0: 6.0}} and kinds["prune_ratio"]["0"][2] == 0.4
+    assert report.main([str(tmp_path / "empty-does-not-exist")]) == 2
+
+
+def test_sweep_plan_groups_seeds_and_variants(tmp_path):
+    preset = {"overrides": ["train.epochs=1"],
+              "strategy_overrides": {"packnet": ["strategy.prune_ratio=0.6"]},
+              "variants": {"lrpet-truncate": {"strategy": "lrpet", "overrides": ["strategy.mode=truncate"]}}}
+    jobs, notes = sweep.plan(preset, ["naive", "packnet", "lrpet"], [0, 1], ["split_fmnist"], "cmp",
+                             tmp_path, ["train.epochs=2"])
+    assert notes == [] and len(jobs) == 3
+    assert jobs[0][:3] == ["-m", "strategy=naive,lrpet", "seed=0,1"]
+    for j in jobs:
+        assert "logger.group=cmp" in j and f"hydra.sweep.dir={tmp_path}" in j
+        assert "train.epochs=2" in j and "train.epochs=1" not in j  # later overrides win
+    assert "strategy.prune_ratio=0.6" in jobs[1]
+    assert any(a.startswith("hydra.sweep.subdir=") and "/lrpet-truncate/" in a for a in jobs[2])
+    jobs, notes = sweep.plan({}, ["naive", "individual"], [0], ["split_fmnist"], "c", tmp_path,
+                             ["benchmark.scenario=class"])
+    assert jobs[0][1] == "strategy=naive" and "individual skipped" in notes[0]
+
+
+def test_presets_are_valid():
+    names = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+    assert "cpu" in names and len(names) >= 4
+    for name in names:
+        p = sweep.load_preset(name)
+        assert p["description"] and p["target"], name
+        assert set(p["benchmarks"]) <= set(BENCHMARKS), name
+        strategies = builtin_names() if p.get("strategies", "all") == "all" else p["strategies"]
+        assert set(strategies) <= set(builtin_names()), name
+        for s, ov in list((p.get("strategy_overrides") or {}).items()) + [
+                (v["strategy"], v["overrides"]) for v in (p.get("variants") or {}).values()]:
+            fields = {k.split("=")[0].removeprefix("strategy.") for k in ov if k.startswith("strategy.")}
+            assert fields <= set(defaults(s)), (name, s, fields)
+        jobs, _ = sweep.plan(p, strategies, p.get("seeds", [0]), p["benchmarks"], name, Path("x"), [])
+        assert jobs, name
+    with pytest.raises(ConfigError, match="unknown preset"):
+        sweep.load_preset("no-such-preset")
+
+
+def test_preset_unknown_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"benchmarks": ["split_fmnist"], "epochs": 3}))
+    with pytest.raises(ConfigError, match="unknown key"):
+        sweep.load_preset(str(bad))
+
+
+def test_copy_report_replaces_only_the_previous_report(tmp_path):
+    src, out = tmp_path / "sweep", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    (src / "report.md").write_text("![a](new.png)")
+    (src / "new.png").write_bytes(b"png")
+    (out / "report.md").write_text("![a](stale.png)")
+    (out / "stale.png").write_bytes(b"old")
+    (out / "keep.png").write_bytes(b"mine")
+    sweep.copy_report(src, out)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.png", "new.png", "report.md"]
