@@ -65,3 +65,17 @@ bench-ada-qpacknet: setup ## Ada-QPacknet vs PackNet on split_fmnist
 
 clean: ## remove run outputs (keeps .venv)
 	rm -rf runs multirun outputs wandb .pytest_cache
+
+# --- strategy comparison (experiments/README.md) -----------------------------------------
+STRATEGIES ?=
+SEEDS ?=
+PRESET ?=
+.PHONY: compare compare-cpu
+
+compare: setup ## sweep strategies x seeds + report: make compare [BENCHMARK="a b"] [STRATEGIES="a b"] [SEEDS="0 1 2"] [PRESET=cpu] [ARGS=..]
+	$(PY) -m cl_compress.sweep $(if $(PRESET),--preset $(PRESET)) \
+	  $(if $(filter command line environment,$(origin BENCHMARK)),--benchmarks "$(BENCHMARK)") \
+	  $(if $(STRATEGIES),--strategies "$(STRATEGIES)") $(if $(SEEDS),--seeds "$(SEEDS)") $(ARGS)
+
+compare-cpu: ## the committed CPU comparison: experiments/results/compare-cpu (<= 20 min on 2 cores)
+	$(MAKE) compare PRESET=cpu

@@ -256,7 +256,9 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
           f"- command: `{m.get('command', 'python -m cl_compress.report ' + str(sweep.root))}`",
           f"- machine: {m.get('machine', 'unknown')}",
           *([f"- wall time of the sweep: {m['total_seconds'] / 60:.1f} min over {len(m['jobs'])} "
-             f"multirun(s) (exit codes {[j['rc'] for j in m['jobs']]})"] if m.get("total_seconds") else []),
+             f"multirun(s), {m.get('parallel', 1)} at a time, OMP_NUM_THREADS="
+             f"{m.get('threads') or 'unset'} (exit codes {[j['rc'] for j in m['jobs']]})"]
+            if m.get("total_seconds") else []),
           *[f"- note: {n}" for n in m.get("notes", [])],
           f"- finished runs: {len(sweep.runs)}; incomplete: {len(sweep.incomplete)}"
           + "".join(f"\n  - `{p.relative_to(sweep.root)}` (no results.json)" for p in sweep.incomplete)]

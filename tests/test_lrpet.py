@@ -96,6 +96,24 @@ def test_step_schedule_and_final_projection_before_storing():
     assert lowrank.numerical_rank(layer.frozen(0)) <= 2
 
 
+def test_truncate_baseline_fine_tunes_svd_factors():
+    model, s = _setup(rank=2, mode="truncate")
+    assert [p.name for p in s.phases(0)] == ["dense", "finetune"]
+    assert s.callbacks() == []  # no projection during training
+    s.before_task(0, None)
+    layer = s.layers["3"]
+    dense = layer.delta.detach().clone()
+    s.before_phase(0, Phase(name="finetune"), None)
+    assert layer.use_factors and layer.fu.requires_grad and not layer.delta.requires_grad
+    assert torch.allclose(layer.fu @ layer.fv, lowrank.truncate(dense, 2), atol=1e-5)
+    x = torch.randn(3, 1, 8, 8)
+    h = model.body[:3](x)
+    assert torch.allclose(layer(h), h @ (layer.fu @ layer.fv).T + layer.bias, atol=1e-6)
+    s.after_task(0, _task_data(x))
+    assert torch.equal(layer.stored_u[0], layer.fu) and torch.equal(layer.stored_v[0], layer.fv)
+    assert s.timing["projections"] == 0
+
+
 def test_bn_statistics_recalibrated_for_stored_weights():
     model, s = _setup("cnn", rank=2, bn_recalibrate=1)
     bn = model.body[1]

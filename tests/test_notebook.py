@@ -1,5 +1,5 @@
-"""End to end: a real tiny sweep (Hydra multirun + report), then the comparison notebook
-executed on it with this interpreter's kernel."""
+"""End to end: a real tiny sweep (one Hydra multirun with a variant, then the report), and the
+comparison notebook executed on it with this interpreter's kernel."""
 
 import json
 import sys
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 from cl_compress import sweep
 
@@ -16,26 +17,37 @@ KERNEL = "cl_compress_test"
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
-    """naive + individual, seeds 0 and 1, one epoch on the synthetic stream: one multirun."""
-    root = tmp_path_factory.mktemp("sweep") / "tiny"
-    rc = sweep.main(["--benchmarks", "synthetic", "--strategies", "naive individual",
-                     "--seeds", "0 1", "--dir", str(root), "logger=none", "train.epochs=1",
-                     "train.batch_size=32"])
-    assert rc == 0
-    return root
+    """naive, lrpet and the lrpet-truncate variant, seeds 0 and 1, one epoch on the synthetic
+    stream: one Hydra multirun of 6 runs, then the report."""
+    root = tmp_path_factory.mktemp("sweep")
+    preset = root / "tiny.yaml"
+    preset.write_text(yaml.safe_dump({
+        "description": "test", "target": "test", "benchmarks": ["synthetic"],
+        "strategies": ["naive", "lrpet"], "seeds": [0, 1],
+        "overrides": ["logger=none", "train.epochs=1", "train.batch_size=32"],
+        "variants": {"lrpet-truncate": {"strategy": "lrpet", "overrides": ["strategy.mode=truncate"]}},
+    }))
+    assert sweep.main(["--preset", str(preset), "--dir", str(root / "tiny")]) == 0
+    return root / "tiny"
 
 
 def test_sweep_runs_every_job_into_one_group(tiny_sweep):
     meta = json.loads((tiny_sweep / "sweep.json").read_text())
-    assert [j["rc"] for j in meta["jobs"]] == [0]
+    assert [j["rc"] for j in meta["jobs"]] == [0]  # one multirun
     results = sorted(tiny_sweep.glob("synthetic-task/*/s*/results.json"))
-    assert len(results) == 4
+    assert len(results) == 6
     for p in results:
         res = json.loads(p.read_text())
         assert res["config"]["logger"]["group"] == "tiny" and res["config"]["train"]["epochs"] == 1
-        assert p.parent.name == f"s{res['seed']}" and p.parent.parent.name == res["strategy"]
+        assert p.parent.name == f"s{res['seed']}"
+        truncate = p.parent.parent.name == "lrpet-truncate"
+        assert res["strategy"] == ("lrpet" if truncate else p.parent.parent.name)
+        if res["strategy"] == "lrpet":
+            assert res["strategy_config"]["mode"] == ("truncate" if truncate else "lrpet")
     text = (tiny_sweep / "report.md").read_text()
-    assert "| `individual` | 2 |" in text and "| `naive` | 2 |" in text
+    for label in ("naive", "lrpet", "lrpet[mode=truncate]"):
+        assert f"| `{label}` | 2 |" in text
+    assert "**not measured**" in text  # packnet, ada_qpacknet and cacl are absent
     assert (tiny_sweep / "synthetic-task-tradeoff.png").stat().st_size > 5000
 
 
@@ -63,7 +75,7 @@ def test_notebook_executes_on_a_sweep(tiny_sweep, tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "\n".join(o.get("text", "") + json.dumps(o.get("data", {})) for o in outputs)
-    assert "4 finished runs" in text and "`naive`" in text and "`individual`" in text
+    assert "6 finished runs" in text and "`naive`" in text and "`lrpet[mode=truncate]`" in text
     assert "not measured" in text  # the compression strategies are absent from this sweep
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3  # heat-maps, task curves, accuracy vs size

@@ -4,7 +4,9 @@
 import csv
 import dataclasses
 import json
+import os
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,22 +184,33 @@ def test_write_report_files_and_figures(tmp_path):
     assert report.main([str(tmp_path / "empty-does-not-exist")]) == 2
 
 
-def test_sweep_plan_groups_seeds_and_variants(tmp_path):
-    preset = {"overrides": ["train.epochs=1"],
+def test_sweep_plan_one_multirun_per_benchmark(tmp_path):
+    preset = {"preset": "p", "overrides": ["train.epochs=1"],
               "strategy_overrides": {"packnet": ["strategy.prune_ratio=0.6"]},
               "variants": {"lrpet-truncate": {"strategy": "lrpet", "overrides": ["strategy.mode=truncate"]}}}
-    jobs, notes = sweep.plan(preset, ["naive", "packnet", "lrpet"], [0, 1], ["split_fmnist"], "cmp",
-                             tmp_path, ["train.epochs=2"])
-    assert notes == [] and len(jobs) == 3
-    assert jobs[0][:3] == ["-m", "strategy=naive,lrpet", "seed=0,1"]
-    for j in jobs:
-        assert "logger.group=cmp" in j and f"hydra.sweep.dir={tmp_path}" in j
+    jobs, configs, notes = sweep.plan(preset, ["naive", "packnet", "lrpet"], [0, 1],
+                                      ["split_fmnist", "permuted_fmnist"], "cmp", tmp_path,
+                                      ["train.epochs=2"])
+    assert notes == [] and len(jobs) == 2
+    assert jobs[0][:3] == ["-m", "strategy=naive,packnet-p,lrpet,lrpet-truncate", "seed=0,1"]
+    assert yaml.safe_load(configs["packnet-p"]) == {"defaults": ["packnet", "_self_"], "prune_ratio": 0.6}
+    assert yaml.safe_load(configs["lrpet-truncate"])["mode"] == "truncate"
+    for j, bench in zip(jobs, ["split_fmnist", "permuted_fmnist"]):
+        assert f"benchmark={bench}" in j and "logger.group=cmp" in j and f"hydra.sweep.dir={tmp_path}" in j
         assert "train.epochs=2" in j and "train.epochs=1" not in j  # later overrides win
-    assert "strategy.prune_ratio=0.6" in jobs[1]
-    assert any(a.startswith("hydra.sweep.subdir=") and "/lrpet-truncate/" in a for a in jobs[2])
-    jobs, notes = sweep.plan({}, ["naive", "individual"], [0], ["split_fmnist"], "c", tmp_path,
-                             ["benchmark.scenario=class"])
-    assert jobs[0][1] == "strategy=naive" and "individual skipped" in notes[0]
+        assert f"hydra.searchpath=['file://{tmp_path / sweep.CONFIG_DIR}']" in j
+    jobs, configs, notes = sweep.plan({}, ["naive", "individual"], [0], ["split_fmnist"], "c",
+                                      tmp_path, ["benchmark.scenario=class"])
+    assert jobs[0][1] == "strategy=naive" and configs == {} and "individual skipped" in notes[0]
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["train.epochs=3"], "not a strategy"), (["strategy.prune_ratio=1.5"], "out of range"),
+    (["strategy.no_such=1"], "unknown parameter")])
+def test_sweep_variants_are_validated_before_running(tmp_path, overrides, match):
+    preset = {"variants": {"v": {"strategy": "packnet", "overrides": overrides}}}
+    with pytest.raises(ConfigError, match=match):
+        sweep.plan(preset, ["packnet"], [0], ["split_fmnist"], "c", tmp_path, [])
 
 
 def test_presets_are_valid():
@@ -209,12 +222,9 @@ def test_presets_are_valid():
         assert set(p["benchmarks"]) <= set(BENCHMARKS), name
         strategies = builtin_names() if p.get("strategies", "all") == "all" else p["strategies"]
         assert set(strategies) <= set(builtin_names()), name
-        for s, ov in list((p.get("strategy_overrides") or {}).items()) + [
-                (v["strategy"], v["overrides"]) for v in (p.get("variants") or {}).values()]:
-            fields = {k.split("=")[0].removeprefix("strategy.") for k in ov if k.startswith("strategy.")}
-            assert fields <= set(defaults(s)), (name, s, fields)
-        jobs, _ = sweep.plan(p, strategies, p.get("seeds", [0]), p["benchmarks"], name, Path("x"), [])
-        assert jobs, name
+        jobs, configs, _ = sweep.plan(p, strategies, p.get("seeds", [0]), p["benchmarks"], name,
+                                      Path("x"), [])  # also validates variants and overrides
+        assert len(jobs) == len(p["benchmarks"]), name
     with pytest.raises(ConfigError, match="unknown preset"):
         sweep.load_preset("no-such-preset")
 
@@ -237,3 +247,14 @@ def test_copy_report_replaces_only_the_previous_report(tmp_path):
     (out / "keep.png").write_bytes(b"mine")
     sweep.copy_report(src, out)
     assert sorted(p.name for p in out.iterdir()) == ["keep.png", "new.png", "report.md"]
+
+
+def test_run_jobs_parallel_records_exit_codes_and_threads(tmp_path):
+    code = "import os, sys; print('threads', os.environ['OMP_NUM_THREADS']); sys.exit({})"
+    cmds = [[sys.executable, "-c", code.format(k)] for k in (0, 3)]
+    meta = {"jobs": [{"args": c, "rc": None, "seconds": None} for c in cmds]}
+    sweep.run_jobs(cmds, meta, tmp_path, parallel=2, threads=1)
+    assert [j["rc"] for j in meta["jobs"]] == [0, 3]
+    assert json.loads((tmp_path / "sweep.json").read_text())["jobs"][1]["rc"] == 3
+    expected = os.environ.get("OMP_NUM_THREADS", "1")  # an explicit environment setting wins
+    assert (tmp_path / "multirun-0.log").read_text().strip() == f"threads {expected}"
