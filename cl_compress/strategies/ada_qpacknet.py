@@ -186,7 +186,7 @@ class AdaQPacknet(PackNet):
                 opt.step()
                 self.after_optimizer_step(0)
         model.train(was_training)
-        self._keep, self._saved = {}, {}
+        self._train, self._frozen = {}, {}
 
     # --- adaptive bit-width ---------------------------------------------------------------------
     @torch.no_grad()
