@@ -29,6 +29,8 @@ import math
 import torch
 from torch import Tensor
 
+from . import packing
+
 FREE = 0
 MAX_TASKS = 255
 
@@ -125,36 +127,18 @@ def index_bits(n_tasks: int) -> int:
 
 
 def pack_bits(values: Tensor, bits: int) -> Tensor:
-    """Pack the non-negative integers ``values`` (< 2**bits) into a flat uint8 tensor.
-
-    Each value takes exactly ``bits`` bits, little-endian within a value and within a
-    byte; the result has ``ceil(numel * bits / 8)`` bytes.
-    """
+    """Pack an owner index (values ``< 2**bits``, ``bits <= 8``) into a flat uint8 tensor
+    (see :func:`cl_compress.compress.packing.pack_bits` for the layout)."""
     if not 1 <= bits <= 8:
         raise ValueError(f"bits={bits} must be in 1..8")
-    v = values.reshape(-1).to(torch.uint8)
-    if v.numel() and int(v.max()) >= 1 << bits:
-        raise ValueError(f"a value {int(v.max())} does not fit in {bits} bits")
-    shifts = torch.arange(bits, dtype=torch.uint8, device=v.device)
-    stream = ((v.unsqueeze(1) >> shifts) & 1).reshape(-1)
-    pad = (-stream.numel()) % 8
-    if pad:
-        stream = torch.cat([stream, stream.new_zeros(pad)])
-    weights = torch.arange(8, dtype=torch.uint8, device=v.device)
-    return (stream.view(-1, 8) << weights).sum(dim=1, dtype=torch.uint8)
+    return packing.pack_bits(values, bits)
 
 
 def unpack_bits(packed: Tensor, bits: int, numel: int) -> Tensor:
     """Inverse of :func:`pack_bits`: the first ``numel`` values as a flat uint8 tensor."""
     if not 1 <= bits <= 8:
         raise ValueError(f"bits={bits} must be in 1..8")
-    if packed.numel() * 8 < numel * bits:
-        raise ValueError(f"{packed.numel()} bytes cannot hold {numel} values of {bits} bits")
-    shifts8 = torch.arange(8, dtype=torch.uint8, device=packed.device)
-    stream = ((packed.reshape(-1, 1).to(torch.uint8) >> shifts8) & 1).reshape(-1)
-    stream = stream[: numel * bits].view(numel, bits)
-    weights = torch.arange(bits, dtype=torch.uint8, device=packed.device)
-    return (stream << weights).sum(dim=1, dtype=torch.uint8)
+    return packing.unpack_bits(packed, bits, numel).to(torch.uint8)
 
 
 def masked(weight: Tensor, owner: Tensor, task: int) -> Tensor:

@@ -21,6 +21,8 @@ import math
 import torch
 from torch import Tensor
 
+from .packing import pack_bits, unpack_bits
+
 LINEAR_METHODS = ("linear_sym", "linear_asym")
 METHODS = ("kmeans", *LINEAR_METHODS)
 
@@ -155,33 +157,6 @@ def levels_from_params(params: Tensor, bits: int, method: str) -> Tensor:
     if method == "kmeans":
         return params.float()
     return linear_levels(params, bits, symmetric=method == "linear_sym")
-
-
-def pack_bits(codes: Tensor, bits: int) -> Tensor:
-    """Pack non-negative integer codes ``< 2**bits`` into a flat uint8 tensor
-    (little-endian bit order, ``ceil(n * bits / 8)`` bytes)."""
-    if not 1 <= bits <= 16:
-        raise ValueError(f"bit-width must be in [1, 16], got {bits}")
-    c = codes.reshape(-1).to(torch.int32)
-    if c.numel() and (int(c.min()) < 0 or int(c.max()) >= 2 ** bits):
-        raise ValueError(f"codes must lie in [0, {2 ** bits}) to pack at {bits} bits")
-    shifts = torch.arange(bits, dtype=torch.int32)
-    bitstream = ((c.unsqueeze(1) >> shifts) & 1).to(torch.uint8).reshape(-1)
-    pad = (-bitstream.numel()) % 8
-    if pad:
-        bitstream = torch.cat([bitstream, bitstream.new_zeros(pad)])
-    weights = (2 ** torch.arange(8, dtype=torch.int32)).to(torch.int32)
-    return (bitstream.reshape(-1, 8).to(torch.int32) * weights).sum(1).to(torch.uint8)
-
-
-def unpack_bits(packed: Tensor, bits: int, n: int) -> Tensor:
-    """Inverse of :func:`pack_bits`: the first ``n`` codes as int64."""
-    if n * bits > packed.numel() * 8:
-        raise ValueError(f"{packed.numel()} bytes hold fewer than {n} codes of {bits} bits")
-    shifts = torch.arange(8, dtype=torch.int32)
-    bitstream = ((packed.reshape(-1).to(torch.int32).unsqueeze(1) >> shifts) & 1).reshape(-1)
-    b = bitstream[: n * bits].reshape(n, bits).to(torch.int64)
-    return (b << torch.arange(bits, dtype=torch.int64)).sum(1)
 
 
 def pack_owner_bitmaps(owner: Tensor, n_tasks: int) -> list[Tensor]:
