@@ -17,6 +17,7 @@ import json
 import math
 import re
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,11 @@ def stat(runs: list[Run], key: str) -> tuple[float, float, int]:
 
 
 def fmt_si(v: float) -> str:
-    """Compact number: ``fmt_si(1234567)`` -> ``'1.23M'``."""
+    """Compact number with 3 significant digits.
+
+    >>> [fmt_si(v) for v in (1_234_567, 249_000, 84.5, 1e9)]
+    ['1.23M', '249k', '84.5', '1.00G']
+    """
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, "")):
         if abs(v) >= div or div == 1:
             return f"{v / div:#.3g}".rstrip(".") + suffix
@@ -176,7 +181,11 @@ def fmt_si(v: float) -> str:
 
 
 def fmt_stat(mean: float, std: float, n: int, scale: float = 1.0, spec: Any = 2) -> str:
-    """``mean ± std`` (``±`` omitted for a single run, ``–`` when missing)."""
+    """``mean ± std`` (``±`` omitted for a single run, ``–`` when missing).
+
+    >>> fmt_stat(0.85, 0.0707, 2, 100), fmt_stat(0.9, 0.0, 1, 100), fmt_stat(0, 0, 0)
+    ('85.00 ± 7.07', '90.00', '–')
+    """
     if n == 0:
         return "–"
     m, s = mean * scale, std * scale
@@ -307,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = write_report(a.sweep, a.out)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"report: {path}")
     return 0

@@ -27,7 +27,11 @@ def colors(labels: list[str]) -> dict[str, tuple]:
 
 
 def fmt_bytes(v: float) -> str:
-    """Axis label for a size in bytes: ``fmt_bytes(2e6)`` -> ``'2 MB'``."""
+    """Axis label for a size in bytes.
+
+    >>> fmt_bytes(2e6), fmt_bytes(5e4), fmt_bytes(300)
+    ('2 MB', '50 kB', '300 B')
+    """
     for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
         if v >= div:
             return f"{v / div:g} {unit}"
@@ -179,7 +183,7 @@ def per_layer(label: str, runs: list[Run], title: str = "") -> Figure | None:
     for ax, (kind, series) in zip(axes.flat, sorted(kinds.items())):
         for name, values in series.items():
             ax.plot(list(values), list(values.values()), marker="o", ms=3, lw=1.2,
-                    label=name if name == "per task" else f"layer {name}")
+                    label=name if name == "per task" or name.startswith("layer") else f"layer {name}")
         ax.set_xticks(range(max(max(v) for v in series.values()) + 1))
         ax.set_title(kind.replace("_", " "), fontsize=9)
         ax.set_xlabel("task", fontsize=8)

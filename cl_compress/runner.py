@@ -160,7 +160,8 @@ def run_stream(
 
 
 def state_fingerprint(model: torch.nn.Module, strategy: Strategy) -> str:
-    """SHA-256 over every tensor of the model and the strategy state (exact bytes)."""
+    """SHA-256 over every tensor of the model and of the strategy state (exact bytes):
+    weights, masks, factors, codebooks. Plain Python values (e.g. timings) are skipped."""
     h = hashlib.sha256()
 
     def feed(obj: Any) -> None:
@@ -174,8 +175,7 @@ def state_fingerprint(model: torch.nn.Module, strategy: Strategy) -> str:
         elif isinstance(obj, list | tuple):
             for v in obj:
                 feed(v)
-        else:
-            h.update(repr(obj).encode())
+        # plain values (counters, timings) are rank-local bookkeeping: not compared
 
     feed(model.state_dict())
     feed(strategy.state_dict())

@@ -120,30 +120,38 @@ def regime(n_train: int | None, ranks: list[int], args, root: Path) -> list[dict
     return rows
 
 
-def reading(size_ok: bool, regimes: list[tuple[str, list[dict], list[int]]]) -> str:
-    """An honest one-paragraph summary generated from the measured figures."""
-    parts = [("The size/accuracy target is met" if size_ok else "The size/accuracy target is NOT met")
-             + " (figures above)."]
+def reading(size_line: str, regimes: list[tuple[str, list[dict], list[int]]]) -> str:
+    """A one-paragraph summary generated from the measured figures (no hard-coded result)."""
+    parts = [size_line.removeprefix("- ")]
     for tag, rows, ranks in regimes:
         wins_tr = wins_et = 0
+        gaps, spread, lowest = [], 0.0, 100.0
         for k in ranks:
             by = {r["method"]: r for r in rows if r["k"] == str(k)}
+            accs = [by[m]["avg_acc"] for m in (LRPET, NO_ET, TRUNC)]
+            spread, lowest = max(spread, max(accs) - min(accs)), min(lowest, *accs)
             wins_tr += by[LRPET]["avg_acc"] > by[TRUNC]["avg_acc"]
             wins_et += by[LRPET]["avg_acc"] > by[NO_ET]["avg_acc"]
-        parts.append(f"With {tag} training images per task LRPET beats truncate+fine-tune at "
-                     f"{wins_tr} of {len(ranks)} rank(s) and energy transfer beats no transfer at "
-                     f"{wins_et} of {len(ranks)}, so the paper's central claim is "
-                     + ("reproduced here." if wins_tr == wins_et == len(ranks)
-                        else "NOT (fully) reproduced here."))
-    parts.append("Each figure is one seed; differences of a few tenths of a point between the "
-                 "low-rank variants are within seed-to-seed spread. The MLP has no BatchNorm, so "
-                 "energy transfer changes the scale of the function (weights are rescaled, biases "
-                 "are not), whereas in the paper's BN networks a uniform rescale is largely "
-                 "normalised away; how much the transferred energy helps therefore depends on how "
-                 "much of the removed energy is signal (short training, weights near their "
-                 "full-rank initialisation) rather than noise (longer training). Timings come "
-                 "from a 2-core machine shared with other jobs: read the directly timed projection "
-                 "share, not the difference between runs.")
+            gaps.append(f"k={k}: {by[LRPET]['avg_acc'] - by[TRUNC]['avg_acc']:+.2f} vs truncate, "
+                        f"{by[LRPET]['avg_acc'] - by[NO_ET]['avg_acc']:+.2f} vs no transfer")
+        held = wins_tr == wins_et == len(ranks)
+        parts.append(
+            f"With {tag} training images per task"
+            + ("" if tag == "all" else f" ({-(-int(tag) // 128)} optimiser steps per epoch)")
+            + f", LRPET beats truncate+fine-tune at {wins_tr} of "
+            f"{len(ranks)} rank(s) and energy transfer beats no transfer at {wins_et} of "
+            f"{len(ranks)} ({'; '.join(gaps)}; largest spread between the three low-rank variants "
+            f"{spread:.2f} points): the paper's central claim "
+            + ("holds in this regime." if held else "is NOT reproduced in this regime")
+            + ("" if held or spread >= 0.5 else
+               ", but the differences are a few tenths of a point, which one seed cannot resolve")
+            + ("" if held or lowest < rows[0]["avg_acc"] - 0.5 else
+               " (every low-rank variant is within 0.5 points of individual: these tasks are "
+               "solved even at the smallest rank tested)")
+            + ("" if held else "."))
+    parts.append("All figures are one seed. The projection share of training time is timed "
+                 "directly and is the figure to read; s/epoch differs between runs mostly because "
+                 "the 2-core machine is shared with other jobs.")
     return " ".join(parts)
 
 
@@ -169,10 +177,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.short_train:
         short = [int(k) for k in args.short_ranks.split(",")]
         regimes.append((str(args.short_train), regime(args.short_train, short, args, root), short))
-    size_ok, size_line = size_check(main_rows, ranks[0])
+    _, size_line = size_check(main_rows, ranks[0])
     found = [size_line] + [line for tag, rows, rk in regimes for line in compare(rows, tag, rk)]
     text = table([r for _, rows, _ in regimes for r in rows])
-    print("\n" + text + "\n\n" + "\n".join(found))
+    summary = reading(size_line, regimes)
+    print("\n" + text + "\n\n" + "\n".join(found) + "\n\n" + summary)
     today = dt.date.today().isoformat()
     out = Path(args.out) if args.out else RESULTS / f"lrpet-{today}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         f"stores k*(in+out) factors per layer); LRPET projects at every epoch end; the baseline "
         f"trains dense for {args.epochs - 1} epoch(s), truncates by SVD and fine-tunes the thin "
         f"factors for 1 epoch (same budget).\n\n{text}\n\n## Checks\n\n" + "\n".join(found)
-        + f"\n\n## Reading\n\n{reading(size_ok, regimes)}\n")
+        + f"\n\n## Reading\n\n{summary}\n")
     print(f"\nwritten: {out}")
 
 

@@ -114,3 +114,13 @@ def test_loader_serves_whole_batches_in_a_seeded_order():
     assert a == b and sorted(sum(a, [])) == list(range(10)) and [len(v) for v in a] == [4, 4, 2]
     xb, yb, t = next(iter(make_loader(x, y, 2, batch_size=4, shuffle=False)))
     assert t == 2 and torch.equal(xb[:, 0], yb.float())
+
+
+def test_permuted_backends_agree():
+    spec = dict(name="permuted_fmnist", n_tasks=4, max_test_per_task=None)
+    a = build_stream(BenchmarkSpec(**spec, backend="avalanche"))
+    n = build_stream(BenchmarkSpec(**spec, backend="native"))
+    for ea, en in zip(a.experiences, n.experiences, strict=True):
+        assert ea.classes == en.classes == list(range(10)) and ea.n_outputs == en.n_outputs == 10
+        for k in ("train_x", "train_y", "test_x", "test_y"):
+            assert torch.equal(getattr(ea, k), getattr(en, k)), (ea.task_id, k)

@@ -17,6 +17,7 @@ from cl_compress.benchmarks import BENCHMARKS
 from cl_compress.errors import ConfigError
 from cl_compress.io import write_json
 from cl_compress.strategies import builtin_names, get_strategy
+from cl_compress.testing import compose_config
 
 PRESETS = Path(__file__).resolve().parents[1] / "experiments" / "presets"
 PERFECT = [[1.0], [1.0, 1.0], [1.0, 1.0, 1.0]]
@@ -165,8 +166,11 @@ def test_write_report_files_and_figures(tmp_path):
                                                    "owned_fraction/0": [0.5, 0.25, 0.25]})
         fake_run(tmp_path, "ada_qpacknet", s, extra={"bits_per_task": [6, 4, 3]},
                  per_task={"bits/task_0": [6], "prune_ratio/0": [0.5, 0.6, 0.4]})
+    (tmp_path / "split_fmnist-task" / "naive" / "s0" / "wandb" / "offline-run-1").mkdir(parents=True)
     path = report.write_report(tmp_path, tmp_path / "out")
     text = path.read_text()
+    assert f"find {tmp_path} -type d -name 'offline-run-*' -exec wandb sync {{}} +" in text
+    assert "W&B group `g`" in text
     assert "## split_fmnist-task" in text and "### Paper claims" in text and "## W&B" in text
     assert "**not measured**" in text  # lrpet and cacl are absent
     for png in ("heatmaps", "tasks", "tradeoff", "layers-packnet", "layers-ada_qpacknet"):
@@ -225,6 +229,10 @@ def test_presets_are_valid():
         jobs, configs, _ = sweep.plan(p, strategies, p.get("seeds", [0]), p["benchmarks"], name,
                                       Path("x"), [])  # also validates variants and overrides
         assert len(jobs) == len(p["benchmarks"]), name
+        for b in p["benchmarks"]:  # Hydra accepts the overrides (groups and keys exist)
+            cfg = compose_config([f"benchmark={b}", *p.get("overrides", []),
+                                  *(p.get("benchmark_overrides") or {}).get(b, [])])
+            assert cfg["benchmark"]["name"] == b
     with pytest.raises(ConfigError, match="unknown preset"):
         sweep.load_preset("no-such-preset")
 

@@ -96,10 +96,19 @@ def per_dataset_stream(
         bench = nc_benchmark(
             [_Targets(a, b) for a, b, _, _ in tasks], [_Targets(c, d) for _, _, c, d in tasks],
             n_experiences=len(tasks), task_labels=scenario == "task", shuffle=False,
-            one_dataset_per_exp=True, class_ids_from_zero_in_each_exp=True,
+            one_dataset_per_exp=True, class_ids_from_zero_in_each_exp=False,
         )
         exps = experiences_from_benchmark(bench, scenario, n_classes)
-    for e in exps:  # every task has the same label space (a domain-incremental stream)
+    # Avalanche offsets the labels of dataset t by t * n_classes (its per-experience
+    # remapping can reorder them); undo the offset so every task has labels 0..C-1.
+    # Its layout of class groups inside an experience can vary, so sort the samples by
+    # label (stable) into the class-grouped layout of the native builder.
+    for e in exps:
+        for split in ("train", "test"):
+            x, y = getattr(e, f"{split}_x"), getattr(e, f"{split}_y") - e.task_id * n_classes
+            order = torch.sort(y, stable=True).indices
+            setattr(e, f"{split}_x", x[order])
+            setattr(e, f"{split}_y", y[order])
         e.n_outputs, e.classes = n_classes, list(range(n_classes))
     return exps
 
