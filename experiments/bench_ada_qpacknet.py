@@ -31,31 +31,10 @@ RESULTS = Path(__file__).parent / "results"
 RUNS = REPO / "runs" / "bench_ada_qpacknet"
 BASE = ["benchmark=split_fmnist", "logger=none", "trainer.progress_bar=false", "seed=0"]
 
-RELOAD = """
-import json, sys, torch
-from cl_compress.benchmarks import BenchmarkSpec, build_stream
-from cl_compress.models import ContinualModel, build_backbone
-from cl_compress.runner import evaluate
-from cl_compress.strategies.ada_qpacknet import load_artifact
-from cl_compress.testing import compose_config
-cfg = compose_config(sys.argv[2:])
-stream = build_stream(BenchmarkSpec(**cfg["benchmark"]))
-kw = dict(cfg["model"]); name = kw.pop("name")
-body, feat = build_backbone(name, stream.input_shape, **kw)
-model = ContinualModel(body, feat, stream.head_sizes, multi_head=True)
-art = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
-row = []
-for j, e in enumerate(stream.experiences):
-    load_artifact(model, art, j)
-    row.append(evaluate(model, e.test_x, e.test_y, j, cfg["train"]["eval_batch_size"]))
-print(json.dumps(row))
-"""
-
-
 def reload_row(run_dir: Path, overrides: list[str]) -> list[float]:
     """Test accuracies of the saved artifact, computed in a fresh Python process."""
-    proc = subprocess.run([sys.executable, "-c", RELOAD, str(run_dir / "model_artifact.pt"),
-                           *overrides], cwd=REPO, capture_output=True, text=True, check=True)
+    cmd = [sys.executable, "-m", "cl_compress.reload", str(run_dir / "model_artifact.pt"), *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

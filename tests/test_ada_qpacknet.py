@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from cl_compress.io import load_torch
 from cl_compress.models import ContinualModel
 from cl_compress.models.backbones import mlp
 from cl_compress.strategies import StreamInfo, TaskData, TrainSettings, get_strategy
-from cl_compress.testing import run_quick
+from cl_compress.testing import QUICK, run_quick
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["strategy=ada_qpacknet", "strategy.population=2", "strategy.search_epochs=1"]
@@ -188,33 +187,10 @@ def test_state_dict_round_trip(quick_run):
         assert all(torch.equal(a[n], b[n]) for n in a)
 
 
-RELOAD = textwrap.dedent("""
-    import json, sys, torch
-    from cl_compress.benchmarks import BenchmarkSpec, build_stream
-    from cl_compress.models import ContinualModel, build_backbone
-    from cl_compress.runner import evaluate
-    from cl_compress.strategies.ada_qpacknet import load_artifact
-    from cl_compress.testing import QUICK, compose_config
-
-    cfg = compose_config(QUICK + sys.argv[2:])
-    stream = build_stream(BenchmarkSpec(**cfg["benchmark"]))
-    kw = dict(cfg["model"]); name = kw.pop("name")
-    torch.manual_seed(12345)  # a different init: everything must come from the artifact
-    body, feat = build_backbone(name, stream.input_shape, **kw)
-    model = ContinualModel(body, feat, stream.head_sizes, multi_head=True)
-    art = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
-    row = []
-    for j, e in enumerate(stream.experiences):
-        load_artifact(model, art, j)
-        row.append(evaluate(model, e.test_x, e.test_y, j, cfg["train"]["eval_batch_size"]))
-    print(json.dumps(row))
-""")
-
-
 def test_artifact_reloads_in_fresh_process(quick_run):
     art = quick_run["dir"] / "model_artifact.pt"
-    proc = subprocess.run([sys.executable, "-c", RELOAD, str(art), *FAST], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "cl_compress.reload", str(art), *QUICK, *FAST]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     assert row == quick_run["results"]["acc_matrix"][-1]
