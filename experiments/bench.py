@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="sections to skip, e.g. b,c")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
     L.seed_everything(0, verbose=False)
     stream = build_stream(BenchmarkSpec("split_fmnist", backend="native"))
     date = dt.date.today().isoformat()
@@ -175,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# cl_compress benchmark, {date}",
         "",
         f"Command: `{' '.join(['python -m experiments.bench', *(argv or sys.argv[1:])])}` (`make bench`)",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; torch {torch.__version__}, "
-        f"lightning {L.__version__}.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), lightning {L.__version__}.",
         "",
     ]
     out = list(head)
