@@ -154,9 +154,8 @@ def run_stream(
         if on_task_end is not None:
             on_task_end(t, model, strategy)
 
-    results = _finish(stream, strategy, R, timing, reference_bits, run_dir, seed, tracker, config,
-                      ddp_check)
-    return results
+    return _finish(stream, strategy, R, timing, reference_bits, run_dir, seed, tracker, config,
+                   ddp_check)
 
 
 def state_fingerprint(model: torch.nn.Module, strategy: Strategy) -> str:
