@@ -119,7 +119,7 @@ def run_stream(
         hook_s = _timed(strategy.before_task, t, data)
         for k, phase in enumerate(strategy.phases(t)):
             hook_s += _timed(strategy.before_phase, t, phase, data)
-            system.set_phase(t, phase, exp.n_outputs)
+            system.set_phase(t, phase)
             fit_loader = make_loader(exp.train_x, exp.train_y, t, train.batch_size, shuffle=True,
                                      seed=task_seed(seed, t) * 10 + k)
             t0 = time.perf_counter()

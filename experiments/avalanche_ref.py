@@ -66,19 +66,30 @@ def accuracy_matrix(strategy, bench, train_fn) -> tuple[list[list[float]], float
 
 
 def run_avalanche_naive(stream: Stream, epochs: int, lr: float, batch_size: int,
-                        seed: int = 0) -> dict:
-    """Avalanche ``Naive`` (multi-head MLP, Adam) on the stream; accuracy matrix + wall time."""
+                        seed: int = 0, reset_optimizer_state: bool = False) -> dict:
+    """Avalanche ``Naive`` (multi-head MLP, Adam) on the stream; accuracy matrix + wall time.
+
+    Avalanche 0.6 keeps the optimizer's state (Adam's moments) from one experience to the
+    next unless ``make_optimizer(reset_optimizer_state=True)``; cl_compress builds a fresh
+    optimizer for every phase. ``reset_optimizer_state=True`` gives Avalanche that protocol.
+    """
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.supervised import Naive
+
+    class FreshOptimizerNaive(Naive):
+        def make_optimizer(self, **kwargs):
+            kwargs["reset_optimizer_state"] = True
+            super().make_optimizer(**kwargs)
 
     torch.manual_seed(seed)
     bench = avalanche_benchmark(stream)
     model = multihead_mlp(stream.input_shape)
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
-    strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=lr),
-                     criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size,
-                     train_epochs=epochs, eval_mb_size=1024, device="cpu", evaluator=evaluator)
+    cls = FreshOptimizerNaive if reset_optimizer_state else Naive
+    strategy = cls(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=lr),
+                   criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size,
+                   train_epochs=epochs, eval_mb_size=1024, device="cpu", evaluator=evaluator)
     t0 = time.perf_counter()
     R, train_s = accuracy_matrix(strategy, bench, strategy.train)
     return {"acc_matrix": R, "wall_seconds": time.perf_counter() - t0, "train_seconds": train_s}

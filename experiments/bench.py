@@ -1,11 +1,12 @@
 """``make bench``: measured performance figures, printed and saved as Markdown.
 
 (a) framework overhead: our engine (ContinualSystem + a Lightning Trainer per phase) versus
-    a minimal plain-PyTorch loop, same model, same initial weights, same batches;
+    a minimal plain-PyTorch loop and a minimal LightningModule, same model, same initial
+    weights, same batches (the default MLP, then the small CNN for a heavier step);
 (b) per strategy: wall time of a split_fmnist run, the share spent in strategy work
     (pruning, SVD/projection, k-means ...), and the hottest functions inside it (cProfile);
-(c) ours versus Avalanche 0.6 on the same stream and budget (Naive; PackNet when
-    experiments/bench_packnet.py provides it).
+(c) ours versus Avalanche 0.6 on the same stream and budget: Naive over several seeds
+    (PackNet is compared by experiments/bench_packnet.py).
 
 Usage: python -m experiments.bench [--quick] [--strategies a,b] [--out PATH]
 """
@@ -40,9 +41,15 @@ from cl_compress.train import build_and_run
 RESULTS = Path(__file__).parent / "results"
 
 
-def _model(stream, seed: int) -> ContinualModel:
+BACKBONES = {  # (a)'s models: the default MLP (a tiny step) and the small CNN
+    "mlp": ("MLP 784-256-256", {"hidden": [256, 256]}),
+    "cnn": ("CNN conv32-conv64", {"channels": [32, 64]}),
+}
+
+
+def _model(stream, seed: int, backbone: str = "mlp") -> ContinualModel:
     torch.manual_seed(seed)
-    body, feat = build_backbone("mlp", stream.input_shape, hidden=[256, 256])
+    body, feat = build_backbone(backbone, stream.input_shape, **BACKBONES[backbone][1])
     return ContinualModel(body, feat, stream.head_sizes, multi_head=True)
 
 
@@ -61,35 +68,67 @@ def engine(model: ContinualModel, loader, epochs: int, lr: float) -> float:
     strat = get_strategy("naive").from_config({}, TrainSettings(lr=lr))
     strat.setup(model, None)  # type: ignore[arg-type]
     system = ContinualSystem(model, strat)
-    system.set_phase(0, Phase(epochs=epochs, lr=lr), model.head(0).out_features)
+    system.set_phase(0, Phase(epochs=epochs, lr=lr))
     t0 = time.perf_counter()
     make_trainer(TrainerSettings(progress_bar=False, deterministic=False), epochs).fit(system, loader)
     return time.perf_counter() - t0
 
 
-def overhead(stream, epochs: int, repeats: int) -> list[str]:
+class _MinimalModule(L.LightningModule):
+    """The least a LightningModule can be: forward, loss, Adam. Attributes the overhead
+    to Lightning's own loop versus what ContinualSystem adds on top of it."""
+
+    def __init__(self, model: ContinualModel, lr: float):
+        super().__init__()
+        self.model, self.lr = model, lr
+
+    def training_step(self, batch, batch_idx):
+        x, y, _ = batch
+        return F.cross_entropy(self.model(x, 0), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr)
+
+
+def lightning_minimal(model: ContinualModel, loader, epochs: int, lr: float) -> float:
+    system = _MinimalModule(model, lr)
+    t0 = time.perf_counter()
+    make_trainer(TrainerSettings(progress_bar=False, deterministic=False), epochs).fit(system, loader)
+    return time.perf_counter() - t0
+
+
+def overhead(stream, epochs: int, repeats: int, backbone: str = "mlp") -> list[str]:
     exp = stream.experiences[0]
     steps = epochs * -(-exp.train_x.shape[0] // 128)
-    ours, plain = [], []
-    for r in range(repeats):  # interleaved, so drift on a noisy machine hits both alike
-        for fn, sink in ((plain_loop, plain), (engine, ours)):
-            model = _model(stream, seed=r)
+    loops = (("plain PyTorch", plain_loop), ("minimal LightningModule", lightning_minimal),
+             ("cl_compress engine", engine))
+    times: dict[str, list[float]] = {name: [] for name, _ in loops}
+    for r in range(repeats):  # interleaved, so drift on a noisy machine hits all alike
+        for name, fn in loops:
+            model = _model(stream, seed=r, backbone=backbone)
             model.set_trainable_heads(0)
             loader = make_loader(exp.train_x, exp.train_y, 0, 128, shuffle=True, seed=r)
-            sink.append(fn(model, loader, epochs, 1e-3))
-    mo, mp = statistics.median(ours), statistics.median(plain)
+            times[name].append(fn(model, loader, epochs, 1e-3))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    low = {k: min(v) for k, v in times.items()}
+    mp, ml, mo = med["plain PyTorch"], med["minimal LightningModule"], med["cl_compress engine"]
+    rows = [f"| {k} | {med[k]:.3f} | {low[k]:.3f} | {1000 * med[k] / steps:.3f} | "
+            f"{med[k] / mp:.3f} |" for k in times]
     return [
-        "## (a) Framework overhead (MLP 784-256-256, split_fmnist task 0, batch 128, Adam)",
+        f"## (a) Framework overhead ({BACKBONES[backbone][0]}, split_fmnist task 0, batch 128, Adam)",
         "",
-        f"{repeats} interleaved repeats of {epochs} epochs = {steps} optimiser steps each; medians.",
-        "Ours includes the Trainer start-up, torchmetrics training accuracy and strategy hooks.",
+        f"{repeats} interleaved repeats of {epochs} epochs = {steps} optimiser steps each.",
+        "Lightning rows include the Trainer start-up; the engine adds the strategy hooks,",
+        "per-epoch training loss/accuracy and the NaN check.",
         "",
-        "| loop | seconds per fit | ms per step |",
-        "|---|---|---|",
-        f"| plain PyTorch | {mp:.3f} | {1000 * mp / steps:.3f} |",
-        f"| cl_compress engine | {mo:.3f} | {1000 * mo / steps:.3f} |",
+        "| loop | median s per fit | min s | ms per step (median) | ratio to plain (median) |",
+        "|---|---|---|---|---|",
+        *rows,
         "",
-        f"**ratio ours / plain = {mo / mp:.3f}** (target <= 1.15)",
+        f"**ratio ours / plain = {mo / mp:.3f}** (target <= 1.15; by the fastest repeat "
+        f"{low['cl_compress engine'] / low['plain PyTorch']:.3f}); "
+        f"minimal LightningModule / plain = {ml / mp:.3f}; ours / minimal LightningModule = "
+        f"{mo / ml:.3f}.",
         "",
     ]
 
@@ -133,31 +172,68 @@ def per_strategy(names: list[str], overrides: list[str]) -> list[str]:
     return lines
 
 
-def versus_avalanche(stream, epochs: int) -> list[str]:
+def versus_avalanche(stream, epochs: int, seeds: int) -> list[str]:
+    """Naive on both frameworks over several seeds: a single seed is not enough, since
+    task-IL fine-tuning forgets erratically (one old head can drop to chance or not).
+
+    Avalanche runs twice per seed: as shipped (Adam's state carried from one experience
+    to the next) and with the state reset per experience (cl_compress's protocol)."""
+    from scipy import stats
+
     from experiments.avalanche_ref import run_avalanche_naive
 
-    cfg = compose_config(["strategy=naive", "benchmark=split_fmnist", "logger=none",
-                          "trainer.progress_bar=false", f"train.epochs={epochs}"])
-    t0 = time.perf_counter()
-    ours = build_and_run(cfg, Path("runs/bench/naive-vs-avalanche"))
-    ours_wall = time.perf_counter() - t0
-    av = run_avalanche_naive(stream, epochs=epochs, lr=1e-3, batch_size=128)
-    av_acc = metrics.average_accuracy(av["acc_matrix"])
+    cols = ("cl_compress", "Avalanche", "Avalanche, optimizer reset")
+    accs: dict[str, list[float]] = {c: [] for c in cols}
+    walls: dict[str, list[float]] = {c: [] for c in cols}
+    rows = []
+    for seed in range(seeds):
+        cfg = compose_config(["strategy=naive", "benchmark=split_fmnist", "logger=none",
+                              "trainer.progress_bar=false", f"train.epochs={epochs}",
+                              f"seed={seed}"])
+        t0 = time.perf_counter()
+        ours = build_and_run(cfg, Path(f"runs/bench/naive-vs-avalanche/s{seed}"))
+        walls["cl_compress"].append(time.perf_counter() - t0)
+        accs["cl_compress"].append(ours["avg_acc"])
+        for col, reset in ((cols[1], False), (cols[2], True)):
+            av = run_avalanche_naive(stream, epochs=epochs, lr=1e-3, batch_size=128, seed=seed,
+                                     reset_optimizer_state=reset)
+            walls[col].append(av["wall_seconds"])
+            accs[col].append(metrics.average_accuracy(av["acc_matrix"]))
+        rows.append(f"| {seed} | " + " | ".join(f"{accs[c][-1]:.4f}" for c in cols) + " | "
+                    + " | ".join(f"{walls[c][-1]:.1f}" for c in cols[:2]) + " |")
+        print(rows[-1], flush=True)
+
+    def ms(v: list[float]) -> str:
+        return f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+
     lines = [
-        f"## (c) Ours vs Avalanche 0.6 (split_fmnist, {epochs} epochs/task, batch 128, Adam 1e-3)",
+        f"## (c) Ours vs Avalanche 0.6 (Naive, split_fmnist, {epochs} epochs/task, batch 128, "
+        f"Adam 1e-3, {seeds} seeds)",
         "",
-        "| strategy | framework | wall s (train + eval, data built) | avg_acc |",
-        "|---|---|---|---|",
-        f"| Naive | cl_compress | {ours_wall:.1f} | {ours['avg_acc']:.4f} |",
-        f"| Naive | Avalanche | {av['wall_seconds']:.1f} | {av_acc:.4f} |",
+        "| seed | avg_acc cl_compress | avg_acc Avalanche | avg_acc Avalanche, optimizer reset "
+        "| wall s cl_compress | wall s Avalanche |",
+        "|---|---|---|---|---|---|",
+        *rows,
         "",
-        f"Wall-time ratio ours / Avalanche (Naive) = {ours_wall / av['wall_seconds']:.2f}. Ours includes "
-        "building the stream (Avalanche's nc_benchmark + materialisation); Avalanche's excludes it.",
+        "avg_acc mean ± sd: " + ", ".join(f"{c} {ms(accs[c])}" for c in cols) + ".",
+    ]
+    if seeds > 2:
+        for c in cols[1:]:
+            w = stats.ttest_ind(accs["cl_compress"], accs[c], equal_var=False)
+            u = stats.mannwhitneyu(accs["cl_compress"], accs[c])
+            lines.append(f"cl_compress vs {c}: mean difference "
+                         f"{statistics.mean(accs['cl_compress']) - statistics.mean(accs[c]):+.4f}, "
+                         f"Welch t-test p = {w.pvalue:.3f}, Mann-Whitney U p = {u.pvalue:.3f}.")
+    wall_ratio = statistics.median(walls["cl_compress"]) / statistics.median(walls["Avalanche"])
+    return lines + [
+        "",
+        f"Wall-time ratio ours / Avalanche (medians) = {wall_ratio:.2f}. Ours includes building the "
+        "stream (Avalanche's nc_benchmark + materialisation), evaluation, checkpoints and "
+        "results.json; Avalanche's includes its training and evaluation only.",
         "PackNet (ours vs Avalanche's) is measured by `make bench-packnet`; see "
         "experiments/results/packnet-*.md.",
         "",
     ]
-    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repeats, 1 epoch")
     ap.add_argument("--strategies", default=",".join(builtin_names()))
     ap.add_argument("--skip", default="", help="sections to skip, e.g. b,c")
+    ap.add_argument("--naive-seeds", type=int, default=None,
+                    help="seeds of the Naive comparison (c); default 3 with --quick, else 5")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if "OMP_NUM_THREADS" not in os.environ:
@@ -175,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     head = [
         f"# cl_compress benchmark, {date}",
         "",
-        f"Command: `{' '.join(['python -m experiments.bench', *(argv or sys.argv[1:])])}` (`make bench`)",
+        f"Command: `{' '.join(['python -m experiments.bench', *(argv or sys.argv[1:])])}`"
+        + ("" if (argv or sys.argv[1:]) else " (`make bench`)"),
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), lightning {L.__version__}.",
         "",
@@ -185,11 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     if "a" not in skip:
         out += overhead(stream, epochs=1 if args.quick else 3, repeats=3 if args.quick else 5)
         print("\n".join(out), flush=True)
+        # a heavier step for context: the same loops with the small CNN, one epoch
+        out += overhead(stream, epochs=1, repeats=3, backbone="cnn")
+        print("\n".join(out[-12:]), flush=True)
     if "b" not in skip:
         names = [n for n in args.strategies.split(",") if n]
         out += per_strategy(names, ["train.epochs=1"] if args.quick else [])
     if "c" not in skip:
-        out += versus_avalanche(stream, epochs=1 if args.quick else 2)
+        seeds = args.naive_seeds or (3 if args.quick else 5)
+        out += versus_avalanche(stream, epochs=1 if args.quick else 2, seeds=seeds)
     text = "\n".join(out)
     print(text)
     path = Path(args.out) if args.out else RESULTS / f"bench-{date}.md"

@@ -67,7 +67,7 @@ def ours(name: str, x, y, steps: int, batch: int, precision: str) -> float:
     strat.before_task(0, data)
     phase = strat.phases(0)[0]
     system = ContinualSystem(model, strat)
-    system.set_phase(0, Phase(**{**phase.__dict__, "epochs": 1}), 10)
+    system.set_phase(0, Phase(**{**phase.__dict__, "epochs": 1}))
     trainer = make_trainer(TrainerSettings(accelerator="gpu", precision=precision, progress_bar=False,
                                            deterministic=False), 1)  # 1 epoch = `steps` batches
     torch.cuda.synchronize()

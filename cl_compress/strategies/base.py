@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -264,14 +263,3 @@ class Strategy:
         """Restore ``state_dict()``; called on resume before the model state is loaded,
         so that a strategy can first rebuild any modules it adds to the model."""
 
-
-def snapshot(params: list[Tensor]) -> list[Tensor]:
-    """Detached copies of tensors (used to restore frozen values bit-exactly)."""
-    return [p.detach().clone() for p in params]
-
-
-@torch.no_grad()
-def restore_where(params: list[Tensor], saved: list[Tensor], frozen: list[Tensor]) -> None:
-    """Write ``saved`` back into ``params`` wherever the boolean ``frozen`` mask is set."""
-    for p, s, f in zip(params, saved, frozen):
-        p.data[f] = s[f]

@@ -29,7 +29,7 @@ from ..compress.svd import (
     orthogonality_frozen,
 )
 from ..errors import CheckpointError, ConfigError
-from .base import CompressionStats, Phase, Strategy, StrategyConfig, TaskData, hp, restore_where, snapshot
+from .base import CompressionStats, Phase, Strategy, StrategyConfig, TaskData, hp
 from .registry import register
 
 
@@ -61,6 +61,12 @@ class Config(StrategyConfig):
             raise ConfigError(f"strategy.factorize={self.factorize} lists a layer type twice")
 
 
+def _prefix(m: Any, r: int, clone: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Views (or copies) of the first ``r`` components of a factorised layer."""
+    views = (m.N.data[:, :r], m.sigma.data[:r], m.C.data[:r])
+    return tuple(v.clone() for v in views) if clone else views  # type: ignore[return-value]
+
+
 def _bn_modules(root: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
     return {n: m for n, m in root.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
@@ -83,7 +89,8 @@ class CACL(Strategy):
         self.task_ranks: list[list[int]] = []  # cumulative rank per layer used by each task
         self.bn_stats: list[dict[str, Tensor]] = []
         self.base_seed = 0
-        self._frozen: list[tuple[list[Tensor], list[Tensor], list[Tensor]]] = []
+        # (layer, r, copies of N[:, :r], sigma[:r], C[:r]): the frozen prefix of each layer
+        self._frozen: list[tuple[Any, int, tuple[Tensor, Tensor, Tensor]]] = []
         self._prev: list[int] = []
         self._orth_const: list[tuple[Tensor, Tensor]] = []
 
@@ -119,12 +126,7 @@ class CACL(Strategy):
             self._orth_const.append((gram_error(m.N[:, :r].t()), gram_error(m.C[:r])))
             if r == 0:
                 continue
-            params = [m.N, m.sigma, m.C]
-            masks = [torch.zeros_like(p, dtype=torch.bool) for p in params]
-            masks[0][:, :r] = True
-            masks[1][:r] = True
-            masks[2][:r] = True
-            self._frozen.append((params, snapshot(params), masks))
+            self._frozen.append((m, r, _prefix(m, r, clone=True)))
 
     def parameters_to_optimize(self, task: int, phase: Phase) -> Iterator[Any]:
         """Trainable parameters; sigma in its own group when ``sigma_lr_scale != 1``."""
@@ -162,13 +164,16 @@ class CACL(Strategy):
                 if p.grad is not None:
                     p.grad[sl] = 0.0
 
+    @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
-        for i, (params, saved, masks) in enumerate(self._frozen):  # weight decay can't move them
-            if saved[0].device != params[0].device:  # the trainer moved the model
-                saved = [s.to(params[0].device) for s in saved]
-                masks = [k.to(params[0].device) for k in masks]
-                self._frozen[i] = (params, saved, masks)
-            restore_where(params, saved, masks)
+        # Zero gradients do not stop weight decay or Adam's momentum from moving the frozen
+        # prefix, so it is copied back after every step: a contiguous slice copy, bit-exact.
+        for i, (m, r, saved) in enumerate(self._frozen):
+            if saved[0].device != m.N.device:  # the trainer moved the model
+                saved = tuple(t.to(m.N.device) for t in saved)
+                self._frozen[i] = (m, r, saved)
+            for live, kept in zip(_prefix(m, r), saved):
+                live.copy_(kept)
 
     @torch.no_grad()
     def after_task(self, task: int, data: TaskData) -> None:
