@@ -7,7 +7,7 @@ Per-step cost matters: on small models a training step takes a few milliseconds,
 ``make bench`` (section a) compares this engine with a plain PyTorch loop. The step
 therefore only adds to two in-place sums and a count (no ``self.log`` and no metric
 object per step); they are reduced across ranks once per epoch. ``self.log`` was the
-largest single overhead (about 1 ms per call on CPU), so the progress bar's loss is
+largest single overhead (0.8-1 ms per call on this CPU), so the progress bar's loss is
 refreshed every ``PROG_BAR_EVERY`` steps only. Evaluation uses torchmetrics (runner.py).
 """
 
