@@ -20,7 +20,7 @@ from .benchmarks import Stream, make_loader
 from .compress.accounting import individual_reference_bits
 from .io import CheckpointError, load_torch, save_torch, write_json
 from .models import ContinualModel
-from .strategies.base import Strategy, StreamInfo, TaskData, TrainSettings
+from .strategies.base import Phase, Strategy, StreamInfo, TaskData, TrainSettings, allocate_steps
 from .system import ContinualSystem, NonFiniteLossError
 from .tracking import Tracker, is_rank_zero
 
@@ -47,14 +47,73 @@ def task_seed(seed: int, task: int) -> int:
     return seed * 1000 + task
 
 
-def make_trainer(s: TrainerSettings, epochs: int) -> L.Trainer:
+def make_trainer(s: TrainerSettings, epochs: int, steps: int | None = None) -> L.Trainer:
+    """A Trainer for one phase: ``epochs`` passes, or exactly ``steps`` optimiser steps
+    (the loader is cycled; the last epoch may be partial) when ``steps`` is given."""
     return L.Trainer(
         accelerator=s.accelerator, devices=s.devices, strategy=s.strategy, num_nodes=s.num_nodes,
-        precision=s.precision, max_epochs=epochs, logger=False, enable_checkpointing=False,
+        precision=s.precision, max_epochs=None if steps else epochs, max_steps=steps or -1,
+        logger=False, enable_checkpointing=False,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         enable_progress_bar=s.progress_bar, deterministic=s.deterministic,
         use_distributed_sampler=True,
     )
+
+
+def task_phases(strategy: Strategy, task: int, train: TrainSettings) -> list[Phase]:
+    """The strategy's phases of ``task``, with their steps set from ``train.steps_per_task``
+    when the budget is given in optimiser steps."""
+    phases = strategy.phases(task)
+    if train.steps_per_task:
+        phases = allocate_steps(phases, int(train.steps_per_task))
+    return phases
+
+
+class Budget:
+    """The work a run actually did, per task and phase: optimiser steps, passes over the
+    task's training data (epochs) and training samples, all ranks together; optimiser steps
+    or calibration batches a strategy took outside its phases (``Strategy.count_steps``)
+    are kept apart in ``extra_steps``. Written to results.json ``budget`` and W&B
+    ``budget/*``; the comparison report holds strategies to equal ``train_steps``."""
+
+    def __init__(self, train: TrainSettings, state: dict[str, Any] | None = None):
+        self.mode = "steps" if train.steps_per_task else "epochs"
+        self.steps_per_task = train.steps_per_task
+        self.per_task: list[dict[str, Any]] = [dict(t) for t in (state or {}).get("per_task", [])]
+
+    def start_task(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"train_steps": 0, "samples_seen": 0, "epochs": 0.0,
+                                 "phases": {}, "extra_steps": {}}
+        self.per_task.append(entry)
+        return entry
+
+    @staticmethod
+    def add_phase(entry: dict[str, Any], name: str, steps: int, samples: int, n_train: int) -> None:
+        ph = entry["phases"].setdefault(name, {"steps": 0, "epochs": 0.0, "samples": 0})
+        epochs = samples / max(1, n_train)
+        ph["steps"] += steps
+        ph["samples"] += samples
+        ph["epochs"] = round(ph["epochs"] + epochs, 4)
+        entry["train_steps"] += steps
+        entry["samples_seen"] += samples
+        entry["epochs"] = round(entry["epochs"] + epochs, 4)
+
+    def state(self) -> dict[str, Any]:
+        return {"per_task": self.per_task}
+
+    def summary(self) -> dict[str, Any]:
+        extra: dict[str, int] = {}
+        for t in self.per_task:
+            for k, v in t["extra_steps"].items():
+                extra[k] = extra.get(k, 0) + v
+        steps = [t["train_steps"] for t in self.per_task]
+        return {
+            "mode": self.mode, "steps_per_task": self.steps_per_task,
+            "train_steps": sum(steps), "train_steps_per_task": steps,
+            "train_epochs": round(sum(t["epochs"] for t in self.per_task), 4),
+            "samples_seen": sum(t["samples_seen"] for t in self.per_task),
+            "extra_steps": extra, "per_task": self.per_task,
+        }
 
 
 @torch.no_grad()
@@ -95,8 +154,13 @@ def run_stream(
     timing = {"train_seconds": 0.0, "strategy_seconds": 0.0, "eval_seconds": 0.0}
     ddp_check: dict[str, Any] = {"world_size": 1}
     start = 0
+    budget_state: dict[str, Any] | None = None
+    acc_before: list[float] = []
     if resume:
-        start, R, timing = _resume(ckpt_path, model, strategy, stream, seed)
+        start, R, timing, extra_state = _resume(ckpt_path, model, strategy, stream, seed)
+        budget_state = extra_state.get("budget")
+        acc_before = list(extra_state.get("acc_before_compression", []))
+    budget = Budget(train, budget_state)
     system = ContinualSystem(model, strategy, on_epoch_end=tracker.log_epoch)
 
     for t in range(start, T):
@@ -116,21 +180,32 @@ def run_stream(
         model.set_trainable_heads(t)
         system.strategy_seconds = 0.0
         t_task = time.perf_counter()
+        spent = budget.start_task()
+        strategy.take_extra_steps()  # counts belong to the task they were taken in
         hook_s = _timed(strategy.before_task, t, data)
-        for k, phase in enumerate(strategy.phases(t)):
+        n_train = int(exp.train_x.shape[0])
+        for k, phase in enumerate(task_phases(strategy, t, train)):
             hook_s += _timed(strategy.before_phase, t, phase, data)
             system.set_phase(t, phase)
             fit_loader = make_loader(exp.train_x, exp.train_y, t, train.batch_size, shuffle=True,
                                      seed=task_seed(seed, t) * 10 + k)
             t0 = time.perf_counter()
             try:
-                make_trainer(trainer, phase.epochs).fit(system, fit_loader)
+                fit = make_trainer(trainer, phase.epochs, phase.steps)
+                fit.fit(system, fit_loader)
             except NonFiniteLossError as e:
                 kept = f"last good checkpoint: {ckpt_path}" if ckpt_path.exists() else "no task finished"
                 raise NonFiniteLossError(f"{e} ({kept}; rerun with resume=true)") from e
             timing["train_seconds"] += time.perf_counter() - t0
+            world = int(getattr(fit, "world_size", 1) or 1)
+            budget.add_phase(spent, phase.name, system.phase_steps, system.phase_samples * world,
+                             n_train)
             hook_s += _timed(strategy.after_phase, t, phase, data)
+        # the task's own test accuracy as trained, before after_task compresses (quantises,
+        # truncates, projects): the "before" of every compression-drop claim
+        acc_before.append(evaluate(model, exp.test_x, exp.test_y, t, train.eval_batch_size))
         hook_s += _timed(strategy.after_task, t, data)
+        spent["extra_steps"] = strategy.take_extra_steps()
         timing["strategy_seconds"] += hook_s + system.strategy_seconds
         timing.setdefault("task_seconds", []).append(time.perf_counter() - t_task)
 
@@ -143,11 +218,12 @@ def run_stream(
         timing["eval_seconds"] += time.perf_counter() - t0
         R.append(row)
         ddp_check = check_ranks_agree(model, strategy, t)
-        _log_task(tracker, strategy, R, t, reference_bits)
+        _log_task(tracker, strategy, R, t, reference_bits, spent, acc_before[t])
         if is_rank_zero():
             save_torch(ckpt_path, {
                 "format": CKPT_FORMAT, "next_task": t + 1, "n_tasks": T, "seed": seed,
                 "strategy_name": strategy.name, "acc_matrix": R, "timing": timing,
+                "budget": budget.state(), "acc_before_compression": acc_before,
                 "model": model.state_dict(), "strategy": strategy.state_dict(),
             })
         log.info("task %d done: %s", t, " ".join(f"{a:.4f}" for a in row))
@@ -155,7 +231,7 @@ def run_stream(
             on_task_end(t, model, strategy)
 
     return _finish(stream, strategy, R, timing, reference_bits, run_dir, seed, tracker, config,
-                   ddp_check)
+                   ddp_check, budget.summary(), acc_before)
 
 
 def state_fingerprint(model: torch.nn.Module, strategy: Strategy) -> str:
@@ -205,7 +281,7 @@ def _timed(fn, *args) -> float:
 
 
 def _resume(ckpt_path: Path, model: ContinualModel, strategy: Strategy, stream: Stream,
-            seed: int) -> tuple[int, list, dict]:
+            seed: int) -> tuple[int, list, dict, dict]:
     """Restore model, strategy and matrix from the last finished task."""
     if not ckpt_path.exists():
         raise CheckpointError(
@@ -221,7 +297,8 @@ def _resume(ckpt_path: Path, model: ContinualModel, strategy: Strategy, stream: 
     strategy.load_state_dict(ck["strategy"])
     load_model_state(model, ck["model"])
     log.info("resuming from task %d (%s)", ck["next_task"], ckpt_path)
-    return int(ck["next_task"]), [list(r) for r in ck["acc_matrix"]], dict(ck["timing"])
+    extra = {k: ck[k] for k in ("budget", "acc_before_compression") if k in ck}
+    return int(ck["next_task"]), [list(r) for r in ck["acc_matrix"]], dict(ck["timing"]), extra
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -234,7 +311,8 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
     model.load_state_dict(state)
 
 
-def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_bits: int) -> None:
+def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_bits: int,
+              spent: dict[str, Any], acc_before: float) -> None:
     row = R[t]
     stats = strategy.compression_stats()
     m: dict[str, float] = {f"eval/acc/task_{j}": a for j, a in enumerate(row)}
@@ -246,12 +324,19 @@ def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_b
     m["compress/stored_bits"] = stats.stored_bits
     m["compress/ratio_vs_individual"] = metrics.compression_ratio(reference_bits, stats.stored_bits)
     m |= {f"compress/{k}": float(v) for k, v in strategy.task_metrics(t).items()}
+    m["eval/acc_before_compression"] = acc_before
+    m["budget/train_steps"] = spent["train_steps"]
+    m["budget/epochs"] = spent["epochs"]
+    m["budget/samples_seen"] = spent["samples_seen"]
+    m |= {f"budget/steps/{name}": ph["steps"] for name, ph in spent["phases"].items()}
+    m |= {f"budget/extra_steps/{k}": v for k, v in spent["extra_steps"].items()}
     tracker.log_experience(t, m)
 
 
 def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference_bits: int,
             run_dir: Path, seed: int, tracker: Tracker, config: dict | None,
-            ddp_check: dict[str, Any]) -> dict[str, Any]:
+            ddp_check: dict[str, Any], budget: dict[str, Any],
+            acc_before: list[float]) -> dict[str, Any]:
     stats = strategy.compression_stats()
     artifact = run_dir / "model_artifact.pt"
     model_bytes = save_torch(artifact, strategy.export_artifact()) if is_rank_zero() else 0
@@ -259,6 +344,7 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
     results: dict[str, Any] = {
         "strategy": strategy.name, "benchmark": stream.name, "scenario": stream.scenario,
         "seed": seed, "n_tasks": stream.n_tasks, "acc_matrix": R, **summary,
+        "acc_before_compression": acc_before, "budget": budget,
         "compression": {
             "stored_params": stats.stored_params, "stored_bits": stats.stored_bits,
             "bits_per_param": stats.stored_bits / max(1, stats.stored_params),
@@ -274,6 +360,8 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
         tracker.log_matrix(R, f"{strategy.name} on {stream.name} ({stream.scenario}-IL)")
         tracker.summary({f"final/{k}": v for k, v in summary.items()}
                         | {f"final/compress/{k}": v for k, v in results["compression"].items()
-                           if isinstance(v, int | float)})
+                           if isinstance(v, int | float)}
+                | {f"budget/{k}": v for k, v in budget.items() if isinstance(v, int | float)}
+                | {f"budget/extra_steps/{k}": v for k, v in budget["extra_steps"].items()})
         write_json(run_dir / "results.json", results)
     return results

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import ContinualModel
-from .strategies.base import Phase, Strategy
+from .strategies.base import Phase, Strategy, lr_factor
 
 PROG_BAR_EVERY = 25  # steps between progress-bar loss updates
 CUDA_FINITE_CHECK_EVERY = 32  # on accelerators, checking every step would sync every step
@@ -42,7 +42,8 @@ def build_optimizer(params, phase: Phase) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
     if phase.optimizer == "sgd":
         return torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum,
-                               weight_decay=phase.weight_decay)
+                               weight_decay=phase.weight_decay,
+                               nesterov=bool(phase.nesterov and phase.momentum > 0))
     raise ValueError(f"optimizer {phase.optimizer!r} is not one of adam, adamw, sgd")
 
 
@@ -66,10 +67,15 @@ class ContinualSystem(L.LightningModule):
         # and the number of examples
         self._epoch_sums = torch.zeros(2)
         self._epoch_n = 0
+        # work done in the current phase (this rank): optimiser steps and training samples
+        self.phase_steps = 0
+        self.phase_samples = 0
+        self._sched: torch.optim.lr_scheduler.LambdaLR | None = None
 
     def set_phase(self, task: int, phase: Phase) -> None:
         """Point the system at a task and phase before a ``Trainer.fit``."""
         self.task, self.phase = task, phase
+        self.phase_steps = self.phase_samples = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x, self.task)
@@ -89,6 +95,10 @@ class ContinualSystem(L.LightningModule):
         self.strategy.after_backward()
         self.strategy_seconds += time.perf_counter() - t0
         opt.step()  # type: ignore[union-attr]
+        if self._sched is not None:
+            self._sched.step()
+        self.phase_steps += 1
+        self.phase_samples += y.shape[0]
         t0 = time.perf_counter()
         self.strategy.after_optimizer_step(self.global_step)
         self.strategy_seconds += time.perf_counter() - t0
@@ -124,7 +134,17 @@ class ContinualSystem(L.LightningModule):
             self.on_epoch_end_cb(stats)
 
     def configure_optimizers(self):
-        return build_optimizer(self.strategy.parameters_to_optimize(self.task, self.phase), self.phase)
+        opt = build_optimizer(self.strategy.parameters_to_optimize(self.task, self.phase), self.phase)
+        ph = self.phase
+        self._sched = None
+        if ph.scheduler != "none" or ph.warmup_steps > 0:
+            # the schedule spans this phase's own optimiser steps (max_steps, or epochs x
+            # batches); stepped once per optimiser step in training_step
+            total = int(self.trainer.estimated_stepping_batches)
+            self._sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: lr_factor(s, total, ph.scheduler, ph.milestones, ph.gamma,
+                                         ph.warmup_steps))
+        return opt
 
     def configure_callbacks(self):
         return self.strategy.callbacks()

@@ -70,17 +70,34 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
 
 
 def _check_train(t) -> None:
+    from .strategies.base import SCHEDULERS
+
     checks = [("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
-              ("train.eval_batch_size", t.eval_batch_size, 1)]
+              ("train.eval_batch_size", t.eval_batch_size, 1), ("train.warmup_steps", t.warmup_steps, 0)]
+    if t.steps_per_task is not None:
+        checks.append(("train.steps_per_task", t.steps_per_task, 1))
     for name, v, lo in checks:
-        if not isinstance(v, int) or v < lo:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ConfigError(f"{name}={v!r} must be an integer >= {lo}")
-    if not t.lr > 0:
-        raise ConfigError(f"train.lr={t.lr!r} must be > 0")
+    for name, v in (("train.lr", t.lr), ("train.weight_decay", t.weight_decay),
+                    ("train.momentum", t.momentum), ("train.gamma", t.gamma)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
+            raise ConfigError(f"{name}={v!r} must be a number")
+    if not 0 < t.lr < float("inf"):
+        raise ConfigError(f"train.lr={t.lr!r} must be a finite number > 0")
     if t.weight_decay < 0:
         raise ConfigError(f"train.weight_decay={t.weight_decay!r} must be >= 0")
     if t.optimizer not in ("adam", "adamw", "sgd"):
         raise ConfigError(f"train.optimizer={t.optimizer!r}; choose one of adam, adamw, sgd")
+    if t.scheduler not in SCHEDULERS:
+        raise ConfigError(f"train.scheduler={t.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    ms = list(t.milestones or [])
+    if not all(isinstance(m, int | float) and not isinstance(m, bool) and 0 < m < 1 for m in ms) \
+            or ms != sorted(ms):
+        raise ConfigError(f"train.milestones={ms!r} must be increasing fractions in (0, 1) of a "
+                          "phase's steps, e.g. [0.5, 0.75]")
+    if not 0 < t.gamma <= 1:
+        raise ConfigError(f"train.gamma={t.gamma!r} must be in (0, 1]")
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="train")

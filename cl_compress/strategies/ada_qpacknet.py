@@ -185,6 +185,7 @@ class AdaQPacknet(PackNet):
                 self.after_backward()
                 opt.step()
                 self.after_optimizer_step(0)
+                self.count_steps("search")
         model.train(was_training)
         self._train, self._frozen = {}, {}
 

@@ -86,9 +86,23 @@ class StrategyConfig:
         """Cross-field checks; per-field ranges are checked by ``validate_config``."""
 
 
+SCHEDULERS = ("none", "multistep", "cosine")
+
+
 @dataclass
 class TrainSettings:
-    """Default optimisation settings (``train`` config group); phases may override."""
+    """Default optimisation settings (``train`` config group); phases may override.
+
+    The training budget of a task is ``epochs`` (per phase) or, when ``steps_per_task`` is
+    set, that many optimiser steps in total over the task's phases, split between them in
+    proportion to their epochs (PackNet with ``train.epochs=2`` and ``retrain_epochs=1``
+    gives 2/3 of the steps to training and 1/3 to retraining). Steps are the unit that a
+    comparison across datasets and strategies can hold equal (``runner`` records them).
+
+    ``scheduler`` shapes the learning rate inside every phase over that phase's own steps:
+    ``multistep`` multiplies it by ``gamma`` at each fraction in ``milestones``, ``cosine``
+    anneals it to 0; ``warmup_steps`` first ramps it linearly up to ``lr``.
+    """
 
     epochs: int = 2
     lr: float = 1e-3
@@ -97,11 +111,35 @@ class TrainSettings:
     weight_decay: float = 0.0
     batch_size: int = 128
     eval_batch_size: int = 1024
+    steps_per_task: int | None = None
+    scheduler: str = "none"
+    milestones: list = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    nesterov: bool = False
+
+
+def lr_factor(step: int, total: int, scheduler: str, milestones: list, gamma: float,
+              warmup: int) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based) of a phase
+    of ``total`` steps: linear warm-up over ``warmup`` steps, then the schedule."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if scheduler == "multistep":
+        return gamma ** sum(step >= round(m * total) for m in milestones)
+    if scheduler == "cosine":
+        span = max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
+    return 1.0
 
 
 @dataclass
 class Phase:
-    """One ``Trainer.fit`` of a task: its epochs and optimiser."""
+    """One ``Trainer.fit`` of a task: its length and optimiser.
+
+    ``epochs`` is the length unless ``steps`` is set (optimiser steps; the runner sets it
+    from ``train.steps_per_task``). Schedule fields as in :class:`TrainSettings`.
+    """
 
     name: str = "train"
     epochs: int = 1
@@ -109,13 +147,44 @@ class Phase:
     optimizer: str = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
+    steps: int | None = None
+    scheduler: str = "none"
+    milestones: list = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    nesterov: bool = False
 
     @classmethod
     def default(cls, train: TrainSettings, name: str = "train", **overrides: Any) -> Phase:
         base = dict(name=name, epochs=train.epochs, lr=train.lr, optimizer=train.optimizer,
-                    momentum=train.momentum, weight_decay=train.weight_decay)
+                    momentum=train.momentum, weight_decay=train.weight_decay,
+                    scheduler=train.scheduler, milestones=list(train.milestones),
+                    gamma=train.gamma, warmup_steps=train.warmup_steps, nesterov=train.nesterov)
         base.update(overrides)
         return cls(**base)
+
+
+def allocate_steps(phases: list[Phase], steps_per_task: int) -> list[Phase]:
+    """Give the phases of one task ``steps_per_task`` optimiser steps in total, split in
+    proportion to their epochs (largest remainder; every phase gets at least one step)."""
+    if not phases:
+        return phases
+    if steps_per_task < len(phases):
+        raise ConfigError(f"train.steps_per_task={steps_per_task} is fewer than the task's "
+                          f"{len(phases)} phases {[p.name for p in phases]}")
+    weights = [max(0, p.epochs) for p in phases]
+    if sum(weights) == 0:
+        weights = [1] * len(phases)
+    exact = [steps_per_task * w / sum(weights) for w in weights]
+    steps = [max(1, int(e)) for e in exact]
+    order = sorted(range(len(phases)), key=lambda i: exact[i] - int(exact[i]), reverse=True)
+    k = 0
+    while sum(steps) < steps_per_task:
+        steps[order[k % len(order)]] += 1
+        k += 1
+    while sum(steps) > steps_per_task:  # only when the at-least-one rule overshoots
+        steps[max(range(len(steps)), key=lambda j: steps[j])] -= 1
+    return [dataclasses.replace(p, steps=n) for p, n in zip(phases, steps)]
 
 
 @dataclass
@@ -230,6 +299,19 @@ class Strategy:
     def callbacks(self) -> list:
         """Extra Lightning callbacks for every phase's Trainer."""
         return []
+
+    def count_steps(self, kind: str, n: int = 1) -> None:
+        """Record ``n`` optimiser steps (or calibration batches) taken OUTSIDE the phases'
+        fits, e.g. Ada-QPacknet's candidate fine-tuning (``kind="search"``) or BatchNorm
+        re-estimation (``kind="bn_calibration"``). They are reported beside the training
+        budget in results.json ``budget.extra_steps``, never hidden in it."""
+        counts = self.__dict__.setdefault("_extra_steps", {})
+        counts[kind] = counts.get(kind, 0) + int(n)
+
+    def take_extra_steps(self) -> dict[str, int]:
+        """The counts of :meth:`count_steps` since the last call (the runner calls it once
+        per task)."""
+        return self.__dict__.pop("_extra_steps", {})
 
     # --- evaluation, accounting, persistence ---------------------------------------------
     def task_context(self, task: int) -> contextlib.AbstractContextManager:

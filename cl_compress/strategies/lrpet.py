@@ -230,7 +230,8 @@ class LRPET(Strategy):
     def after_phase(self, task: int, phase: Phase, data: TaskData) -> None:
         sec, ep = self.timing["phase_seconds"], self.timing["phase_epochs"]
         sec[phase.name] = sec.get(phase.name, 0.0) + time.perf_counter() - self._t0
-        ep[phase.name] = ep.get(phase.name, 0) + phase.epochs
+        epochs = phase.epochs if phase.steps is None else phase.steps / max(1, len(data.train_loader()))
+        ep[phase.name] = ep.get(phase.name, 0) + epochs
 
     def after_optimizer_step(self, step: int) -> None:
         self.steps += 1
@@ -306,6 +307,7 @@ class LRPET(Strategy):
                 if i == n:
                     break
                 self.model.body(x.to(device))
+                self.count_steps("bn_calibration")  # forward only, no optimiser step
         finally:
             self.model.train(was_training)
             for bn, m in zip(bns, momenta):
