@@ -6,10 +6,10 @@ import lightning as L
 import pytest
 import torch
 
+from cl_compress.benchmarks import make_loader
 from cl_compress.errors import ConfigError
 from cl_compress.models import ContinualModel, build_backbone
 from cl_compress.runner import TrainerSettings, make_trainer
-from cl_compress.benchmarks import make_loader
 from cl_compress.strategies import Phase, get_strategy
 from cl_compress.strategies.base import TrainSettings, allocate_steps, lr_factor
 from cl_compress.system import ContinualSystem
