@@ -34,7 +34,8 @@ from .io import write_json
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "experiments" / "presets"
 PRESET_KEYS = {"description", "target", "benchmarks", "strategies", "seeds", "overrides",
-               "benchmark_overrides", "strategy_overrides", "variants", "out", "parallel", "threads"}
+               "benchmark_overrides", "strategy_overrides", "variants", "out", "parallel", "threads",
+               "budget_exceptions"}
 REPORT_FILES = ("report.md", "runs.csv", "summary.json", "sweep.json")
 CONFIG_DIR = "strategy_configs"  # generated configs (variants, preset overrides), in the sweep dir
 
@@ -71,6 +72,39 @@ def _scenario(overrides: list[str]) -> str:
         if ov.split("=", 1)[0].lstrip("+") == "benchmark.scenario":
             return ov.split("=", 1)[1]
     return "task"
+
+
+def check_budget(preset: dict[str, Any], benchmarks: list[str], extra: list[str]) -> str:
+    """Refuse a comparison whose strategies cannot get equal training budgets.
+
+    Equal budgets are counted in optimiser steps per task (``train.steps_per_task``, the
+    default): every strategy then trains exactly that many steps per task over all its
+    phases (retrain, fine-tune included). A budget in epochs gives strategies with extra
+    phases more steps, so it is refused unless the preset names the difference on purpose
+    in ``budget_exceptions: {<strategy or variant>: <reason>}`` (printed in the report).
+    Returns a one-line description of the budget.
+    """
+    from .testing import compose_config
+
+    exceptions = preset.get("budget_exceptions") or {}
+    if not isinstance(exceptions, dict) or not all(isinstance(v, str) and v for v in exceptions.values()):
+        raise ConfigError("preset budget_exceptions must map a strategy or variant to a reason (text)")
+    lines = []
+    for bench in benchmarks:
+        ovs = merge_overrides([f"benchmark={bench}"], preset.get("overrides") or [],
+                              (preset.get("benchmark_overrides") or {}).get(bench, []), extra)
+        ovs = [o for o in ovs if not o.lstrip("+~").startswith(("hydra.", "hydra/", "strategy."))]
+        train = compose_config(ovs)["train"]
+        if train.get("steps_per_task") is None and not exceptions:
+            raise ConfigError(
+                f"{bench}: the budget is train.epochs={train.get('epochs')} per phase, so strategies "
+                "with extra phases (PackNet retrain, LRPET truncate fine-tune) train more steps than "
+                "the others; set train.steps_per_task=N (equal optimiser steps per task) or name "
+                "the difference in the preset's budget_exceptions")
+        unit = (f"{train['steps_per_task']} optimiser steps/task" if train.get("steps_per_task")
+                else f"{train.get('epochs')} epoch(s)/phase")
+        lines.append(f"{bench}: {unit}, batch {train['batch_size']}")
+    return "; ".join(lines)
 
 
 def strategy_config(strategy: str, overrides: list[str], label: str) -> str:
@@ -234,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep_dir = Path(args.dir or Path("runs") / "compare" / name).resolve()
         if args.dir:
             name = sweep_dir.name
+        budget = check_budget(preset, benchmarks, extra)
         jobs, configs, notes = plan(preset, strategies, seeds, benchmarks, name, sweep_dir, extra)
         parallel = int(args.parallel or preset.get("parallel") or 1)
         threads = args.threads or preset.get("threads")
@@ -260,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": shlex.join(["python", "-m", "cl_compress.sweep", *(argv or sys.argv[1:])]),
             "date": stamp.isoformat(timespec="seconds"), "machine": machine(),
             "benchmarks": benchmarks, "strategies": strategies, "seeds": seeds, "notes": notes,
+            "budget": budget, "budget_exceptions": preset.get("budget_exceptions") or {},
             "parallel": parallel, "threads": os.environ.get("OMP_NUM_THREADS", threads),
             "jobs": [{"args": j, "rc": None, "seconds": None} for j in jobs]}
     t_all = time.perf_counter()

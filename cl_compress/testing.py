@@ -13,7 +13,7 @@ from .train import build_and_run
 
 QUICK = [
     "benchmark=synthetic", "logger=none", "trainer.progress_bar=false", "train.epochs=2",
-    "train.batch_size=32",
+    "train.steps_per_task=null", "train.batch_size=32",
 ]
 
 

@@ -72,10 +72,14 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
 def _check_train(t) -> None:
     from .strategies.base import SCHEDULERS
 
-    checks = [("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
-              ("train.eval_batch_size", t.eval_batch_size, 1), ("train.warmup_steps", t.warmup_steps, 0)]
-    if t.steps_per_task is not None:
-        checks.append(("train.steps_per_task", t.steps_per_task, 1))
+    if (t.epochs is None) == (t.steps_per_task is None):
+        raise ConfigError(
+            f"train.epochs={t.epochs} and train.steps_per_task={t.steps_per_task}: set exactly one "
+            "budget (e.g. train.steps_per_task=1000, or train.epochs=3 train.steps_per_task=null)")
+    checks = [("train.batch_size", t.batch_size, 1), ("train.eval_batch_size", t.eval_batch_size, 1),
+              ("train.warmup_steps", t.warmup_steps, 0)]
+    checks += [(f"train.{k}", v, 1) for k, v in (("epochs", t.epochs),
+                                                  ("steps_per_task", t.steps_per_task)) if v is not None]
     for name, v, lo in checks:
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ConfigError(f"{name}={v!r} must be an integer >= {lo}")

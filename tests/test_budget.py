@@ -69,7 +69,7 @@ def test_phase_runs_exact_steps_across_epochs_and_schedule_is_applied():
 
 def test_results_record_budget_in_steps_for_multi_phase_strategy(tmp_path):
     res = run_quick(tmp_path, ["strategy=packnet", "train.steps_per_task=30",
-                               "strategy.retrain_epochs=1", "train.epochs=2"])
+                               "strategy.retrain_epochs=1", "train.epochs=null"])
     b = res["budget"]
     assert b["mode"] == "steps" and b["steps_per_task"] == 30
     assert b["train_steps_per_task"] == [30, 30, 30] and b["train_steps"] == 90
@@ -93,7 +93,8 @@ def test_epoch_budget_is_recorded_as_done(tmp_path):
 
 def test_search_steps_are_counted_apart(tmp_path):
     res = run_quick(tmp_path, ["strategy=ada_qpacknet", "strategy.population=2",
-                               "strategy.search_epochs=1", "train.steps_per_task=20"])
+                               "strategy.search_epochs=1", "train.steps_per_task=20",
+                               "train.epochs=null"])
     b = res["budget"]
     assert b["train_steps_per_task"] == [20, 20, 20]
     search = [t["extra_steps"].get("search", 0) for t in b["per_task"]]
@@ -119,3 +120,26 @@ def test_lr_factor_is_finite_everywhere():
     for sched in ("none", "multistep", "cosine"):
         for s in range(0, 120):
             assert math.isfinite(lr_factor(s, 100, sched, [0.5], 0.1, 5))
+
+
+def _preset(tmp_path, **extra):
+    import yaml
+
+    data = {"description": "t", "target": "t", "benchmarks": ["synthetic"],
+            "strategies": ["naive", "packnet"], "seeds": [0],
+            "overrides": ["logger=none", "train.epochs=1", "train.steps_per_task=null"], **extra}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_sweep_refuses_epoch_budgets_unless_the_preset_names_the_difference(tmp_path, capsys):
+    from cl_compress import sweep
+
+    assert sweep.main(["--preset", _preset(tmp_path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "train.steps_per_task=N" in err and "budget_exceptions" in err
+    named = _preset(tmp_path, budget_exceptions={"packnet": "retrain phase on purpose"})
+    assert sweep.main(["--preset", named, "--dry-run"]) == 0
+    steps = _preset(tmp_path, overrides=["logger=none", "train.steps_per_task=20"])
+    assert sweep.main(["--preset", steps, "--dry-run"]) == 0

@@ -11,7 +11,7 @@ from cl_compress.strategies import builtin_names
 from cl_compress.testing import run_quick
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = ["logger=none", "trainer.progress_bar=false", "benchmark.backend=native"]
+BASE = ["logger=none", "trainer.progress_bar=false", "benchmark.backend=native", "train.steps_per_task=null"]
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.progress_bar=false"]
 # With 2 ranks each rank sees half of every epoch; halving the per-rank batch keeps the
 # effective batch size and the number of optimiser steps equal to the single-process run.

@@ -24,7 +24,7 @@ def tiny_sweep(tmp_path_factory):
     preset.write_text(yaml.safe_dump({
         "description": "test", "target": "test", "benchmarks": ["synthetic"],
         "strategies": ["naive", "lrpet"], "seeds": [0, 1],
-        "overrides": ["logger=none", "train.epochs=1", "train.batch_size=32"],
+        "overrides": ["logger=none", "train.steps_per_task=12", "train.batch_size=32"],
         "variants": {"lrpet-truncate": {"strategy": "lrpet", "overrides": ["strategy.mode=truncate"]}},
     }))
     assert sweep.main(["--preset", str(preset), "--dir", str(root / "tiny")]) == 0

@@ -96,7 +96,8 @@ def test_cli_bad_input_fails_before_training(tmp_path):
         "strategy=nope": "Available options in 'strategy'",
         "benchmark=nope": "Available options in 'benchmark'",
         "strategy.name=nope": "unknown strategy 'nope'; choose one of:",
-        "train.epochs=0": "train.epochs=0 must be an integer >= 1",
+        "train.steps_per_task=0": "train.steps_per_task=0 must be an integer >= 1",
+        "train.epochs=3": "set exactly one budget",
         "benchmark.data_root=/no/such/folder": "does not exist",
     }
     for override, message in cases.items():

@@ -93,30 +93,40 @@ SCHEDULERS = ("none", "multistep", "cosine")
 class TrainSettings:
     """Default optimisation settings (``train`` config group); phases may override.
 
-    The training budget of a task is ``epochs`` (per phase) or, when ``steps_per_task`` is
-    set, that many optimiser steps in total over the task's phases, split between them in
-    proportion to their epochs (PackNet with ``train.epochs=2`` and ``retrain_epochs=1``
-    gives 2/3 of the steps to training and 1/3 to retraining). Steps are the unit that a
-    comparison across datasets and strategies can hold equal (``runner`` records them).
+    The training budget of a task is exactly one of ``steps_per_task`` (default: optimiser
+    steps in total over the task's phases, split between them in proportion to their
+    epochs: PackNet's main phase weighs ``phase_epochs`` = 2 and ``retrain_epochs`` = 1, so
+    2/3 of the steps train and 1/3 retrain) or ``epochs`` (per phase). Steps are the unit
+    that a comparison across datasets and strategies can hold equal (``runner.Budget``
+    records the work done).
 
     ``scheduler`` shapes the learning rate inside every phase over that phase's own steps:
     ``multistep`` multiplies it by ``gamma`` at each fraction in ``milestones``, ``cosine``
     anneals it to 0; ``warmup_steps`` first ramps it linearly up to ``lr``.
     """
 
-    epochs: int = 2
+    epochs: int | None = None
     lr: float = 1e-3
     optimizer: str = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 128
     eval_batch_size: int = 1024
-    steps_per_task: int | None = None
+    steps_per_task: int | None = 1000
     scheduler: str = "none"
     milestones: list = field(default_factory=lambda: [0.5, 0.75])
     gamma: float = 0.1
     warmup_steps: int = 0
     nesterov: bool = False
+
+    @property
+    def phase_epochs(self) -> int:
+        """Epochs of a default phase: ``epochs``, or 2 as the phase's weight when the budget
+        is given in steps."""
+        return self.epochs if self.epochs is not None else DEFAULT_PHASE_WEIGHT
+
+
+DEFAULT_PHASE_WEIGHT = 2
 
 
 def lr_factor(step: int, total: int, scheduler: str, milestones: list, gamma: float,
@@ -156,7 +166,7 @@ class Phase:
 
     @classmethod
     def default(cls, train: TrainSettings, name: str = "train", **overrides: Any) -> Phase:
-        base = dict(name=name, epochs=train.epochs, lr=train.lr, optimizer=train.optimizer,
+        base = dict(name=name, epochs=train.phase_epochs, lr=train.lr, optimizer=train.optimizer,
                     momentum=train.momentum, weight_decay=train.weight_decay,
                     scheduler=train.scheduler, milestones=list(train.milestones),
                     gamma=train.gamma, warmup_steps=train.warmup_steps, nesterov=train.nesterov)
