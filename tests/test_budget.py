@@ -1,6 +1,7 @@
 """Training budgets counted in optimiser steps, LR schedules, and the work each run records."""
 
 import math
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -143,3 +144,16 @@ def test_sweep_refuses_epoch_budgets_unless_the_preset_names_the_difference(tmp_
     assert sweep.main(["--preset", named, "--dry-run"]) == 0
     steps = _preset(tmp_path, overrides=["logger=none", "train.steps_per_task=20"])
     assert sweep.main(["--preset", steps, "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in
+                                        (Path(__file__).resolve().parents[1] / "experiments" /
+                                         "presets").glob("*.yaml")))
+def test_every_preset_plans_with_an_equal_step_budget(name, capsys):
+    """Every committed preset validates (strategy configs, budget in steps or named exceptions)
+    and plans its multiruns; --dry-run runs nothing."""
+    from cl_compress import sweep
+
+    assert sweep.main(["--preset", name, "--dry-run"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "train.steps_per_task=" in out

@@ -43,6 +43,9 @@ class PackNetConfig(StrategyConfig):
                             doc="fraction of its own weights each task releases, per layer")
     prune_schedule: list = hp([], 0.0, 1.0, high_open=True,
                               doc="one ratio per task (overrides prune_ratio/prune_last); 0 = keep all")
+    prune_share: str = hp("fixed", choices=("fixed", "equal"),
+                          doc="fixed: prune_ratio per task; equal: p_t = 1 - 1/(T - t), so every "
+                              "task keeps the same share 1/T of each layer (overrides prune_ratio)")
     prune_last: bool = hp(False, choices=(False, True), doc="also prune the last task")
     retrain_epochs: int = hp(1, 0, None, doc="epochs of retraining after pruning")
     retrain_lr_scale: float = hp(0.1, 0.0, 1.0, low_open=True, doc="retrain lr = scale * train.lr")
@@ -101,6 +104,8 @@ class PackNet(Strategy):
         if self.cfg.prune_schedule:
             return float(self.cfg.prune_schedule[task])
         assert self.info is not None
+        if self.cfg.prune_share == "equal":  # the last task keeps everything left: p = 0
+            return 1.0 - 1.0 / (self.info.n_tasks - task)
         last = task == self.info.n_tasks - 1
         return 0.0 if last and not self.cfg.prune_last else float(self.cfg.prune_ratio)
 
