@@ -70,12 +70,15 @@ clean: ## remove run outputs (keeps .venv)
 STRATEGIES ?=
 SEEDS ?=
 PRESET ?=
-.PHONY: compare compare-cpu
+.PHONY: compare compare-cpu compare-protocol
 
 compare: setup ## sweep strategies x seeds + report: make compare [BENCHMARK="a b"] [STRATEGIES="a b"] [SEEDS="0 1 2"] [PRESET=cpu] [ARGS=..]
 	$(PY) -m cl_compress.sweep $(if $(PRESET),--preset $(PRESET)) \
 	  $(if $(filter command line environment,$(origin BENCHMARK)),--benchmarks "$(BENCHMARK)") \
 	  $(if $(STRATEGIES),--strategies "$(STRATEGIES)") $(if $(SEEDS),--seeds "$(SEEDS)") $(ARGS)
 
-compare-cpu: ## the committed CPU comparison: experiments/results/compare-cpu (<= 20 min on 2 cores)
+compare-cpu: ## the short CPU smoke comparison (100 steps/task): experiments/results/compare-cpu
 	$(MAKE) compare PRESET=cpu
+
+compare-protocol: ## the committed comparison, 1500 steps/task for every strategy: experiments/results/compare-protocol (~1.5 h on 2 cores)
+	$(MAKE) compare PRESET=protocol
