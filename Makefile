@@ -9,7 +9,7 @@ BENCHMARK ?= split_fmnist
 ARGS ?=
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup data exp list test test-slow lint bench bench-gpu bench-packnet bench-lrpet bench-cacl bench-ada-qpacknet clean
+.PHONY: help setup data exp list test test-slow lint bench bench-gpu bench-defaults bench-packnet bench-lrpet bench-cacl bench-ada-qpacknet clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench: setup ## framework overhead and per-strategy timings (prints figures)
 
 bench-gpu: setup ## throughput on a CUDA device (reduced ResNet-18, fp32 and bf16)
 	$(PY) -m experiments.bench_gpu $(ARGS)
+
+bench-defaults: setup ## every strategy at the embedded defaults (make exp STRATEGY=<each>), CACL acceptance check
+	$(PY) -m experiments.defaults $(ARGS)
 
 bench-packnet: setup ## our PackNet vs Avalanche's PackNet on split_fmnist
 	$(PY) -m experiments.bench_packnet $(ARGS)
