@@ -34,7 +34,8 @@ from .io import write_json
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "experiments" / "presets"
 PRESET_KEYS = {"description", "target", "benchmarks", "strategies", "seeds", "overrides",
-               "benchmark_overrides", "strategy_overrides", "variants", "out", "parallel", "threads"}
+               "benchmark_overrides", "strategy_overrides", "variants", "out", "parallel", "threads",
+               "budget_exceptions"}
 REPORT_FILES = ("report.md", "runs.csv", "summary.json", "sweep.json")
 CONFIG_DIR = "strategy_configs"  # generated configs (variants, preset overrides), in the sweep dir
 
@@ -308,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": shlex.join(["python", "-m", "cl_compress.sweep", *(argv or sys.argv[1:])]),
             "date": stamp.isoformat(timespec="seconds"), "machine": machine(),
             "benchmarks": benchmarks, "strategies": strategies, "seeds": seeds, "notes": notes,
+            "budget_exceptions": preset.get("budget_exceptions") or {},
             "parallel": parallel, "threads": os.environ.get("OMP_NUM_THREADS", threads),
             "jobs": [{"args": j, "rc": None, "seconds": None} for j in jobs]}
     t_all = time.perf_counter()
