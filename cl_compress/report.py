@@ -5,8 +5,9 @@ the runs by benchmark and by strategy variant, and writes ``report.md`` + PNGs +
 a table per benchmark (mean ± std over seeds), accuracy-matrix heat-maps, the accuracy of
 each task over the stream, accuracy versus model size, per-layer figures logged under
 ``compress/`` (ranks, bits, free capacity ...), and, computed from the data, whether the
-central claim of each paper is supported (:mod:`cl_compress.report_claims`). Strategies
-appear automatically: nothing here names a column per strategy.
+central claim of each paper is supported (:mod:`cl_compress.claims`, with the training
+budget of every row). Strategies appear automatically: nothing here names a column per
+strategy.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import re
-import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .io import write_json
+from .runs import Run, read_per_task, stat
+
+__all__ = ["Run", "Sweep", "load_sweep", "read_per_task", "stat", "write_report"]
 
 # (key in results.json or a derived name, header, scale, format: int decimals or "si")
 COLUMNS: list[tuple[str, str, float, Any]] = [
@@ -33,41 +35,11 @@ COLUMNS: list[tuple[str, str, float, Any]] = [
     ("compression.bits_per_param", "bits/param", 1, 2),
     ("compression.model_bytes", "model bytes", 1, "si"),
     ("compression.ratio_vs_individual", "× vs individual", 1, 2),
+    ("budget.train_steps_per_task", "train steps/task", 1, 0),
+    ("budget.extra_steps_per_task", "extra steps/task", 1, 0),
     ("train_seconds", "train s", 1, 1), ("total_seconds", "total s", 1, 1),
 ]
 BASELINES = ("individual", "naive")
-
-
-@dataclass
-class Run:
-    """One finished run: its results.json and the per-task ``compress/*`` figures."""
-
-    path: Path
-    res: dict[str, Any]
-    label: str = ""
-    per_task: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
-
-    @property
-    def strategy(self) -> str:
-        return self.res["strategy"]
-
-    @property
-    def bench(self) -> str:
-        return f"{self.res['benchmark']}-{self.res['scenario']}"
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.res.get("strategy_config") or {}
-
-    def get(self, key: str) -> float | None:
-        """A figure by dotted key (``compression.model_bytes``); ``total_seconds`` is derived."""
-        if key == "total_seconds":
-            t = self.res.get("timing") or {}
-            return sum(t.get("task_seconds") or [0.0]) + t.get("eval_seconds", 0.0)
-        v: Any = self.res
-        for part in key.split("."):
-            v = v.get(part) if isinstance(v, dict) else None
-        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 @dataclass
@@ -90,25 +62,6 @@ class Sweep:
 def _order(label: str) -> tuple[int, str]:
     base = label.split("[")[0]
     return (BASELINES.index(base) if base in BASELINES else len(BASELINES), label)
-
-
-def read_per_task(csv_path: Path) -> dict[str, dict[str, dict[int, float]]]:
-    """``compress/<kind>/<name>`` rows of a run's metrics.csv as ``{kind: {name: {task: v}}}``
-    (the last value wins, so a resumed run's repeated rows do not double count)."""
-    out: dict[str, dict[str, dict[int, float]]] = {}
-    if not csv_path.is_file():
-        return out
-    with open(csv_path, newline="") as f:
-        for row in csv.DictReader(f):
-            key, exp = row.get("key") or "", row.get("experience") or ""
-            parts = key.split("/", 2)
-            if len(parts) != 3 or parts[0] != "compress" or not exp:
-                continue
-            try:
-                out.setdefault(parts[1], {}).setdefault(parts[2], {})[int(exp)] = float(row["value"])
-            except ValueError:
-                continue
-    return out
 
 
 def _default_config(strategy: str) -> dict[str, Any] | None:
@@ -158,14 +111,6 @@ def load_sweep(root: str | Path) -> Sweep:
     meta_path = root / "sweep.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return Sweep(root, runs, incomplete, meta)
-
-
-def stat(runs: list[Run], key: str) -> tuple[float, float, int]:
-    """Mean, sample standard deviation (0 for one run) and count of a figure over runs."""
-    vals = [v for v in (r.get(key) for r in runs) if v is not None and not math.isnan(v)]
-    if not vals:
-        return math.nan, math.nan, 0
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)
 
 
 def fmt_si(v: float) -> str:
@@ -249,7 +194,16 @@ def wandb_markdown(sweep: Sweep) -> str:
 def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.md``, its PNGs, ``runs.csv`` and ``summary.json``; returns report.md."""
     from . import report_plots as rp
-    from .report_claims import budget_differences, claims, claims_markdown, common_settings, pareto
+    from .report_claims import (
+        budget_check,
+        budget_table,
+        claims,
+        claims_markdown,
+        common_settings,
+        config_differences,
+        pareto,
+        thresholds_markdown,
+    )
     from .strategies import builtin_names
 
     sweep = load_sweep(sweep_dir)
@@ -274,16 +228,24 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     absent = sorted(set(builtin_names()) - {r.strategy for r in sweep.runs})
     if absent:
         md.append(f"- registered strategies not in this sweep: {', '.join(f'`{a}`' for a in absent)}")
+    exceptions = m.get("budget_exceptions") or {}
     summary: dict[str, Any] = {}
     for bench, groups in sweep.groups.items():
         runs = [r for rs in groups.values() for r in rs]
-        diff = budget_differences(runs)
-        md += ["", f"## {bench}", "", f"Setting: {common_settings(runs)}. Same stream and budget for "
-               "every strategy: " + ("yes." if not diff else "**no**, runs differ in "
-               + ", ".join(f"`{k}` ({' / '.join(v)})" for k, v in diff.items()) + ".")]
+        diff = config_differences(runs)
+        budget = budget_check(groups, exceptions)
+        md += ["", f"## {bench}", "", f"Setting: {common_settings(runs)}.", "",
+               f"Training budget (optimiser steps per task in training phases, from each run's "
+               f"`budget`): {budget.text}.", "",
+               "Config keys that differ between runs (outside `strategy`, `seed`, `logger`): "
+               + (", ".join(f"`{k}` ({' / '.join(v)})" for k, v in diff.items()) if diff
+                  else "none") + "."]
         md += ["", "Mean ± sample std over seeds; accuracies in %; sizes count everything a "
-               "strategy stores to answer for all tasks (see README, Metrics).", "",
-               summary_markdown(groups), "",
+               "strategy stores to answer for all tasks (see README, Metrics); train steps/task "
+               "are optimiser steps in `Trainer.fit` phases, extra steps those outside it "
+               "(search, calibration).", "",
+               summary_markdown(groups), "", "Budget of every row (mean over seeds):", "",
+               budget_table(groups), "",
                "Pareto front (no other strategy both smaller and more accurate): "
                + ", ".join(f"`{p}`" for p in pareto(groups)) + ".", "", "### Paper claims", "",
                claims_markdown(groups), "", "### Figures", ""]
@@ -297,9 +259,15 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
             png = f"{slug(bench)}-{name}.png"
             fig.savefig(out_dir / png, dpi=100)
             md.append(f"![{bench} {name}]({png})")
-        summary[bench] = {"rows": summary_rows(groups), "budget_differences": diff,
+        summary[bench] = {"rows": summary_rows(groups), "config_differences": diff,
+                          "budget": {"verdict": budget.verdict, "text": budget.text,
+                                     "train_steps_per_task": budget.steps,
+                                     "exceptions": budget.exceptions},
                           "claims": [c.__dict__ for c in claims(groups)]}
-    md += ["", "## W&B", "", wandb_markdown(sweep), "",
+    md += ["", "## Claim thresholds", "", "Every verdict above uses these rules "
+           "(`cl_compress/claims.py`, shared with the bench scripts):", "",
+           thresholds_markdown(), "",
+           "## W&B", "", wandb_markdown(sweep), "",
            "Raw per-run figures: `runs.csv`; table and verdicts as JSON: `summary.json`.", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(md))

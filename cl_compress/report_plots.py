@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from .report import Run, stat
+from .runs import Run, stat
 
 TASK_KEY = re.compile(r"^task_(\d+)$")
 

@@ -67,6 +67,48 @@ def merge_overrides(*groups: list[str]) -> list[str]:
     return list(out.values())
 
 
+# keys never in a run's folder name: already in the path, or not a setting of the experiment
+DIR_EXCLUDE = ("seed", "strategy", "strategy.name", "benchmark", "benchmark.name",
+               "benchmark.scenario", "resume", "trainer.progress_bar", "logger", "logger.wandb",
+               "logger.project", "logger.entity", "logger.mode", "logger.group", "logger.tags")
+SWEEP_SYNTAX = re.compile(r"^(choice|range|glob|interval|tag|sort|shuffle)\(")
+
+
+def is_sweep(value: str) -> bool:
+    """Whether a Hydra override value sweeps several values (``a,b``, ``range(..)`` ...).
+
+    >>> [is_sweep(v) for v in ("0.1", "0.1,0.2", "[1,2]", "range(3)", "'a,b'")]
+    [False, True, False, True, False]
+    """
+    depth, quote = 0, ""
+    for ch in value:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return True
+    return bool(SWEEP_SYNTAX.match(value.strip()))
+
+
+def _exclude_keys(common: list[str], fixed: list[str]) -> str:
+    """``hydra.job.config.override_dirname.exclude_keys`` for a sweep's multirun: the keys of
+    :data:`DIR_EXCLUDE` and the preset's single-valued overrides still in force (``fixed``
+    entries not replaced by a command-line override). Hydra's own ``hydra.*`` overrides are
+    never part of ``override_dirname``."""
+    keys = list(DIR_EXCLUDE)
+    for ov in common:
+        key, _, value = ov.partition("=")
+        if ov in fixed and not is_sweep(value):
+            keys.append(key.lstrip("+~"))
+    keys = list(dict.fromkeys(keys))
+    return f"hydra.job.config.override_dirname.exclude_keys=[{','.join(keys)}]"
+
+
 def _scenario(overrides: list[str]) -> str:
     for ov in overrides:
         if ov.split("=", 1)[0].lstrip("+") == "benchmark.scenario":
@@ -140,7 +182,11 @@ def plan(preset: dict[str, Any], strategies: list[str], seeds: list[int], benchm
 
     Each multirun sweeps strategies × seeds; a strategy with preset overrides runs as the
     generated option ``<strategy>-<preset>``, a variant as ``<label>``; every run is written
-    to ``<sweep dir>/<benchmark>-<scenario>/<option>/s<seed>``.
+    to ``<sweep dir>/<benchmark>-<scenario>/<option>/[<overrides>/]s<seed>``, where
+    ``<overrides>`` (Hydra's ``override_dirname``) names the overrides given on the command
+    line (``extra``) and any setting swept with ``a,b``: two values of one setting never share
+    a folder. The preset's own single-valued overrides are the same for every run of the
+    sweep and stay out of the path (see :func:`_exclude_keys`).
     """
     from .strategies import get_strategy
 
@@ -154,12 +200,14 @@ def plan(preset: dict[str, Any], strategies: list[str], seeds: list[int], benchm
                                                               *(v.get("overrides") or [])], label)
     jobs, notes = [], []
     for bench in benchmarks:
+        fixed = merge_overrides(preset.get("overrides") or [],
+                                (preset.get("benchmark_overrides") or {}).get(bench, []))
         common = merge_overrides(
-            [f"benchmark={bench}", "trainer.progress_bar=false"], preset.get("overrides") or [],
-            (preset.get("benchmark_overrides") or {}).get(bench, []), extra,
+            [f"benchmark={bench}", "trainer.progress_bar=false"], fixed, extra,
             [f"logger.group={name}", f"hydra.sweep.dir={sweep_dir}",
              "hydra.sweep.subdir=${benchmark.name}-${benchmark.scenario}/"
-             "${hydra:runtime.choices.strategy}/s${seed}"])
+             "${hydra:runtime.choices.strategy}/${clc_overrides:}s${seed}"])
+        common.append(_exclude_keys(common, fixed))
         scenario = _scenario(common)
         options = []
         for s in strategies:
@@ -309,7 +357,23 @@ def main(argv: list[str] | None = None) -> int:
     failed = [j for j in meta["jobs"] if j["rc"] != 0]
     print(f"\nsweep: {sweep_dir} ({meta['total_seconds']:.0f} s, {len(failed)} failed multirun(s))\n"
           f"report: {report}" + (f"\ncopied to: {out}" if out else ""))
-    return 1 if failed else 0
+    unequal = unequal_budgets(sweep_dir)
+    for bench, text in unequal.items():
+        print(f"error: {bench}: {text}", file=sys.stderr)
+    return 1 if failed or unequal else 0
+
+
+def unequal_budgets(sweep_dir: Path) -> dict[str, str]:
+    """Benchmarks of a finished sweep whose runs did unequal training work (optimiser steps
+    per task) that the preset did not name in ``budget_exceptions`` (from summary.json)."""
+    import json
+
+    path = sweep_dir / "summary.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text()).get("benchmarks", {})
+    return {b: v["budget"]["text"] for b, v in data.items()
+            if v.get("budget", {}).get("verdict") == "unequal"}
 
 
 if __name__ == "__main__":

@@ -71,10 +71,15 @@ def heatmap_png(matrix: list[list[float | None]], path: Path, title: str) -> Pat
 
 
 class Tracker:
-    """Logs metrics to W&B and ``metrics.csv`` in the run directory (rank 0 only)."""
+    """Logs metrics to W&B and ``metrics.csv`` in the run directory (rank 0 only).
+
+    A fresh run (``resume=False``) starts a new ``metrics.csv``, replacing any file a previous
+    run left in the same directory, so a run never mixes its rows with another run's; a resumed
+    run (``resume=True``) appends to the file of the run it continues.
+    """
 
     def __init__(self, run_dir: str | Path, settings: TrackerSettings, name: str, group: str,
-                 config: dict[str, Any], tags: list[str] | None = None):
+                 config: dict[str, Any], tags: list[str] | None = None, resume: bool = False):
         self.run_dir = Path(run_dir)
         self.enabled = is_rank_zero()
         self._wandb = None
@@ -82,7 +87,8 @@ class Tracker:
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._csv_file = open(self.run_dir / "metrics.csv", "a", newline="")
+        self._csv_file = open(self.run_dir / "metrics.csv", "a" if resume else "w",
+                              newline="")
         self._csv = csv.writer(self._csv_file)
         if self._csv_file.tell() == 0:
             self._csv.writerow(["time", "experience", "epoch", "key", "value"])

@@ -6,6 +6,7 @@ training starts, builds the objects and calls :func:`cl_compress.runner.run_stre
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -17,6 +18,40 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import ConfigError, UserError
 
 log = logging.getLogger("cl_compress")
+
+MAX_SEGMENT = 200  # bytes of one path component (Linux allows 255)
+
+
+def overrides_subdir(dirname: str | None = None) -> str:
+    """The folder a multirun job's overrides add below ``<benchmark>/<strategy>/``, with a
+    trailing ``/`` (``""`` when every override is excluded). ``hydra.sweep.subdir`` uses it as
+    ``${clc_overrides:}``: without an argument it reads ``hydra.job.override_dirname`` of the
+    current job (the overrides not in ``hydra.job.config.override_dirname.exclude_keys``).
+
+    Hydra's ``override_dirname`` joins the overrides as ``key=value,key=value``; a ``/`` in a
+    value (a path) would nest folders or climb out with ``..``, so it becomes ``%2F`` (and
+    ``%`` itself ``%25``); a name longer than a path component may be is cut and ended with a
+    hash of the whole, so distinct overrides keep distinct folders.
+
+    >>> overrides_subdir(""), overrides_subdir("train.lr=0.01")
+    ('', 'train.lr=0.01/')
+    >>> overrides_subdir("benchmark.data_root=../../x")
+    'benchmark.data_root=..%2F..%2Fx/'
+    """
+    if dirname is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        dirname = HydraConfig.get().job.override_dirname
+    if not dirname:
+        return ""
+    safe = dirname.replace("%", "%25").replace("/", "%2F").replace("\0", "")
+    if len(safe.encode()) > MAX_SEGMENT:
+        digest = hashlib.sha1(safe.encode()).hexdigest()[:10]
+        safe = safe.encode()[:MAX_SEGMENT - 11].decode(errors="ignore") + "-" + digest
+    return safe + "/"
+
+
+OmegaConf.register_new_resolver("clc_overrides", overrides_subdir, replace=True)
 
 
 def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
@@ -59,6 +94,7 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
         run_dir, tracker_settings, name=f"{strategy.name}-s{c['seed']}",
         group=tracker_settings.group or f"{spec.name}-{spec.scenario}", config=c,
         tags=[strategy.name, spec.name, spec.scenario, f"seed{c['seed']}"],
+        resume=bool(c.get("resume", False)),
     )
     try:
         results = run_stream(stream, model, strategy, train, trainer, tracker, run_dir,

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cl_compress import claims
 from cl_compress.testing import compose_config
 from cl_compress.train import build_and_run
 
@@ -67,19 +68,19 @@ def table(results: list[dict], ref_bytes: int, ref_acc: float) -> str:
 
 
 def reading(pk: dict, ada: list[dict]) -> str:
+    """The figures, judged by the shared checks of :mod:`cl_compress.claims` (the project's
+    targets vs PackNet and the paper's claim, with the thresholds documented there)."""
     k = ada[0]
     c = k["compression"]
-    gap = 100 * (k["avg_acc"] - pk["avg_acc"])
-    ratio = pk["compression"]["model_bytes"] / c["model_bytes"]
+    groups = claims.groups_from_results({"packnet": pk, "ada_qpacknet": k})
+    targets = claims.ada_targets(groups["ada_qpacknet"], groups["packnet"])
+    paper = claims.ada_qpacknet(groups)
     checks = [
-        f"avg_acc {k['avg_acc']:.4f} vs PackNet {pk['avg_acc']:.4f} ({gap:+.2f} points; target "
-        f"within 1 point: {'met' if abs(gap) <= 1 else 'NOT met'})",
-        f"mean stored code bits per used weight {c['mean_code_bits']:.2f} (target <= 4: "
-        f"{'met' if c['mean_code_bits'] <= 4 else 'NOT met'}); counting the owner index and "
-        f"codebooks too, the body costs {c['body_bits_per_used_weight']:.2f} bits per used weight",
-        f"model_bytes {c['model_bytes']} vs PackNet's fp32 artifact "
-        f"{pk['compression']['model_bytes']} ({ratio:.2f}x smaller; target >= 5x: "
-        f"{'met' if ratio >= 5 else 'NOT met'})",
+        f"avg_acc {k['avg_acc']:.4f} vs PackNet {pk['avg_acc']:.4f}",
+        *(line for _, line in targets),
+        f"counting the owner index and codebooks too, the body costs "
+        f"{c['body_bits_per_used_weight']:.2f} bits per used weight",
+        f"paper claim (`cl_compress.claims.ada_qpacknet`): **{paper.verdict}** ({paper.evidence})",
         f"bit-width chosen per task (k-means): {k['strategy_extra']['bits_per_task']}",
         f"artifact reloaded in a fresh process gives the same accuracy row: {k['reload_ok']}",
     ]
@@ -96,9 +97,9 @@ def reading(pk: dict, ada: list[dict]) -> str:
         f"{lowest} of {len(q)} tasks with at most {worst:.2f} points of held-out drop: the "
         f"two-class split_fmnist tasks are too easy to make the 2-point tolerance bind, so the "
         f"paper's finding (hybrid 8-/4-bit sub-networks on harder benchmarks) is not exercised "
-        f"here. Policies differ from PackNet's defaults: PackNet leaves its last task unpruned and "
-        f"shares task-0 biases; Ada-QPacknet prunes every task with searched per-layer ratios and "
-        f"stores biases per task. Times are wall-clock seconds on a shared 2-core machine with "
+        f"here. The comparison with PackNet is not single-factor: "
+        f"the policies that differ are listed in the paper-claim evidence above. Times are "
+        f"wall-clock seconds on a shared 2-core machine with "
         f"other jobs running, so only indicative; Ada-QPacknet's strategy time is mostly the "
         f"sparsity search (population x search epochs of fine-tuning per task).")
     return "; ".join(checks) + ". " + caveats

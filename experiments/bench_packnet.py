@@ -26,7 +26,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from cl_compress import metrics
+from cl_compress import claims, metrics
 from cl_compress.benchmarks import BenchmarkSpec, Stream, build_stream
 from cl_compress.models import ContinualModel, build_backbone
 from cl_compress.runner import TrainerSettings, run_stream
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in runs:
         lines.append(f"- {name}: " + " / ".join(" ".join(f"{a:.3f}" for a in row)
                                                  for row in r["acc_matrix"]))
-    lines += ["", "Reading: " + reading(avs, ours), ""]
+    lines += ["", "Reading: " + reading(avs, ours), "", paper_claim(ours[0]), ""]
     text = "\n".join(lines)
     print("\n" + text)
     path = Path(args.out) if args.out else RESULTS / f"packnet-{date}.md"
@@ -210,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(text + "\n")
     print(f"\nwritten to {path}")
     return 0
+
+
+def paper_claim(res: dict) -> str:
+    """PackNet's claim on our default run, by the shared check (``cl_compress.claims``: zero
+    forgetting, free capacity shrinking task by task, from the run's metrics.csv)."""
+    c = claims.packnet(claims.groups_from_results({"packnet": res}, {"packnet": RUNS / "ours0"}))
+    return f"Paper claim ({c.claim}; `cl_compress.claims.packnet`): **{c.verdict}** — {c.evidence}."
 
 
 ISSUE_FIGURE = (0.942, 0.79)  # Avalanche avg_acc and last-task accuracy quoted in issue 3
