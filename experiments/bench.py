@@ -189,6 +189,7 @@ def versus_avalanche(stream, epochs: int, seeds: int) -> list[str]:
     for seed in range(seeds):
         cfg = compose_config(["strategy=naive", "benchmark=split_fmnist", "logger=none",
                               "trainer.progress_bar=false", f"train.epochs={epochs}",
+                              "train.steps_per_task=null",
                               f"seed={seed}"])
         t0 = time.perf_counter()
         ours = build_and_run(cfg, Path(f"runs/bench/naive-vs-avalanche/s{seed}"))
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(out[-12:]), flush=True)
     if "b" not in skip:
         names = [n for n in args.strategies.split(",") if n]
-        out += per_strategy(names, ["train.epochs=1"] if args.quick else [])
+        out += per_strategy(names, ["train.epochs=1", "train.steps_per_task=null"] if args.quick else [])
     if "c" not in skip:
         seeds = args.naive_seeds or (3 if args.quick else 5)
         out += versus_avalanche(stream, epochs=1 if args.quick else 2, seeds=seeds)

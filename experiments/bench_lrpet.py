@@ -108,7 +108,7 @@ def size_check(rows: list[dict], k: int) -> tuple[bool, str]:
 
 def regime(n_train: int | None, ranks: list[int], args, root: Path) -> list[dict]:
     """individual + the three low-rank methods at every rank, on ``n_train`` images/task."""
-    common = [f"seed={args.seed}", f"train.epochs={args.epochs}"]
+    common = [f"seed={args.seed}", f"train.epochs={args.epochs}", "train.steps_per_task=null"]
     if n_train:
         common.append(f"benchmark.max_train_per_task={n_train}")
     tag = str(n_train or "all")

@@ -92,7 +92,8 @@ def run_avalanche(stream: Stream, labels: str = "global") -> dict:
 def run_ours(stream: Stream, overrides: list[str], tag: str) -> dict:
     """Our runner on the pre-built stream (the same objects ``cl_compress.train`` builds)."""
     c = compose_config(["strategy=packnet", "benchmark=split_fmnist", "logger=none",
-                        "trainer.progress_bar=false", f"train.epochs={EPOCHS}", f"train.lr={LR}",
+                        "trainer.progress_bar=false", f"train.epochs={EPOCHS}",
+                        "train.steps_per_task=null", f"train.lr={LR}",
                         f"train.batch_size={BATCH}", f"strategy.prune_ratio={PRUNE}",
                         f"strategy.retrain_epochs={POST_PRUNE}", f"seed={SEED}", *overrides])
     train = TrainSettings(**c["train"])
