@@ -59,3 +59,17 @@ def _same(a, b) -> bool:
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return a == b
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_strategy_trains_exactly_the_step_budget(name, run_dir):
+    """Equal budgets: every strategy, whatever its phases, does exactly train.steps_per_task
+    optimiser steps per task in its phases; extra work is reported apart, never hidden."""
+    res = run_quick(run_dir, [f"strategy={name}", "train.epochs=null", "train.steps_per_task=25"])
+    b = res["budget"]
+    assert b["train_steps_per_task"] == [25] * res["n_tasks"]
+    for task in b["per_task"]:
+        assert sum(p["steps"] for p in task["phases"].values()) == 25
+        assert task["samples_seen"] == sum(p["samples"] for p in task["phases"].values()) > 0
+        assert all(isinstance(v, int) and v > 0 for v in task["extra_steps"].values())
+    assert len(res["acc_before_compression"]) == res["n_tasks"]
