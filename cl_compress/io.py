@@ -35,7 +35,11 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def save_torch(path: str | Path, obj: Any) -> int:
-    """``torch.save`` atomically; returns the size of the file in bytes."""
+    """``torch.save`` atomically; returns the size of the file in bytes. Tensors holding
+    NaN/inf are refused (``finite.NonFiniteWeightsError``): they are never written."""
+    from .finite import refuse_nonfinite
+
+    refuse_nonfinite(path, obj)
     _atomic(Path(path), lambda f: torch.save(obj, f))
     return os.path.getsize(path)
 

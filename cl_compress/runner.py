@@ -18,8 +18,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from . import metrics
 from .benchmarks import Stream, make_loader
 from .compress.accounting import individual_reference_bits
+from .finite import check_state as check_finite_state
 from .io import CheckpointError, load_torch, save_torch, write_json
 from .models import ContinualModel
+from .resume import check_model_shapes, check_structure, describe_checkpoint, training_config
 from .strategies.base import Strategy, StreamInfo, TaskData, TrainSettings
 from .system import ContinualSystem, NonFiniteLossError
 from .tracking import Tracker, is_rank_zero
@@ -126,13 +128,16 @@ def run_stream(
             try:
                 make_trainer(trainer, phase.epochs).fit(system, fit_loader)
             except NonFiniteLossError as e:
-                kept = f"last good checkpoint: {ckpt_path}" if ckpt_path.exists() else "no task finished"
-                raise NonFiniteLossError(f"{e} ({kept}; rerun with resume=true)") from e
+                kept = f"last good checkpoint: {describe_checkpoint(run_dir)}" if ckpt_path.exists() \
+                    else "no task finished"
+                raise NonFiniteLossError(f"{e} ({kept}; the same settings diverge again: lower the "
+                                         f"learning rate and start afresh with overwrite=true)") from e
             timing["train_seconds"] += time.perf_counter() - t0
             hook_s += _timed(strategy.after_phase, t, phase, data)
         hook_s += _timed(strategy.after_task, t, data)
         timing["strategy_seconds"] += hook_s + system.strategy_seconds
         timing.setdefault("task_seconds", []).append(time.perf_counter() - t_task)
+        check_finite_state(model, strategy, t, run_dir)  # NaN/inf weights: stop, save nothing
 
         t0 = time.perf_counter()
         row = []
@@ -149,6 +154,7 @@ def run_stream(
                 "format": CKPT_FORMAT, "next_task": t + 1, "n_tasks": T, "seed": seed,
                 "strategy_name": strategy.name, "acc_matrix": R, "timing": timing,
                 "model": model.state_dict(), "strategy": strategy.state_dict(),
+                "config": training_config(config),
             })
         log.info("task %d done: %s", t, " ".join(f"{a:.4f}" for a in row))
         if on_task_end is not None:
@@ -213,11 +219,11 @@ def _resume(ckpt_path: Path, model: ContinualModel, strategy: Strategy, stream: 
             f"run directory to resume, or drop resume=true to start afresh"
         )
     ck = load_torch(ckpt_path)
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        raise CheckpointError(f"{ckpt_path} is not a cl_compress checkpoint (format {CKPT_FORMAT})")
+    check_structure(ck, ckpt_path)  # format, counters vs matrix (resume.py)
     for key, want in (("strategy_name", strategy.name), ("n_tasks", stream.n_tasks), ("seed", seed)):
         if ck.get(key) != want:
             raise CheckpointError(f"{ckpt_path} was written with {key}={ck.get(key)!r}, not {want!r}")
+    check_model_shapes(ck["model"], model, ckpt_path)
     strategy.load_state_dict(ck["strategy"])
     load_model_state(model, ck["model"])
     log.info("resuming from task %d (%s)", ck["next_task"], ckpt_path)
