@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,18 @@ def load_torch(path: str | Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol notes on foreign files
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {e}") from e
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {_one_line(e)}") from e
+
+
+def _one_line(e: Exception) -> str:
+    """torch's load errors span many lines; keep the reason only."""
+    text = str(e)
+    if "WeightsUnpickler error" in text or "Weights only load failed" in text:
+        return ("it holds objects other than tensors and plain values (refused without running "
+                "them: weights_only=True)")
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"

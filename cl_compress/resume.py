@@ -143,6 +143,16 @@ def describe_checkpoint(run_dir: str | Path) -> str:
     return f"{path} keeps {tasks} (next_task={nt})"
 
 
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 # --- metrics.csv and W&B run id on resume --------------------------------------------
 
 def trim_metrics_csv(path: Path, next_task: int) -> int:

@@ -21,7 +21,7 @@ from .compress.accounting import individual_reference_bits
 from .finite import check_state as check_finite_state
 from .io import CheckpointError, load_torch, save_torch, write_json
 from .models import ContinualModel
-from .resume import check_model_shapes, check_structure, describe_checkpoint, training_config
+from .resume import check_model_shapes, check_structure, describe_checkpoint, file_sha256, training_config
 from .strategies.base import Strategy, StreamInfo, TaskData, TrainSettings
 from .system import ContinualSystem, NonFiniteLossError
 from .tracking import Tracker, is_rank_zero
@@ -275,6 +275,7 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
         "train_seconds": timing["train_seconds"], "timing": timing,
         "strategy_extra": strategy.extra_results(), "strategy_config": asdict(strategy.cfg),
         "stream_source": stream.source, "ddp": ddp_check, "config": config or {},
+        "artifact_sha256": file_sha256(artifact) if is_rank_zero() else None,  # reload checks it
     }
     if is_rank_zero():
         tracker.log_matrix(R, f"{strategy.name} on {stream.name} ({stream.scenario}-IL)")
