@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -11,21 +12,52 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UserError
+
+
+class OutputError(UserError, OSError):
+    """A result file cannot be written (disk full, read-only or forbidden folder)."""
+
+
+_DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
+
+
+def _write_failure(path: Path, e: BaseException) -> OutputError | None:
+    """A one-line error for a disk-level write failure (torch wraps ENOSPC in a
+    RuntimeError 'file write failed'); None for anything else."""
+    reason = _DISK_ERRNOS.get(getattr(e, "errno", None) or -1)
+    if reason is None and isinstance(e, RuntimeError) and "write" in str(e).lower():
+        try:
+            st = os.statvfs(path.parent)
+            if st.f_bavail * st.f_frsize < 16 << 20:
+                reason = "no space left on the device"
+        except OSError:
+            pass
+    if reason is None:
+        return None
+    return OutputError(f"cannot write {path}: {reason}; free space or choose another hydra.run.dir "
+                       f"(the previous version of the file, if any, is intact)")
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise (_write_failure(path, e) or e) from e
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        failure = _write_failure(path, e) if isinstance(e, Exception) else None
+        if failure is not None:
+            raise failure from e
         raise
 
 

@@ -459,3 +459,35 @@ def test_reload_reports_a_tampered_artifact_in_one_line(ada_run, tmp_path, capsy
     p = _reload(run / "model_artifact.pt", "benchmark=synthetic", "strategy=ada_qpacknet")
     assert p.returncode == 2 and "Traceback" not in p.stderr and "pwned" not in p.stdout
     assert p.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+# --- 8. disk-level write failures --------------------------------------------------------
+
+def test_disk_full_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+
+    from cl_compress import io
+
+    target = tmp_path / "checkpoint.pt"
+    save_torch(target, {"w": torch.ones(2)})
+    before = target.read_bytes()
+
+    def full(obj, f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io.torch, "save", full)
+    with pytest.raises(io.OutputError, match="cannot write .*checkpoint.pt: no space left on the device"):
+        save_torch(target, {"w": torch.zeros(2)})
+
+    def torch_full(obj, f):  # what torch.save really raises when the disk fills up
+        raise RuntimeError("[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed "
+                           "writing file data/0: file write failed")
+
+    class Stat:
+        f_bavail, f_frsize = 0, 4096
+
+    monkeypatch.setattr(io.torch, "save", torch_full)
+    monkeypatch.setattr(io.os, "statvfs", lambda p: Stat())
+    with pytest.raises(io.OutputError, match="no space left on the device"):
+        save_torch(target, {"w": torch.zeros(2)})
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
