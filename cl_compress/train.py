@@ -6,6 +6,7 @@ training starts, builds the objects and calls :func:`cl_compress.runner.run_stre
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -25,24 +26,26 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     """Build everything from a composed config and run the stream; returns the results.
 
     ``on_task_end(t, model, strategy)`` is passed to :func:`runner.run_stream`.
-    Before anything is loaded: the config is validated (guards.py), the run directory is
-    locked and checked for a finished run or a resumable checkpoint (session.py).
+    Before any data is loaded: the config is validated (guards.py, then each object's own
+    checks), then the run directory is locked and checked for a finished run or a
+    resumable checkpoint, and signal handlers installed (session.py).
     """
     from .guards import check_config
-    from .session import run_session
 
     c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
     check_config(c)
-    with run_session(run_dir, c) as session:
-        return _build_and_run(c, run_dir, on_task_end, session)
+    with contextlib.ExitStack() as stack:
+        return _build_and_run(c, run_dir, on_task_end, stack)
 
 
-def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end, session) -> dict[str, Any]:
+def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
+                   stack: contextlib.ExitStack) -> dict[str, Any]:
     from .benchmarks import BenchmarkSpec, build_stream, validate_spec
     from .guards import check_model_fits
     from .models import ContinualModel, build_backbone
     from .runner import TrainerSettings, run_stream
+    from .session import run_session
     from .strategies import TrainSettings, get_strategy
     from .tracking import Tracker, TrackerSettings
 
@@ -61,6 +64,7 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end, session)
     model_name = model_kw.pop("name")
     trainer = TrainerSettings(**c["trainer"])
     tracker_settings = TrackerSettings(**c["logger"])
+    session = stack.enter_context(run_session(run_dir, c))  # lock, overwrite/resume, signals
 
     stream = build_stream(spec)
     import lightning as L
