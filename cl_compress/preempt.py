@@ -50,10 +50,12 @@ def stop_on_signals(run_dir: str | Path) -> Iterator[None]:
         from .resume import describe_checkpoint
 
         name = signal.Signals(e.signum).name
-        raise Preempted(e.signum, (
-            f"stopped by {name}; {describe_checkpoint(run_dir)}; to continue, rerun the same "
-            f"command with resume=true (or resume=auto) hydra.run.dir={run_dir}"
-        )) from None
+        if (Path(run_dir) / "checkpoint.pt").exists():
+            todo = "to continue, rerun the same command with resume=true (or resume=auto)"
+        else:
+            todo = "to start again, rerun the same command (resume=auto also works)"
+        raise Preempted(e.signum, f"stopped by {name}; {describe_checkpoint(run_dir)}; {todo} "
+                                  f"hydra.run.dir={run_dir}") from None
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

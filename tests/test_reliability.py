@@ -491,3 +491,17 @@ def test_disk_full_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch
     with pytest.raises(io.OutputError, match="no space left on the device"):
         save_torch(target, {"w": torch.zeros(2)})
     assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_signal_before_any_task_finished_says_so_and_restores_handlers(tmp_path):
+    from cl_compress.preempt import Preempted, stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Preempted) as e, stop_on_signals(tmp_path):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert e.value.exit_code == 143
+    assert str(e.value) == (f"stopped by SIGTERM; no task had finished, so no checkpoint was written; "
+                            f"to start again, rerun the same command (resume=auto also works) "
+                            f"hydra.run.dir={tmp_path}")
+    assert signal.getsignal(signal.SIGTERM) is before
