@@ -18,8 +18,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from . import metrics
 from .benchmarks import Stream, make_loader
 from .compress.accounting import individual_reference_bits
+from .finite import check_state as check_finite_state
 from .io import CheckpointError, load_torch, save_torch, write_json
 from .models import ContinualModel
+from .resume import check_model_shapes, check_structure, describe_checkpoint, file_sha256, training_config
 from .strategies.base import Phase, Strategy, StreamInfo, TaskData, TrainSettings, allocate_steps
 from .system import ContinualSystem, NonFiniteLossError
 from .tracking import Tracker, is_rank_zero
@@ -194,8 +196,10 @@ def run_stream(
                 fit = make_trainer(trainer, phase.epochs, phase.steps)
                 fit.fit(system, fit_loader)
             except NonFiniteLossError as e:
-                kept = f"last good checkpoint: {ckpt_path}" if ckpt_path.exists() else "no task finished"
-                raise NonFiniteLossError(f"{e} ({kept}; rerun with resume=true)") from e
+                kept = f"last good checkpoint: {describe_checkpoint(run_dir)}" if ckpt_path.exists() \
+                    else "no task finished"
+                raise NonFiniteLossError(f"{e} ({kept}; the same settings diverge again: lower the "
+                                         f"learning rate and start afresh with overwrite=true)") from e
             timing["train_seconds"] += time.perf_counter() - t0
             world = int(getattr(fit, "world_size", 1) or 1)
             budget.add_phase(spent, phase.name, system.phase_steps, system.phase_samples * world,
@@ -208,6 +212,7 @@ def run_stream(
         spent["extra_steps"] = strategy.take_extra_steps()
         timing["strategy_seconds"] += hook_s + system.strategy_seconds
         timing.setdefault("task_seconds", []).append(time.perf_counter() - t_task)
+        check_finite_state(model, strategy, t, run_dir)  # NaN/inf weights: stop, save nothing
 
         t0 = time.perf_counter()
         row = []
@@ -225,6 +230,7 @@ def run_stream(
                 "strategy_name": strategy.name, "acc_matrix": R, "timing": timing,
                 "budget": budget.state(), "acc_before_compression": acc_before,
                 "model": model.state_dict(), "strategy": strategy.state_dict(),
+                "config": training_config(config),
             })
         log.info("task %d done: %s", t, " ".join(f"{a:.4f}" for a in row))
         if on_task_end is not None:
@@ -289,15 +295,20 @@ def _resume(ckpt_path: Path, model: ContinualModel, strategy: Strategy, stream: 
             f"run directory to resume, or drop resume=true to start afresh"
         )
     ck = load_torch(ckpt_path)
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        raise CheckpointError(f"{ckpt_path} is not a cl_compress checkpoint (format {CKPT_FORMAT})")
+    check_structure(ck, ckpt_path)  # format, counters vs matrix (resume.py)
     for key, want in (("strategy_name", strategy.name), ("n_tasks", stream.n_tasks), ("seed", seed)):
         if ck.get(key) != want:
             raise CheckpointError(f"{ckpt_path} was written with {key}={ck.get(key)!r}, not {want!r}")
+    check_model_shapes(ck["model"], model, ckpt_path)
     strategy.load_state_dict(ck["strategy"])
     load_model_state(model, ck["model"])
     log.info("resuming from task %d (%s)", ck["next_task"], ckpt_path)
     extra = {k: ck[k] for k in ("budget", "acc_before_compression") if k in ck}
+    done = int(ck["next_task"])
+    if len(extra.get("budget", {}).get("per_task", [None] * done)) != done or \
+            len(extra.get("acc_before_compression", [None] * done)) != done:
+        raise CheckpointError(f"{ckpt_path} is inconsistent: its budget or acc_before_compression "
+                              f"does not cover the {done} finished task(s)")
     return int(ck["next_task"]), [list(r) for r in ck["acc_matrix"]], dict(ck["timing"]), extra
 
 
@@ -355,6 +366,7 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
         "train_seconds": timing["train_seconds"], "timing": timing,
         "strategy_extra": strategy.extra_results(), "strategy_config": asdict(strategy.cfg),
         "stream_source": stream.source, "ddp": ddp_check, "config": config or {},
+        "artifact_sha256": file_sha256(artifact) if is_rank_zero() else None,  # reload checks it
     }
     if is_rank_zero():
         tracker.log_matrix(R, f"{strategy.name} on {stream.name} ({stream.scenario}-IL)")

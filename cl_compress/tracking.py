@@ -19,6 +19,9 @@ from typing import Any
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from .guards import wandb_credentials
+from .resume import trim_metrics_csv, wandb_run_id
+
 log = logging.getLogger(__name__)
 
 
@@ -79,7 +82,8 @@ class Tracker:
     """
 
     def __init__(self, run_dir: str | Path, settings: TrackerSettings, name: str, group: str,
-                 config: dict[str, Any], tags: list[str] | None = None, resume: bool = False):
+                 config: dict[str, Any], tags: list[str] | None = None,
+                 resume_task: int | None = None):
         self.run_dir = Path(run_dir)
         self.enabled = is_rank_zero()
         self._wandb = None
@@ -87,8 +91,12 @@ class Tracker:
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._csv_file = open(self.run_dir / "metrics.csv", "a" if resume else "w",
-                              newline="")
+        # resume: one history (rows of the interrupted task dropped, epochs continue);
+        # W&B continues the run directory's run id (resume.py)
+        self._resuming = resume_task is not None
+        if self._resuming:
+            self._epoch = trim_metrics_csv(self.run_dir / "metrics.csv", resume_task)
+        self._csv_file = open(self.run_dir / "metrics.csv", "a" if self._resuming else "w", newline="")
         self._csv = csv.writer(self._csv_file)
         if self._csv_file.tell() == 0:
             self._csv.writerow(["time", "experience", "epoch", "key", "value"])
@@ -100,6 +108,9 @@ class Tracker:
         mode = s.mode or os.environ.get("WANDB_MODE") or "offline"
         if mode == "disabled":
             return
+        if mode == "online" and not wandb_credentials():  # never stop at W&B's login prompt
+            log.warning("W&B switched off: online mode but no API key (WANDB_API_KEY, `wandb login`)")
+            return
         try:
             from lightning.pytorch.loggers import WandbLogger
 
@@ -107,6 +118,7 @@ class Tracker:
                 project=s.project, entity=s.entity, name=name, group=group,
                 tags=list(s.tags) + tags, save_dir=str(self.run_dir), offline=mode == "offline",
                 config=config, settings=_wandb_settings(), reinit="finish_previous",
+                id=wandb_run_id(self.run_dir, self._resuming), resume="allow",
             )
             run = self._logger.experiment
             run.define_metric("experience")
@@ -196,6 +208,7 @@ def _wandb_settings():
     try:
         import wandb
 
-        return wandb.Settings(silent=True, console="off", x_disable_stats=True)
+        # login_timeout: should W&B ever show its login prompt, it gives up instead of waiting
+        return wandb.Settings(silent=True, console="off", x_disable_stats=True, login_timeout=1.0)
     except Exception:
         return None

@@ -6,6 +6,7 @@ training starts, builds the objects and calls :func:`cl_compress.runner.run_stre
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import sys
@@ -16,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, UserError
+from .preempt import Preempted
 
 log = logging.getLogger("cl_compress")
 
@@ -59,15 +61,29 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     """Build everything from a composed config and run the stream; returns the results.
 
     ``on_task_end(t, model, strategy)`` is passed to :func:`runner.run_stream`.
+    Before any data is loaded: the config is validated (guards.py, then each object's own
+    checks), then the run directory is locked and checked for a finished run or a
+    resumable checkpoint, and signal handlers installed (session.py).
     """
-    from .benchmarks import BenchmarkSpec, build_stream, validate_spec
-    from .models import ContinualModel, build_backbone
-    from .runner import TrainerSettings, run_stream
-    from .strategies import TrainSettings, get_strategy
-    from .tracking import Tracker, TrackerSettings
+    from .guards import check_config
 
     c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
+    check_config(c)
+    with contextlib.ExitStack() as stack:
+        return _build_and_run(c, run_dir, on_task_end, stack)
+
+
+def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
+                   stack: contextlib.ExitStack) -> dict[str, Any]:
+    from .benchmarks import BenchmarkSpec, build_stream, validate_spec
+    from .guards import check_model_fits
+    from .models import ContinualModel, build_backbone
+    from .runner import TrainerSettings, run_stream
+    from .session import run_session
+    from .strategies import TrainSettings, get_strategy
+    from .tracking import Tracker, TrackerSettings
+
     train = TrainSettings(**c["train"])
     _check_train(train)
     params = dict(c["strategy"])
@@ -83,6 +99,7 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     model_name = model_kw.pop("name")
     trainer = TrainerSettings(**c["trainer"])
     tracker_settings = TrackerSettings(**c["logger"])
+    session = stack.enter_context(run_session(run_dir, c))  # lock, overwrite/resume, signals
 
     stream = build_stream(spec)
     import lightning as L
@@ -90,15 +107,16 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     L.seed_everything(int(c["seed"]), workers=True, verbose=False)  # model init is seeded
     body, feat = build_backbone(model_name, stream.input_shape, **model_kw)
     model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task")
+    check_model_fits(model, stream)
     tracker = Tracker(
         run_dir, tracker_settings, name=f"{strategy.name}-s{c['seed']}",
         group=tracker_settings.group or f"{spec.name}-{spec.scenario}", config=c,
         tags=[strategy.name, spec.name, spec.scenario, f"seed{c['seed']}"],
-        resume=bool(c.get("resume", False)),
+        resume_task=session.next_task,
     )
     try:
         results = run_stream(stream, model, strategy, train, trainer, tracker, run_dir,
-                             seed=int(c["seed"]), resume=bool(c.get("resume", False)), config=c,
+                             seed=int(c["seed"]), resume=session.resume, config=c,
                              on_task_end=on_task_end)
     finally:
         tracker.finish()
@@ -154,6 +172,12 @@ def main(cfg: DictConfig) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as e:  # SIGTERM/SIGUSR1: what is kept and how to continue
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except FloatingPointError as e:  # NaN/inf loss or weights: nothing non-finite was saved
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     from .tracking import is_rank_zero
 
     if is_rank_zero():

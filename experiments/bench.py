@@ -153,7 +153,7 @@ def per_strategy(names: list[str], overrides: list[str]) -> list[str]:
     ]
     for name in names:
         cfg = compose_config([f"strategy={name}", "benchmark=split_fmnist", "logger=none",
-                              "trainer.progress_bar=false", *overrides])
+                              "trainer.progress_bar=false", "overwrite=true", *overrides])
         prof = cProfile.Profile()
         t0 = time.perf_counter()
         prof.enable()
@@ -190,7 +190,7 @@ def versus_avalanche(stream, epochs: int, seeds: int) -> list[str]:
         cfg = compose_config(["strategy=naive", "benchmark=split_fmnist", "logger=none",
                               "trainer.progress_bar=false", f"train.epochs={epochs}",
                               "train.steps_per_task=null",
-                              f"seed={seed}"])
+                              f"seed={seed}", "overwrite=true"])
         t0 = time.perf_counter()
         ours = build_and_run(cfg, Path(f"runs/bench/naive-vs-avalanche/s{seed}"))
         walls["cl_compress"].append(time.perf_counter() - t0)

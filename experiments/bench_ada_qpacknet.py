@@ -40,7 +40,7 @@ def reload_row(run_dir: Path, overrides: list[str]) -> list[float]:
 
 
 def run(tag: str, overrides: list[str]) -> dict:
-    res = build_and_run(compose_config(overrides), RUNS / tag)
+    res = build_and_run(compose_config(overrides + ["overwrite=true"]), RUNS / tag)
     res["tag"], res["overrides"] = tag, overrides
     return res
 

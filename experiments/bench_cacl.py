@@ -44,7 +44,7 @@ RUNS_DEFAULT = [("individual", ["strategy=individual"]), ("packnet", ["strategy=
 def run_one(name: str, overrides: list[str], quick: bool, steps: int = 1000) -> dict:
     extra = [f"train.steps_per_task={steps}"]
     extra += ["benchmark.max_train_per_task=2000"] if quick else []
-    cfg = compose_config(COMMON + overrides + extra)
+    cfg = compose_config(COMMON + overrides + extra + ["overwrite=true"])
     run_dir = RUNS / name.split(" ")[0] / ("quick" if quick else "full") / name.replace(" ", "_")
     for f in ("checkpoint.pt", "metrics.csv"):  # a fresh run every time
         (run_dir / f).unlink(missing_ok=True)

@@ -35,7 +35,8 @@ COMMON = ["benchmark=split_fmnist", "benchmark.scenario=task", "model=mlp", "log
 
 def run(name: str, overrides: list[str], run_root: Path) -> dict:
     print(f"-- {name}: {' '.join(overrides)}", flush=True)
-    return build_and_run(compose_config(COMMON + overrides), run_root / name.replace(" ", "_"))
+    cfg = compose_config(COMMON + overrides + ["overwrite=true"])
+    return build_and_run(cfg, run_root / name.replace(" ", "_"))
 
 
 def row(regime: str, label: str, k: str, epochs: str, r: dict, ref: dict) -> dict:

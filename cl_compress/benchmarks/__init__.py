@@ -102,7 +102,11 @@ def build_stream(spec: BenchmarkSpec) -> Stream:
                 exps = split_by_classes(*arrays, order, n_tasks, spec.scenario)
         source = backend
     _limit(exps, spec)
-    return Stream(spec.name, spec.scenario, shape, n_cls, exps, source=source)
+    stream = Stream(spec.name, spec.scenario, shape, n_cls, exps, source=source)
+    from ..guards import check_stream
+
+    check_stream(stream)  # shapes across splits, labels, >= 2 classes per task: before training
+    return stream
 
 
 def _permuted(arrays, n_tasks: int, spec: BenchmarkSpec, n_cls: int, backend: str) -> list[Experience]:

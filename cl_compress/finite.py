@@ -1,0 +1,56 @@
+"""Non-finite weights never reach disk: a checkpoint or an artifact is written only from
+finite tensors, and a run whose weights turn NaN/inf stops, naming the last finite
+checkpoint (training can diverge without a NaN loss, e.g. one huge step per task)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .system import NonFiniteLossError
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """Model or strategy tensors hold NaN or inf values."""
+
+
+def first_nonfinite(obj: Any, prefix: str = "") -> tuple[str, int, int] | None:
+    """(name, non-finite count, size) of the first floating tensor in ``obj`` (nested
+    dicts/lists) that holds NaN or inf; None when every tensor is finite."""
+    if isinstance(obj, torch.Tensor):
+        if (obj.is_floating_point() or obj.is_complex()) and obj.numel():
+            bad = int((~torch.isfinite(obj.detach())).sum())
+            if bad:
+                return prefix or "tensor", bad, obj.numel()
+        return None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list | tuple) else ()
+    for k, v in items:
+        hit = first_nonfinite(v, f"{prefix}.{k}" if prefix else str(k))
+        if hit:
+            return hit
+    return None
+
+
+def check_state(model: torch.nn.Module, strategy: Any, task: int, run_dir: str | Path) -> None:
+    """Raise :class:`NonFiniteWeightsError` if the model or the strategy state is not finite."""
+    from .resume import describe_checkpoint
+
+    hit = first_nonfinite({"model": model.state_dict(), "strategy": strategy.state_dict()})
+    if hit:
+        name, bad, n = hit
+        raise NonFiniteWeightsError(
+            f"weights became non-finite during task {task} ({name}: {bad} of {n} values NaN/inf), "
+            f"so nothing was saved for it; last finite checkpoint: {describe_checkpoint(run_dir)}; "
+            f"the same settings diverge again: lower the learning rate (train.lr) and start "
+            f"afresh with overwrite=true"
+        )
+
+
+def refuse_nonfinite(path: str | Path, obj: Any) -> None:
+    """Called by ``io.save_torch``: never write NaN/inf tensors to a file."""
+    hit = first_nonfinite(obj)
+    if hit:
+        name, bad, n = hit
+        raise NonFiniteWeightsError(f"refusing to write {path}: {name} has {bad} of {n} values NaN/inf")

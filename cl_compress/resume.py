@@ -1,0 +1,200 @@
+"""What ``resume=true`` may continue: the same run, from a consistent checkpoint.
+
+A checkpoint stores the run's training-relevant config (the resolved config without the
+output and logging keys in :data:`NOT_COMPARED`). Resuming compares it with the current
+config key by key and refuses any difference, naming every differing key, before data is
+loaded; the checkpoint's structure (format, task counters against the accuracy matrix)
+and its tensor shapes against the model are checked before anything is restored.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+# output/logging keys: they may change between an interrupted run and its resumption
+NOT_COMPARED = ("logger", "hydra", "resume", "overwrite", "trainer.progress_bar")
+REQUIRED = ("format", "next_task", "n_tasks", "seed", "strategy_name", "acc_matrix", "timing",
+            "model", "strategy", "config")
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def training_config(c: dict[str, Any] | None) -> dict[str, Any]:
+    """The config minus :data:`NOT_COMPARED` keys (what must match to resume)."""
+    out = copy.deepcopy(dict(c or {}))
+    for key in NOT_COMPARED:
+        *parents, leaf = key.split(".")
+        d: Any = out
+        for p in parents:
+            d = d.get(p) if isinstance(d, dict) else None
+        if isinstance(d, dict):
+            d.pop(leaf, None)
+    return out
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict) or (not d and prefix):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+_MISSING = "<absent>"
+
+
+def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key (checkpoint: a, now: b)`` for every training-relevant key that differs."""
+    a, b = _flatten(training_config(stored)), _flatten(training_config(current))
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, _MISSING), b.get(k, _MISSING)
+        if va != vb or isinstance(va, bool) != isinstance(vb, bool):
+            diffs.append(f"{k} (checkpoint: {va!r}, now: {vb!r})")
+    return diffs
+
+
+def check_structure(ck: Any, path: Path, n_tasks: int | None = None) -> None:
+    """Format, required keys and task counters consistent with the accuracy matrix."""
+    from .runner import CKPT_FORMAT
+
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise CheckpointError(f"{path} is not a cl_compress checkpoint (format {CKPT_FORMAT})")
+    missing = [k for k in REQUIRED if k not in ck]
+    if missing:
+        hint = " (written by an older version, which did not store the run's config)" \
+            if missing == ["config"] else ""
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}{hint}; it cannot be checked "
+                              f"against this run, so it is not resumed: start a fresh run")
+    nt, T, R = ck["next_task"], ck["n_tasks"], ck["acc_matrix"]
+    if not (isinstance(nt, int) and isinstance(T, int) and 1 <= nt <= T):
+        raise CheckpointError(f"{path} is inconsistent: next_task={nt!r}, n_tasks={T!r} "
+                              f"(need 1 <= next_task <= n_tasks)")
+    if n_tasks is not None and T != n_tasks:
+        raise CheckpointError(f"{path} was written for n_tasks={T}, this stream has {n_tasks}")
+    if not isinstance(R, list) or len(R) != nt or any(
+            not isinstance(r, list) or len(r) != i + 1 for i, r in enumerate(R)):
+        shape = [len(r) if isinstance(r, list) else "?" for r in R] if isinstance(R, list) else R
+        raise CheckpointError(f"{path} is inconsistent: next_task={nt} but the accuracy matrix has "
+                              f"row lengths {shape} (expected 1..{nt})")
+    if any(not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v <= 1
+           for r in R for v in r):
+        raise CheckpointError(f"{path} is inconsistent: accuracies outside [0, 1]")
+    model = ck["model"]
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise CheckpointError(f"{path} is inconsistent: 'model' is not a state dict of tensors")
+    if not isinstance(ck["strategy"], dict) or not isinstance(ck["timing"], dict):
+        raise CheckpointError(f"{path} is inconsistent: 'strategy'/'timing' are not mappings")
+
+
+def check_config(ck: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    diffs = config_differences(ck["config"], current)
+    if diffs:
+        raise CheckpointError(
+            f"{path} belongs to a different run; resume needs the same settings, these differ: "
+            f"{'; '.join(diffs)}. Resume with the checkpoint's settings, or start a fresh run "
+            f"in another hydra.run.dir"
+        )
+
+
+def check_model_shapes(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Path) -> None:
+    """The checkpoint's tensors are the model's: same names, same shapes (SVD factors of a
+    factorised layer may differ in rank only: CACL truncates and grows them)."""
+    from .compress.svd import SVDFactorized
+
+    own = dict(model.named_parameters()) | dict(model.named_buffers())
+    own |= {k: v for k, v in model.state_dict().items() if k not in own}
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit the model: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    for name, v in state.items():
+        mine = own[name]
+        if mine.shape == v.shape:
+            continue
+        module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        if isinstance(module, SVDFactorized) and mine.dim() == v.dim():
+            continue
+        raise CheckpointError(f"{path} does not fit the model: {name} has shape {tuple(v.shape)} "
+                              f"in the checkpoint, {tuple(mine.shape)} in the model")
+
+
+def describe_checkpoint(run_dir: str | Path) -> str:
+    """One phrase on what ``checkpoint.pt`` in ``run_dir`` keeps (for stop messages)."""
+    from .io import load_torch
+
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.exists():
+        return "no task had finished, so no checkpoint was written"
+    try:
+        nt = int(load_torch(path)["next_task"])
+    except Exception as e:  # noqa: BLE001  (the message must still come out)
+        return f"{path} could not be read back ({type(e).__name__})"
+    tasks = "task 0" if nt == 1 else f"tasks 0-{nt - 1}"
+    return f"{path} keeps {tasks} (next_task={nt})"
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- metrics.csv and W&B run id on resume --------------------------------------------
+
+def trim_metrics_csv(path: Path, next_task: int) -> int:
+    """Keep the rows of metrics.csv up to the last row of task ``next_task - 1`` (drop the
+    rows of a task that was interrupted); return the last kept global epoch number."""
+    if not path.exists():
+        return 0
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return 0
+    header, body = rows[0], rows[1:]
+    last = -1
+    for i, r in enumerate(body):
+        if len(r) > 1 and r[1] != "" and _int(r[1]) == next_task - 1:
+            last = i
+    kept = body[:last + 1]
+    tmp = path.with_name(f".{path.name}.trim.tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([header, *kept])
+    os.replace(tmp, path)
+    epochs = [_int(r[2]) for r in kept if len(r) > 2 and r[2] != ""]
+    return max((e for e in epochs if e is not None), default=0)
+
+
+def _int(s: str) -> int | None:
+    try:
+        v = float(s)
+    except ValueError:
+        return None
+    return int(v) if math.isfinite(v) else None
+
+
+def wandb_run_id(run_dir: Path, resume: bool) -> str:
+    """The run directory's W&B run id: read back on resume, else a new one stored there."""
+    path = run_dir / WANDB_ID_FILE
+    if resume and path.is_file():
+        rid = path.read_text().strip()
+        if rid:
+            return rid
+    import secrets
+
+    rid = secrets.token_hex(4)
+    path.write_text(rid + "\n")
+    return rid
