@@ -107,6 +107,8 @@ def _check_dataclass_group(group: str, given: dict[str, Any], cls) -> None:
         default = f.default if f.default is not dataclasses.MISSING else None
         if isinstance(default, bool) or default is None:
             continue
+        if v is None and "None" in str(f.type):  # optional settings (e.g. train.steps_per_task)
+            continue
         if _is_int(default) and not _is_int(v):
             raise ConfigError(f"{group}.{k}={v!r} must be an integer")
         if isinstance(default, float) and not _is_number(v):

@@ -223,7 +223,7 @@ def run_stream(
         timing["eval_seconds"] += time.perf_counter() - t0
         R.append(row)
         ddp_check = check_ranks_agree(model, strategy, t)
-        _log_task(tracker, strategy, R, t, reference_bits, spent, acc_before[t])
+        _log_task(tracker, strategy, R, t, reference_bits, spent, acc_before[t], T)
         if is_rank_zero():
             save_torch(ckpt_path, {
                 "format": CKPT_FORMAT, "next_task": t + 1, "n_tasks": T, "seed": seed,
@@ -323,7 +323,7 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
 
 
 def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_bits: int,
-              spent: dict[str, Any], acc_before: float) -> None:
+              spent: dict[str, Any], acc_before: float, n_tasks: int) -> None:
     row = R[t]
     stats = strategy.compression_stats()
     m: dict[str, float] = {f"eval/acc/task_{j}": a for j, a in enumerate(row)}
@@ -333,7 +333,12 @@ def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_b
         m["stream/forgetting"] = metrics.forgetting(R)
     m["compress/stored_params"] = stats.stored_params
     m["compress/stored_bits"] = stats.stored_bits
-    m["compress/ratio_vs_individual"] = metrics.compression_ratio(reference_bits, stats.stored_bits)
+    # against the t + 1 individual models that answer for the tasks seen so far (the final
+    # figure, against all T, is in the summary and results.json)
+    model = strategy.model
+    seen_bits = reference_bits if model is None else individual_reference_bits(
+        model.body, model.heads, n_tasks, seen=t + 1)
+    m["compress/ratio_vs_individual"] = metrics.compression_ratio(seen_bits, stats.stored_bits)
     m |= {f"compress/{k}": float(v) for k, v in strategy.task_metrics(t).items()}
     m["eval/acc_before_compression"] = acc_before
     m["budget/train_steps"] = spent["train_steps"]

@@ -157,3 +157,18 @@ def test_every_preset_plans_with_an_equal_step_budget(name, capsys):
     assert sweep.main(["--preset", name, "--dry-run"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "train.steps_per_task=" in out
+
+
+def test_per_task_ratio_of_individual_is_one_at_every_task(tmp_path):
+    """compress/ratio_vs_individual after task t divides by t + 1 individual models, so the
+    individual baseline itself reads 1.0 at every task (it read 3.0 -> 1.5 -> 1.0 before)."""
+    import csv
+
+    run_quick(tmp_path, ["strategy=individual"])
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    ratios = [float(r["value"]) for r in rows if r["key"] == "compress/ratio_vs_individual"]
+    assert ratios == pytest.approx([1.0, 1.0, 1.0])
+    run_quick(tmp_path / "naive", ["strategy=naive"])
+    rows = list(csv.DictReader(open(tmp_path / "naive" / "metrics.csv")))
+    ratios = [float(r["value"]) for r in rows if r["key"] == "compress/ratio_vs_individual"]
+    assert ratios[0] < ratios[1] < ratios[2]  # one shared body against t + 1 models

@@ -14,10 +14,18 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def individual_reference_bits(body: nn.Module, heads: nn.Module, n_tasks: int) -> int:
-    """Bits stored by one independent fp32 model per task (the ``individual`` baseline).
+def individual_reference_bits(body: nn.Module, heads: nn.Module, n_tasks: int,
+                              seen: int | None = None) -> int:
+    """Bits stored by one independent fp32 model per task (the ``individual`` baseline),
+    after ``seen`` tasks (default: all ``n_tasks``): ``seen`` bodies and their heads.
 
     >>> individual_reference_bits(nn.Linear(3, 2), nn.Linear(2, 2), 4)
     1216
+    >>> individual_reference_bits(nn.Linear(3, 2), nn.ModuleList([nn.Linear(2, 2)] * 4), 4, seen=1)
+    320
     """
-    return 32 * (n_tasks * count_params(body) + count_params(heads))
+    seen = n_tasks if seen is None else seen
+    head_list = list(heads) if isinstance(heads, nn.ModuleList) else [heads]
+    head_bits = (sum(count_params(h) for h in head_list[:seen]) if len(head_list) == n_tasks
+                 else count_params(heads))
+    return 32 * (seen * count_params(body) + head_bits)

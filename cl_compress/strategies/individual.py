@@ -55,7 +55,7 @@ class Individual(Strategy):
     def compression_stats(self) -> CompressionStats:
         assert self.model is not None
         body = dense_stats(self.model.body)
-        heads = dense_stats(list(self.model.heads))
+        heads = dense_stats(list(self.model.heads)[:len(self.bodies)])  # heads of seen tasks
         n = len(self.bodies) * body.stored_params + heads.stored_params
         return CompressionStats(n, 32 * n, {"bodies": len(self.bodies)})
 
