@@ -69,7 +69,7 @@ def merge_overrides(*groups: list[str]) -> list[str]:
 
 # keys never in a run's folder name: already in the path, or not a setting of the experiment
 DIR_EXCLUDE = ("seed", "strategy", "strategy.name", "benchmark", "benchmark.name",
-               "benchmark.scenario", "resume", "trainer.progress_bar", "logger", "logger.wandb",
+               "benchmark.scenario", "resume", "skip_if_done", "keep_going", "trainer.progress_bar", "logger", "logger.wandb",
                "logger.project", "logger.entity", "logger.mode", "logger.group", "logger.tags")
 SWEEP_SYNTAX = re.compile(r"^(choice|range|glob|interval|tag|sort|shuffle)\(")
 
