@@ -446,6 +446,7 @@ def run_jobs(cmds: list[list[str]], meta: dict[str, Any], sweep_dir: Path,
                       flush=True)
                 if proc.returncode:
                     print(_tail(sweep_dir / job["log"]), file=sys.stderr, flush=True)
+                write_json(sweep_dir / "sweep.json", meta)
             progress.update(meta, sweep_dir)
     except KeyboardInterrupt:
         print("\n[sweep] interrupted: stopping the multiruns; run the same command again "
