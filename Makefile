@@ -73,12 +73,24 @@ clean: ## remove run outputs (keeps .venv)
 STRATEGIES ?=
 SEEDS ?=
 PRESET ?=
-.PHONY: compare compare-cpu compare-protocol
+LAUNCHER ?=
+PARALLEL ?=
+DIR ?=
+TRIALS ?=
+STORAGE ?=
+.PHONY: compare compare-cpu compare-protocol tune
 
-compare: setup ## sweep strategies x seeds + report: make compare [BENCHMARK="a b"] [STRATEGIES="a b"] [SEEDS="0 1 2"] [PRESET=cpu] [ARGS=..]
+compare: setup ## sweep strategies x seeds + report: make compare [BENCHMARK="a b"] [STRATEGIES="a b"] [SEEDS="0 1 2"] [PRESET=cpu] [LAUNCHER=joblib|basic|submitit_local|submitit_slurm] [PARALLEL=N] [DIR=<sweep dir: same DIR resumes>] [ARGS=..]
 	$(PY) -m cl_compress.sweep $(if $(PRESET),--preset $(PRESET)) \
 	  $(if $(filter command line environment,$(origin BENCHMARK)),--benchmarks "$(BENCHMARK)") \
-	  $(if $(STRATEGIES),--strategies "$(STRATEGIES)") $(if $(SEEDS),--seeds "$(SEEDS)") $(ARGS)
+	  $(if $(STRATEGIES),--strategies "$(STRATEGIES)") $(if $(SEEDS),--seeds "$(SEEDS)") \
+	  $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(if $(PARALLEL),--parallel $(PARALLEL)) \
+	  $(if $(DIR),--dir "$(DIR)") $(ARGS)
+
+tune: setup ## Optuna search of one strategy's hyper-parameters on a validation split: make tune STRATEGY=packnet [BENCHMARK=split_digits] [TRIALS=20] [PRESET=base] [STORAGE=<db url>] [ARGS=..]
+	$(PY) -m cl_compress.tune --strategy $(STRATEGY) --benchmark $(BENCHMARK) \
+	  $(if $(TRIALS),--trials $(TRIALS)) $(if $(PRESET),--preset $(PRESET)) \
+	  $(if $(STORAGE),--storage "$(STORAGE)") $(ARGS)
 
 compare-cpu: ## the short CPU smoke comparison (100 steps/task): experiments/results/compare-cpu
 	$(MAKE) compare PRESET=cpu

@@ -17,12 +17,13 @@ import csv
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .io import write_json
 from .runs import Run, read_per_task, stat
+from .status import read_status
 
 __all__ = ["Run", "Sweep", "load_sweep", "read_per_task", "stat", "write_report"]
 
@@ -50,6 +51,7 @@ class Sweep:
     runs: list[Run]
     incomplete: list[Path]
     meta: dict[str, Any]
+    failed: dict[Path, str] = field(default_factory=dict)  # run dir -> error (status.json)
 
     @property
     def groups(self) -> dict[str, dict[str, list[Run]]]:
@@ -106,11 +108,17 @@ def load_sweep(root: str | Path) -> Sweep:
         if isinstance(res, dict) and "acc_matrix" in res and "strategy" in res:
             runs.append(Run(p.parent, res, per_task=read_per_task(p.parent / "metrics.csv")))
     done = {r.path for r in runs}
-    incomplete = sorted({p.parent.parent for p in root.rglob(".hydra/overrides.yaml")} - done)
+    incomplete = sorted(({p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
+                         | {p.parent for p in root.rglob("status.json")}) - done)
+    failed = {}
+    for p in incomplete:
+        st = read_status(p) or {}
+        if st.get("state") == "failed":
+            failed[p] = str(st.get("error") or "unknown error")
     assign_labels(runs)
     meta_path = root / "sweep.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return Sweep(root, runs, incomplete, meta)
+    return Sweep(root, runs, incomplete, meta, failed)
 
 
 def fmt_si(v: float) -> str:
@@ -191,6 +199,24 @@ def wandb_markdown(sweep: Sweep) -> str:
     return "\n\n".join(lines)
 
 
+def tuning_lines(tuning: dict[str, Any]) -> list[str]:
+    """Report lines for a preset written by ``cl_compress.tune``: trials per tuned strategy,
+    and whether every tuned strategy had the same number.
+
+    >>> tuning_lines({"a": {"trials": 6, "study": "s"}, "b": {"trials": 6, "study": "t"}})[-1]
+    '- every tuned strategy had the same number of trials (6)'
+    """
+    if not tuning:
+        return []
+    lines = [f"- tuned on a validation split held out of the training data: `{k}` "
+             f"{v.get('trials')} trials (Optuna study `{v.get('study')}`, objective "
+             f"{v.get('objective', 'avg_acc')})" for k, v in sorted(tuning.items())]
+    counts = sorted({v.get("trials") for v in tuning.values()}, key=str)
+    lines.append(f"- every tuned strategy had the same number of trials ({counts[0]})" if len(counts) == 1
+                 else f"- **unequal tuning**: trials per strategy {counts}")
+    return lines
+
+
 def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.md``, its PNGs, ``runs.csv`` and ``summary.json``; returns report.md."""
     from . import report_plots as rp
@@ -219,12 +245,19 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
           f"- command: `{m.get('command', 'python -m cl_compress.report ' + str(sweep.root))}`",
           f"- machine: {m.get('machine', 'unknown')}",
           *([f"- wall time of the sweep: {m['total_seconds'] / 60:.1f} min over {len(m['jobs'])} "
-             f"multirun(s), {m.get('parallel', 1)} at a time, OMP_NUM_THREADS="
-             f"{m.get('threads') or 'unset'} (exit codes {[j['rc'] for j in m['jobs']]})"]
+             f"multirun(s), launcher `{m.get('launcher', 'basic')}`, {m.get('parallel', 1)} at a "
+             f"time, OMP_NUM_THREADS={m.get('threads') or 'unset'} (exit codes "
+             f"{[j['rc'] for j in m['jobs']]})"
+             + (f"; attempt {len(m['attempts']) + 1} of this sweep directory (finished runs of "
+                "earlier attempts kept)" if m.get("attempts") else "")]
             if m.get("total_seconds") else []),
           *[f"- note: {n}" for n in m.get("notes", [])],
-          f"- finished runs: {len(sweep.runs)}; incomplete: {len(sweep.incomplete)}"
-          + "".join(f"\n  - `{p.relative_to(sweep.root)}` (no results.json)" for p in sweep.incomplete)]
+          *tuning_lines(m.get("tuning") or {}),
+          f"- finished runs: {len(sweep.runs)}; failed: {len(sweep.failed)}; incomplete: "
+          f"{len(sweep.incomplete) - len(sweep.failed)}"
+          + "".join(f"\n  - `{p.relative_to(sweep.root)}` **failed**: {e}" for p, e in sweep.failed.items())
+          + "".join(f"\n  - `{p.relative_to(sweep.root)}` (no results.json: interrupted or running)"
+                    for p in sweep.incomplete if p not in sweep.failed)]
     absent = sorted(set(builtin_names()) - {r.strategy for r in sweep.runs})
     if absent:
         md.append(f"- registered strategies not in this sweep: {', '.join(f'`{a}`' for a in absent)}")

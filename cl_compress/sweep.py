@@ -3,7 +3,17 @@
 
     python -m cl_compress.sweep [--preset cpu] [--benchmarks "split_fmnist permuted_fmnist"]
         [--strategies "packnet lrpet"] [--seeds "0 1 2"] [--dir DIR] [--out DIR] [--dry-run]
+        [--launcher joblib|basic|submitit_local|submitit_slurm] [--parallel N]
         [hydra overrides for every run, e.g. train.epochs=1]
+
+The runs are started by a Hydra launcher (``hydra/launcher``): ``joblib`` (default: ``--parallel``
+runs at a time on this machine), ``basic`` (one after another, in the multirun's process),
+``submitit_slurm`` (a SLURM job array per benchmark) or ``submitit_local`` (submitit's local
+executor: the SLURM code path on this machine). Every run gets ``skip_if_done=true
+keep_going=true``: running the same command with the same ``--dir`` again keeps the finished
+runs and runs only the missing ones, and a failing run never stops the others (it is listed
+as failed in sweep.json and the report). Progress (done / failed / running / pending, ETA) is
+printed as it changes and written to sweep.json ``progress``.
 
 Default: every registered strategy (``builtin_names()``), seeds 0 1 2, split_fmnist. A preset
 (``experiments/presets/<name>.yaml``, see experiments/README.md) names the benchmarks, seeds,
@@ -13,17 +23,18 @@ shared overrides, per-strategy overrides and variants (e.g. LRPET's truncate bas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import json
 import os
 import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +46,31 @@ from .io import write_json
 PRESET_DIR = Path(__file__).resolve().parents[1] / "experiments" / "presets"
 PRESET_KEYS = {"description", "target", "benchmarks", "strategies", "seeds", "overrides",
                "benchmark_overrides", "strategy_overrides", "variants", "out", "parallel", "threads",
-               "budget_exceptions"}
+               "budget_exceptions", "launcher", "tuning"}
 REPORT_FILES = ("report.md", "runs.csv", "summary.json", "sweep.json")
 CONFIG_DIR = "strategy_configs"  # generated configs (variants, preset overrides), in the sweep dir
+LAUNCHERS = ("joblib", "basic", "submitit_local", "submitit_slurm")
+SKIP_DIRS = (CONFIG_DIR, ".submitit")  # folders of a sweep dir that hold no run
+
+
+def launcher_overrides(launcher: str, parallel: int) -> list[str]:
+    """Hydra overrides that select ``launcher`` and give it ``parallel``: ``n_jobs`` of
+    joblib, ``array_parallelism`` of a SLURM array (when > 1); submitit's local executor
+    starts every run of a multirun at once.
+
+    >>> launcher_overrides("joblib", 2), launcher_overrides("basic", 4)
+    (['hydra/launcher=joblib', 'hydra.launcher.n_jobs=2'], [])
+    """
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {launcher!r}; choose one of {list(LAUNCHERS)}")
+    if launcher == "basic":
+        return []
+    ovs = [f"hydra/launcher={launcher}"]
+    if launcher == "joblib":
+        ovs.append(f"hydra.launcher.n_jobs={max(1, parallel)}")
+    elif launcher == "submitit_slurm" and parallel > 1:
+        ovs.append(f"hydra.launcher.array_parallelism={parallel}")
+    return ovs
 
 
 def load_preset(name: str | None) -> dict[str, Any]:
@@ -69,8 +102,9 @@ def merge_overrides(*groups: list[str]) -> list[str]:
 
 # keys never in a run's folder name: already in the path, or not a setting of the experiment
 DIR_EXCLUDE = ("seed", "strategy", "strategy.name", "benchmark", "benchmark.name",
-               "benchmark.scenario", "resume", "trainer.progress_bar", "logger", "logger.wandb",
-               "logger.project", "logger.entity", "logger.mode", "logger.group", "logger.tags")
+               "benchmark.scenario", "resume", "skip_if_done", "keep_going", "trainer.progress_bar",
+               "logger", "logger.wandb", "logger.project", "logger.entity", "logger.mode",
+               "logger.group", "logger.tags")
 SWEEP_SYNTAX = re.compile(r"^(choice|range|glob|interval|tag|sort|shuffle)\(")
 
 
@@ -176,7 +210,8 @@ def strategy_config(strategy: str, overrides: list[str], label: str) -> str:
 
 
 def plan(preset: dict[str, Any], strategies: list[str], seeds: list[int], benchmarks: list[str],
-         name: str, sweep_dir: Path, extra: list[str]) -> tuple[list[list[str]], dict[str, str], list[str]]:
+         name: str, sweep_dir: Path, extra: list[str], launcher: str = "basic",
+         parallel: int = 1) -> tuple[list[list[str]], dict[str, str], list[str]]:
     """One ``python -m cl_compress.train -m`` argument list per benchmark, the generated
     strategy configs (``{option: yaml}``) and notes on skipped strategies.
 
@@ -186,7 +221,8 @@ def plan(preset: dict[str, Any], strategies: list[str], seeds: list[int], benchm
     ``<overrides>`` (Hydra's ``override_dirname``) names the overrides given on the command
     line (``extra``) and any setting swept with ``a,b``: two values of one setting never share
     a folder. The preset's own single-valued overrides are the same for every run of the
-    sweep and stay out of the path (see :func:`_exclude_keys`).
+    sweep and stay out of the path (see :func:`_exclude_keys`). Every multirun uses
+    ``launcher`` (:func:`launcher_overrides`) with ``skip_if_done=true keep_going=true``.
     """
     from .strategies import get_strategy
 
@@ -203,7 +239,8 @@ def plan(preset: dict[str, Any], strategies: list[str], seeds: list[int], benchm
         fixed = merge_overrides(preset.get("overrides") or [],
                                 (preset.get("benchmark_overrides") or {}).get(bench, []))
         common = merge_overrides(
-            [f"benchmark={bench}", "trainer.progress_bar=false"], fixed, extra,
+            [f"benchmark={bench}", "trainer.progress_bar=false", "skip_if_done=true",
+             "keep_going=true", *launcher_overrides(launcher, parallel)], fixed, extra,
             [f"logger.group={name}", f"hydra.sweep.dir={sweep_dir}",
              "hydra.sweep.subdir=${benchmark.name}-${benchmark.scenario}/"
              "${hydra:runtime.choices.strategy}/${clc_overrides:}s${seed}"])
@@ -248,10 +285,126 @@ def copy_report(sweep_dir: Path, out: Path) -> None:
             shutil.copy2(f, out / f.name)
 
 
-def run_jobs(cmds: list[list[str]], meta: dict[str, Any], sweep_dir: Path, parallel: int = 1,
-             threads: int | None = None) -> None:
-    """Run the multiruns, ``parallel`` at a time (then each writes ``multirun-<k>.log``), and
-    record exit code and duration of each in ``meta["jobs"]`` / sweep.json as they finish.
+def count_runs(args: list[str]) -> int | None:
+    """How many runs the multirun ``args`` starts (Hydra's own expansion of ``a,b``,
+    ``range(..)`` ... sweeps); None when it cannot be told without composing the config.
+
+    >>> count_runs(["-m", "strategy=naive,packnet", "seed=0,1,2", "train.lr=0.1"])
+    6
+    """
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        ovs = [a for a in args if a != "-m" and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(ovs), None)
+        return sum(len(b) for b in batches)
+    except Exception:
+        return None
+
+
+def _clock(seconds: float) -> str:
+    """``1 h 02 min`` / ``3 min`` / ``40 s``.
+
+    >>> _clock(3725), _clock(185), _clock(40)
+    ('1 h 02 min', '3 min', '40 s')
+    """
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
+
+
+class Progress:
+    """Runs of a sweep directory counted from their files: *done* (a complete results.json;
+    *kept* when written before this invocation started), *failed* / *running* (status.json
+    written by this invocation), *pending* (the rest of ``total``), and an ETA from the rate
+    at which this invocation finishes runs."""
+
+    def __init__(self, sweep_dir: Path, total: int | None, t0: float | None = None):
+        self.sweep_dir, self.total = sweep_dir, total
+        self.t0 = time.time() if t0 is None else t0
+        self.last: tuple | None = None
+
+    def run_dirs(self) -> set[Path]:
+        dirs = set()
+        for name in ("status.json", "results.json"):
+            for p in self.sweep_dir.rglob(name):
+                rel = p.parent.relative_to(self.sweep_dir).parts
+                if p.parent != self.sweep_dir and not (rel and rel[0] in SKIP_DIRS):
+                    dirs.add(p.parent)
+        return dirs
+
+    def scan(self) -> dict[str, Any]:
+        from .status import complete_results, read_status
+
+        done, kept, failed, running, finished_now = 0, 0, [], [], 0
+        for d in sorted(self.run_dirs()):
+            st = read_status(d) or {}
+            fresh = st.get("updated", 0) >= self.t0 - 1
+            if fresh and st.get("state") == "running":
+                running.append(str(d.relative_to(self.sweep_dir)))
+            elif fresh and st.get("state") == "failed":
+                failed.append({"run": str(d.relative_to(self.sweep_dir)), "error": st.get("error")})
+                finished_now += 1
+            elif complete_results(d) is not None:
+                done += 1
+                if fresh and st.get("state") == "done":
+                    finished_now += 1
+                else:
+                    kept += 1
+        total = self.total if self.total is not None else done + len(failed) + len(running)
+        total = max(total, done + len(failed) + len(running))
+        pending = total - done - len(failed) - len(running)
+        now = time.time()
+        elapsed = now - self.t0
+        left = total - done - len(failed)
+        eta = elapsed / finished_now * left if finished_now and left else (0.0 if not left else None)
+        return {"total": total, "done": done, "kept": kept, "failed": len(failed),
+                "running": len(running), "pending": pending,
+                "elapsed_seconds": round(elapsed, 1),
+                "eta_seconds": None if eta is None else round(eta, 1),
+                "eta_at": None if eta is None else dt.datetime.fromtimestamp(now + eta).isoformat(
+                    timespec="seconds"),
+                "updated_at": dt.datetime.fromtimestamp(now).isoformat(timespec="seconds"),
+                "failed_runs": failed, "running_runs": running}
+
+    @staticmethod
+    def line(p: dict[str, Any]) -> str:
+        eta = ("ETA unknown" if p["eta_seconds"] is None else
+               f"ETA {_clock(p['eta_seconds'])} ({p['eta_at'][11:16]})" if p["eta_seconds"] else "finished")
+        return (f"[sweep] {p['done']}/{p['total']} done ({p['kept']} kept), {p['failed']} failed, "
+                f"{p['running']} running, {p['pending']} pending; {eta}")
+
+    def update(self, meta: dict[str, Any], sweep_dir: Path, force: bool = False) -> None:
+        """Rescan; when the counts changed (or ``force``), print the line and rewrite
+        sweep.json ``progress``."""
+        p = self.scan()
+        key = (p["done"], p["failed"], p["running"], p["pending"])
+        if key != self.last or force:
+            self.last = key
+            meta["progress"] = {k: v for k, v in p.items() if k != "running_runs"}
+            write_json(sweep_dir / "sweep.json", meta)
+            print(self.line(p), flush=True)
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def run_jobs(cmds: list[list[str]], meta: dict[str, Any], sweep_dir: Path,
+             launcher: str = "basic", threads: int | None = None, total: int | None = None,
+             poll: float = 2.0) -> Progress:
+    """Start the multiruns (each logs to ``multirun-<k>.log``), follow the runs' files and
+    record each multirun's exit code and duration in ``meta["jobs"]`` / sweep.json.
+
+    With a local launcher (joblib, basic) the multiruns run one after another, the launcher
+    running ``--parallel`` runs of each at once; with submitit they all start at once (each
+    submits its job array). Interrupting the sweep (Ctrl-C, SIGTERM) stops every multirun
+    and the runs it started on this machine; finished runs stay finished.
 
     ``threads`` sets OMP_NUM_THREADS for the runs unless the environment sets it already:
     on a few shared cores, several OpenMP threads per process oversubscribe the CPU (on the
@@ -260,26 +413,55 @@ def run_jobs(cmds: list[list[str]], meta: dict[str, Any], sweep_dir: Path, paral
     env = dict(os.environ)
     if threads:
         env.setdefault("OMP_NUM_THREADS", str(threads))
-    lock = threading.Lock()
+    progress = Progress(sweep_dir, total)
+    together = launcher.startswith("submitit")
+    waiting, live = list(range(len(cmds))), {}
 
-    def one(k: int) -> None:
-        job, cmd = meta["jobs"][k], cmds[k]
-        t0 = time.perf_counter()
-        print(f"+ [{k}] {shlex.join(cmd)}", flush=True)
-        if parallel > 1:
-            job["log"] = f"multirun-{k}.log"
-            with open(sweep_dir / job["log"], "w") as f:
-                rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-        else:
-            rc = subprocess.run(cmd, env=env).returncode
-        with lock:
-            job["rc"], job["seconds"] = rc, round(time.perf_counter() - t0, 1)
-            write_json(sweep_dir / "sweep.json", meta)
-        print(f"  [{k}] exit code {rc} after {job['seconds']:.0f} s", flush=True)
+    def start(k: int) -> None:
+        job = meta["jobs"][k]
+        job["log"] = f"multirun-{k}.log"
+        print(f"+ [{k}] {shlex.join(cmds[k])}  > {job['log']}", flush=True)
+        with open(sweep_dir / job["log"], "w") as f:
+            live[k] = (subprocess.Popen(cmds[k], stdout=f, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True), time.perf_counter())
 
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
     write_json(sweep_dir / "sweep.json", meta)
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        list(pool.map(one, range(len(cmds))))
+    try:
+        progress.update(meta, sweep_dir, force=True)
+        while waiting or live:
+            while waiting and (together or not live):
+                start(waiting.pop(0))
+            time.sleep(poll)
+            for k, (proc, t0) in list(live.items()):
+                if proc.poll() is None:
+                    continue
+                del live[k]
+                job = meta["jobs"][k]
+                job["rc"], job["seconds"] = proc.returncode, round(time.perf_counter() - t0, 1)
+                print(f"  [{k}] multirun exit code {proc.returncode} after {job['seconds']:.0f} s",
+                      flush=True)
+                if proc.returncode:
+                    print(_tail(sweep_dir / job["log"]), file=sys.stderr, flush=True)
+                write_json(sweep_dir / "sweep.json", meta)
+            progress.update(meta, sweep_dir)
+    except KeyboardInterrupt:
+        print("\n[sweep] interrupted: stopping the multiruns; run the same command again "
+              "(same --dir) to finish the missing runs", file=sys.stderr, flush=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        for proc, _ in live.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc, _ in live.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=20)
+    progress.update(meta, sweep_dir)
+    return progress
 
 
 def _words(text: str | None) -> list[str] | None:
@@ -297,7 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", help="space-separated seeds (default: 0 1 2)")
     p.add_argument("--dir", help="sweep directory (default: runs/compare/<preset>-<time>)")
     p.add_argument("--out", help="also copy the report there (default: the preset's `out`)")
-    p.add_argument("--parallel", type=int, help="multiruns (benchmarks) run at once (default 1)")
+    p.add_argument("--launcher", choices=LAUNCHERS,
+                   help="Hydra launcher of the runs (default: the preset's, else joblib)")
+    p.add_argument("--parallel", type=int,
+                   help="runs at once: joblib n_jobs, SLURM array parallelism (default 1)")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between progress checks")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS of each run, unless already set")
     p.add_argument("--dry-run", action="store_true", help="print the multirun commands only")
     args, extra = p.parse_known_args(argv)
@@ -317,8 +503,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.dir:
             name = sweep_dir.name
         budget = check_budget(preset, benchmarks, extra)
-        jobs, configs, notes = plan(preset, strategies, seeds, benchmarks, name, sweep_dir, extra)
         parallel = int(args.parallel or preset.get("parallel") or 1)
+        launcher = args.launcher or preset.get("launcher") or "joblib"
+        jobs, configs, notes = plan(preset, strategies, seeds, benchmarks, name, sweep_dir, extra,
+                                    launcher, parallel)
         threads = args.threads or preset.get("threads")
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -338,36 +526,61 @@ def main(argv: list[str] | None = None) -> int:
         if latest.is_symlink() or not latest.exists():
             latest.unlink(missing_ok=True)
             latest.symlink_to(sweep_dir.name)
+    counts = [count_runs(j) for j in jobs]
+    total = None if None in counts else sum(c for c in counts if c is not None)
+    previous = (json.loads((sweep_dir / "sweep.json").read_text())
+                if (sweep_dir / "sweep.json").is_file() else {})
+    attempts = [*previous.get("attempts", []),
+                *([{k: previous.get(k) for k in ("date", "command", "total_seconds", "progress")}]
+                  if previous else [])]
     meta = {"name": name, "sweep_dir": str(sweep_dir), "preset": preset.get("preset"),
             "description": preset.get("description"), "target": preset.get("target"),
             "command": shlex.join(["python", "-m", "cl_compress.sweep", *(argv or sys.argv[1:])]),
             "date": stamp.isoformat(timespec="seconds"), "machine": machine(),
             "benchmarks": benchmarks, "strategies": strategies, "seeds": seeds, "notes": notes,
             "budget": budget, "budget_exceptions": preset.get("budget_exceptions") or {},
-            "parallel": parallel, "threads": os.environ.get("OMP_NUM_THREADS", threads),
-            "jobs": [{"args": j, "rc": None, "seconds": None} for j in jobs]}
+            "launcher": launcher, "parallel": parallel,
+            "threads": os.environ.get("OMP_NUM_THREADS", threads), "tuning": preset.get("tuning") or {},
+            "runs_expected": total, "attempts": attempts,
+            "jobs": [{"args": j, "runs": n, "rc": None, "seconds": None} for j, n in zip(jobs, counts)]}
     t_all = time.perf_counter()
-    run_jobs(cmds, meta, sweep_dir, parallel, threads)
+    try:
+        progress = run_jobs(cmds, meta, sweep_dir, launcher, threads, total, args.poll)
+    except KeyboardInterrupt:
+        meta["total_seconds"] = round(time.perf_counter() - t_all, 1)
+        meta["interrupted"] = True
+        write_json(sweep_dir / "sweep.json", meta)
+        return 130
     meta["total_seconds"] = round(time.perf_counter() - t_all, 1)
+    final = progress.scan()
+    meta["failed_runs"] = final["failed_runs"]
+    missing = final["total"] - final["done"] - final["failed"]
     write_json(sweep_dir / "sweep.json", meta)
-    report = write_report(sweep_dir)
+    try:
+        report = str(write_report(sweep_dir))
+    except ValueError as e:  # no run finished
+        report = f"none ({e})"
     out = args.out or preset.get("out")
-    if out:
+    if out and not report.startswith("none"):
         copy_report(sweep_dir, Path(out))
     failed = [j for j in meta["jobs"] if j["rc"] != 0]
-    print(f"\nsweep: {sweep_dir} ({meta['total_seconds']:.0f} s, {len(failed)} failed multirun(s))\n"
-          f"report: {report}" + (f"\ncopied to: {out}" if out else ""))
+    print(f"\nsweep: {sweep_dir} ({meta['total_seconds']:.0f} s): {final['done']}/{final['total']} "
+          f"runs done ({final['kept']} kept from before), {final['failed']} failed, {missing} "
+          f"missing; {len(failed)} multirun(s) exited non-zero\nreport: {report}"
+          + (f"\ncopied to: {out}" if out else ""))
+    for f in final["failed_runs"]:
+        print(f"failed: {f['run']}: {f['error']}", file=sys.stderr)
+    if missing:
+        print("missing runs: run the same command again (same --dir) to finish them", file=sys.stderr)
     unequal = unequal_budgets(sweep_dir)
     for bench, text in unequal.items():
         print(f"error: {bench}: {text}", file=sys.stderr)
-    return 1 if failed or unequal else 0
+    return 1 if failed or final["failed"] or missing or unequal else 0
 
 
 def unequal_budgets(sweep_dir: Path) -> dict[str, str]:
     """Benchmarks of a finished sweep whose runs did unequal training work (optimiser steps
     per task) that the preset did not name in ``budget_exceptions`` (from summary.json)."""
-    import json
-
     path = sweep_dir / "summary.json"
     if not path.is_file():
         return {}

@@ -167,28 +167,74 @@ def main(cfg: DictConfig) -> None:
 
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners, tips
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        res = build_and_run(cfg, run_dir)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except Preempted as e:  # SIGTERM/SIGUSR1: what is kept and how to continue
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except FloatingPointError as e:  # NaN/inf loss or weights: nothing non-finite was saved
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     from .tracking import is_rank_zero
 
-    if is_rank_zero():
-        c = res["compression"]
-        print(
-            f"\n{res['strategy']} on {res['benchmark']} ({res['scenario']}-IL, seed {res['seed']}): "
-            f"avg_acc={res['avg_acc']:.4f} bwt={res['bwt']:+.4f} forgetting={res['forgetting']:.4f} "
-            f"plasticity={res['plasticity']:.4f}\n  stored_params={c['stored_params']} "
-            f"ratio_vs_individual={c['ratio_vs_individual']:.2f}x model_bytes={c['model_bytes']} "
-            f"train_seconds={res['train_seconds']:.1f}\n  results: {Path(run_dir) / 'results.json'}"
-        )
+    c = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(c, dict)
+    res = run_job(c, run_dir, rank_zero=is_rank_zero())
+    if res is None or not is_rank_zero():
+        return
+    comp = res["compression"]
+    print(
+        f"\n{res['strategy']} on {res['benchmark']} ({res['scenario']}-IL, seed {res['seed']}): "
+        f"avg_acc={res['avg_acc']:.4f} bwt={res['bwt']:+.4f} forgetting={res['forgetting']:.4f} "
+        f"plasticity={res['plasticity']:.4f}\n  stored_params={comp['stored_params']} "
+        f"ratio_vs_individual={comp['ratio_vs_individual']:.2f}x model_bytes={comp['model_bytes']} "
+        f"train_seconds={res['train_seconds']:.1f}\n  results: {Path(run_dir) / 'results.json'}"
+    )
+
+
+def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> dict[str, Any] | None:
+    """One run of ``python -m cl_compress.train`` with its ``status.json`` bookkeeping.
+
+    ``skip_if_done=true``: a run directory that already holds a complete results.json of
+    the same config (:func:`cl_compress.status.is_finished`) is kept as it is (returns
+    None); one whose previous attempt of the same config left a ``checkpoint.pt`` continues
+    from its last finished task (``resume=true``). ``keep_going=true``: an error is
+    recorded in status.json and printed, and the function returns None instead of raising,
+    so a multirun launcher goes on with the other runs.
+    """
+    from . import status
+    from .runner import CHECKPOINT
+
+    run_dir = Path(run_dir)
+    digest = status.config_hash(c)
+    if c.get("skip_if_done"):
+        if status.is_finished(run_dir, c):
+            print(f"kept: {run_dir} already holds the results of this config (skip_if_done=true)")
+            return None
+        old = status.read_status(run_dir) or {}
+        if (run_dir / CHECKPOINT).is_file() and old.get("config_hash") == digest:
+            c = {**c, "resume": True}
+            print(f"resuming {run_dir} from its checkpoint (skip_if_done=true)")
+    if rank_zero:
+        status.write_status(run_dir, "running", config_hash=digest)
+    try:
+        res = build_and_run(c, run_dir)
+    except Preempted as e:  # SIGTERM/SIGUSR1 (BaseException): stop, saying what is kept
+        if rank_zero:
+            status.write_status(run_dir, "failed", error=f"preempted: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except Exception as e:
+        if rank_zero:
+            import traceback
+
+            status.write_status(run_dir, "failed", error=f"{type(e).__name__}: {e}",
+                                traceback=traceback.format_exc()[-4000:])
+        if c.get("keep_going"):
+            print(f"error: {run_dir}: {type(e).__name__}: {e}", file=sys.stderr)
+            return None
+        if isinstance(e, UserError):
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(e, FloatingPointError):  # NaN/inf loss or weights: nothing non-finite saved
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+        raise
+    if rank_zero:
+        status.write_status(run_dir, "done", avg_acc=res.get("avg_acc"))
+    return res
 
 
 if __name__ == "__main__":

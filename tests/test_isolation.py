@@ -44,20 +44,20 @@ def _check_own_files(results: list[Path], lrs: set[float]) -> None:
 
 def test_multirun_over_one_setting_keeps_two_runs(tmp_path):
     _multirun(["-m", "strategy=naive", "benchmark=synthetic", "train.lr=0.001,0.01",
-               "train.epochs=1", "logger=none", "trainer.progress_bar=false",
+               "train.steps_per_task=12", "logger=none", "trainer.progress_bar=false",
                f"hydra.sweep.dir={tmp_path}"])
     results = sorted(tmp_path.rglob("results.json"))
     _check_own_files(results, {0.001, 0.01})
     # the folder names the overrides that are not already in the path
-    assert {p.parent.parent.name for p in results} == {"train.epochs=1,train.lr=0.001",
-                                                       "train.epochs=1,train.lr=0.01"}
+    assert {p.parent.parent.name for p in results} == {"train.lr=0.001,train.steps_per_task=12",
+                                                       "train.lr=0.01,train.steps_per_task=12"}
     assert all(p.parent.parent.parent == tmp_path / "synthetic-task" / "naive" for p in results)
 
 
 def test_sweep_keeps_swept_settings_apart(tmp_path):
     """A sweep's own multirun: the preset's fixed overrides stay out of the path, a setting
     swept on the command line gets a folder per value."""
-    preset = {"preset": "p", "overrides": ["train.epochs=1", "train.batch_size=32"]}
+    preset = {"preset": "p", "overrides": ["train.steps_per_task=12", "train.batch_size=32"]}
     jobs, configs, _ = sweep.plan(preset, ["naive"], [0], ["synthetic"], "iso", tmp_path,
                                   ["logger=none", "train.lr=0.001,0.01"])
     assert len(jobs) == 1 and configs == {}

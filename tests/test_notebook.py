@@ -38,7 +38,7 @@ def test_sweep_runs_every_job_into_one_group(tiny_sweep):
     assert len(results) == 6
     for p in results:
         res = json.loads(p.read_text())
-        assert res["config"]["logger"]["group"] == "tiny" and res["config"]["train"]["epochs"] == 1
+        assert res["config"]["logger"]["group"] == "tiny" and res["config"]["train"]["steps_per_task"] == 12
         assert p.parent.name == f"s{res['seed']}"
         truncate = p.parent.parent.name == "lrpet-truncate"
         assert res["strategy"] == ("lrpet" if truncate else p.parent.parent.name)

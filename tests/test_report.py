@@ -361,11 +361,11 @@ def test_copy_report_replaces_only_the_previous_report(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["keep.png", "new.png", "report.md"]
 
 
-def test_run_jobs_parallel_records_exit_codes_and_threads(tmp_path):
+def test_run_jobs_records_exit_codes_and_threads(tmp_path):
     code = "import os, sys; print('threads', os.environ['OMP_NUM_THREADS']); sys.exit({})"
     cmds = [[sys.executable, "-c", code.format(k)] for k in (0, 3)]
     meta = {"jobs": [{"args": c, "rc": None, "seconds": None} for c in cmds]}
-    sweep.run_jobs(cmds, meta, tmp_path, parallel=2, threads=1)
+    sweep.run_jobs(cmds, meta, tmp_path, launcher="submitit_local", threads=1, poll=0.1)
     assert [j["rc"] for j in meta["jobs"]] == [0, 3]
     assert json.loads((tmp_path / "sweep.json").read_text())["jobs"][1]["rc"] == 3
     expected = os.environ.get("OMP_NUM_THREADS", "1")  # an explicit environment setting wins

@@ -49,6 +49,11 @@ class BenchmarkSpec:
     class_order: list[int] | None = None
     max_train_per_task: int | None = None
     max_test_per_task: int | None = None
+    eval_split: str = "test"
+    val_fraction: float = 0.1
+
+
+EVAL_SPLITS = ("test", "val")
 
 
 def validate_spec(spec: BenchmarkSpec) -> None:
@@ -63,6 +68,12 @@ def validate_spec(spec: BenchmarkSpec) -> None:
         raise ConfigError(f"benchmark.backend={spec.backend!r}; choose one of: {', '.join(BACKENDS)}")
     if spec.n_tasks is not None and spec.n_tasks < 1:
         raise ConfigError(f"benchmark.n_tasks must be >= 1, got {spec.n_tasks}")
+    if spec.eval_split not in EVAL_SPLITS:
+        raise ConfigError(f"benchmark.eval_split={spec.eval_split!r}; choose one of: "
+                          f"{', '.join(EVAL_SPLITS)}")
+    if spec.eval_split == "val" and not (isinstance(spec.val_fraction, int | float)
+                                         and 0.0 < spec.val_fraction < 1.0):
+        raise ConfigError(f"benchmark.val_fraction={spec.val_fraction!r} must be in (0, 1)")
     for key in ("max_train_per_task", "max_test_per_task"):
         v = getattr(spec, key)
         if v is not None and v < 1:
@@ -70,7 +81,14 @@ def validate_spec(spec: BenchmarkSpec) -> None:
 
 
 def build_stream(spec: BenchmarkSpec) -> Stream:
-    """Load the data of ``spec`` and cut it into a stream of tensor experiences."""
+    """Load the data of ``spec`` and cut it into a stream of tensor experiences.
+
+    ``eval_split="val"`` (hyper-parameter tuning): every experience keeps ``1 - val_fraction``
+    of its training split for training and evaluates on the held-out rest (seeded by
+    ``spec.seed``); the test split is never handed to the splitter nor kept in the stream
+    (local benchmarks pass the training arrays in its place; Avalanche's classic streams load
+    it with the training split and it is dropped here).
+    """
     validate_spec(spec)
     _, default_tasks, kind = BENCHMARKS[spec.name]
     n_tasks = spec.n_tasks or default_tasks
@@ -86,6 +104,8 @@ def build_stream(spec: BenchmarkSpec) -> Stream:
             arrays, backend = load_digits(seed=spec.seed), spec.backend
         else:
             arrays, backend = load_fashion_mnist(spec.data_root, spec.download), spec.backend
+        if spec.eval_split == "val":  # the test split stays out of the stream entirely
+            arrays = (arrays[0], arrays[1], arrays[0], arrays[1])
         shape = tuple(arrays[0].shape[1:])
         n_cls = int(arrays[1].max()) + 1
         if kind == "permuted":
@@ -101,12 +121,23 @@ def build_stream(spec: BenchmarkSpec) -> Stream:
             else:
                 exps = split_by_classes(*arrays, order, n_tasks, spec.scenario)
         source = backend
+    if spec.eval_split == "val":
+        exps = [_held_out(e, spec) for e in exps]
     _limit(exps, spec)
-    stream = Stream(spec.name, spec.scenario, shape, n_cls, exps, source=source)
+    stream = Stream(spec.name, spec.scenario, shape, n_cls, exps, source=source,
+                    meta={"eval_split": spec.eval_split})
     from ..guards import check_stream
 
     check_stream(stream)  # shapes across splits, labels, >= 2 classes per task: before training
     return stream
+
+
+def _held_out(e: Experience, spec: BenchmarkSpec) -> Experience:
+    """``e`` training on ``1 - val_fraction`` of its training split and evaluated on the
+    rest (the "test" tensors of the returned experience are that held-out part)."""
+    reduced, vx, vy = e.split_validation(spec.val_fraction, spec.seed)
+    reduced.test_x, reduced.test_y = vx, vy
+    return reduced
 
 
 def _permuted(arrays, n_tasks: int, spec: BenchmarkSpec, n_cls: int, backend: str) -> list[Experience]:

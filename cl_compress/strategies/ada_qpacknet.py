@@ -93,6 +93,14 @@ class AdaQPacknet(PackNet):
 
     description = "Ada-QPacknet: searched per-layer sparsity + k-means/linear quantisation per task"
     Config = AdaQPacknetConfig
+    # searched: the sparsity range, the fitness trade-off, the quantisation tolerance and the
+    # retrain share; fixed: compute (population, search epochs, k-means iterations), seeds,
+    # the held-out share and the storage policies
+    tune_space = {"train_biases": None, "norm_policy": None, "v_min": {"low": 0.1, "high": 0.6},
+                  "v_max": {"low": 0.6, "high": 0.95}, "population": None, "search_epochs": None,
+                  "search_seed": None, "quant_method": None, "start_bits": None, "min_bits": None,
+                  "kmeans_iters": None, "val_fraction": None, "reinit_free": None,
+                  "tolerance": {"low": 0.5, "high": 5.0}}
 
     def __init__(self, cfg: AdaQPacknetConfig, train):
         super().__init__(cfg, train)  # type: ignore[arg-type]

@@ -247,6 +247,11 @@ class Strategy:
     scenarios: ClassVar[tuple[str, ...]] = ("task", "class")
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
     val_fraction: float = 0.0
+    # hyper-parameter search (cl_compress.tune): by default every ``hp`` field is searched over
+    # its valid range (see cl_compress.tune.search_space); an entry here narrows one field
+    # ({"low": .., "high": .., "log": bool} or {"choices": [...]}) or, as None, keeps it at
+    # its configured value (policies that change what the method is, compute knobs)
+    tune_space: ClassVar[dict[str, dict[str, Any] | None]] = {}
 
     def __init__(self, cfg: StrategyConfig, train: TrainSettings):
         self.cfg = cfg

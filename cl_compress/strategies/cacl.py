@@ -80,6 +80,13 @@ class CACL(Strategy):
     scenarios = ("task",)
     Config = Config
     cfg: Config
+    # searched: the regulariser weights, the truncation energy and sigma's lr; fixed: the
+    # factorisation and growth policies
+    tune_space = {"sparse_weight": {"low": 0.01, "high": 1.0, "log": True},
+                  "orth_weight": {"low": 0.1, "high": 10.0, "log": True},
+                  "energy_sv": {"low": 1e-6, "high": 1e-2, "log": True},
+                  "sigma_lr_scale": {"low": 0.1, "high": 10.0, "log": True},
+                  "initial_rank": None, "growth": None, "factorize": None, "bn_stats_per_task": None}
 
     def __init__(self, cfg: Config, train):
         super().__init__(cfg, train)

@@ -151,6 +151,12 @@ class LRPET(Strategy):
     description = "low-rank projection + energy transfer; per-task rank-k residual factors"
     scenarios = ("task",)
     Config = LRPETConfig
+    # searched: the rank ratio, the tail scale rho and the projection period; fixed: `mode`
+    # (truncate is the baseline, not a setting of LRPET), the method's components and BN knobs
+    tune_space = {"rank_ratio": {"low": 0.03, "high": 0.5, "log": True}, "rank": None,
+                  "project_every": {"choices": [0, 10, 50]}, "mode": None,
+                  "energy_transfer": None, "layers": None, "bn_rectify": None,
+                  "finetune_epochs": None, "bn_recalibrate": None}
 
     def __init__(self, cfg: LRPETConfig, train):
         super().__init__(cfg, train)

@@ -75,6 +75,8 @@ class PackNet(Strategy):
     description = "PackNet: prune each task's weights by magnitude, retrain, freeze (task-IL)"
     scenarios = ("task",)
     Config = PackNetConfig
+    tune_space = {"prune_ratio": {"low": 0.2, "high": 0.9}, "prune_schedule": None,
+                  "prune_share": None, "prune_last": None, "train_biases": None, "norm_policy": None}
 
     def __init__(self, cfg: PackNetConfig, train):
         super().__init__(cfg, train)
