@@ -217,6 +217,23 @@ def tuning_lines(tuning: dict[str, Any]) -> list[str]:
     return lines
 
 
+def portable_text(text: str, root: str | Path) -> str:
+    """``text`` with this machine's absolute paths made relative: the sweep directory
+    ``root`` relative to the working directory (or its name when outside it) and the
+    working directory itself dropped, so a committed report names no machine path.
+
+    >>> import os
+    >>> portable_text(f"cd {os.getcwd()}/runs/x && ls", "runs/x")
+    'cd runs/x && ls'
+    """
+    import os
+
+    cwd = os.getcwd()
+    root_abs = os.path.abspath(root)
+    rel = os.path.relpath(root_abs, cwd) if root_abs.startswith(cwd + os.sep) else Path(root_abs).name
+    return text.replace(root_abs, rel).replace(cwd + os.sep, "")
+
+
 def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.md``, its PNGs, ``runs.csv`` and ``summary.json``; returns report.md."""
     from . import report_plots as rp
@@ -303,9 +320,10 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
            "## W&B", "", wandb_markdown(sweep), "",
            "Raw per-run figures: `runs.csv`; table and verdicts as JSON: `summary.json`.", ""]
     path = out_dir / "report.md"
-    path.write_text("\n".join(md))
+    path.write_text(portable_text("\n".join(md), sweep.root))
     write_runs_csv(sweep, out_dir / "runs.csv")
-    write_json(out_dir / "summary.json", {"meta": m, "benchmarks": summary})
+    write_json(out_dir / "summary.json", json.loads(portable_text(
+        json.dumps({"meta": m, "benchmarks": summary}), sweep.root)))
     return path
 
 

@@ -280,8 +280,14 @@ def copy_report(sweep_dir: Path, out: Path) -> None:
     for old in [*(out / f for f in linked), *(out / f for f in REPORT_FILES)]:
         if old.is_file():
             old.unlink()
+    from .report import portable_text
+
     for f in [*sweep_dir.glob("*.png"), *(sweep_dir / f for f in REPORT_FILES)]:
-        if f.is_file():
+        if not f.is_file():
+            continue
+        if f.suffix in (".md", ".json", ".csv"):  # no machine paths in a committed report
+            (out / f.name).write_text(portable_text(f.read_text(), sweep_dir))
+        else:
             shutil.copy2(f, out / f.name)
 
 
