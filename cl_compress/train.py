@@ -6,6 +6,7 @@ training starts, builds the objects and calls :func:`cl_compress.runner.run_stre
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import sys
@@ -64,6 +65,7 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     from .models import ContinualModel, build_backbone
     from .runner import TrainerSettings, run_stream
     from .strategies import TrainSettings, get_strategy
+    from .task_inference import TaskInferenceSettings
     from .tracking import Tracker, TrackerSettings
 
     c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
@@ -79,17 +81,27 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
             f"strategy {strategy.name!r} supports the {'/'.join(strategy.scenarios)}-incremental "
             f"scenario(s), not benchmark.scenario={spec.scenario!r}"
         )
+    task_inference = TaskInferenceSettings(**(c.get("eval") or {}))
+    task_inference.validate()
+    data_spec = spec
+    if spec.scenario == "class" and strategy.infers_task:
+        # trained exactly as task-IL (local labels, one head per task); the task id is
+        # inferred at test time (cl_compress.task_inference)
+        data_spec = dataclasses.replace(spec, scenario="task")
+    else:
+        task_inference = None
     model_kw = dict(c["model"])
     model_name = model_kw.pop("name")
     trainer = TrainerSettings(**c["trainer"])
     tracker_settings = TrackerSettings(**c["logger"])
 
-    stream = build_stream(spec)
+    stream = build_stream(data_spec)
     import lightning as L
 
     L.seed_everything(int(c["seed"]), workers=True, verbose=False)  # model init is seeded
     body, feat = build_backbone(model_name, stream.input_shape, **model_kw)
-    model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task")
+    model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task",
+                           extra_outputs=task_inference.extra_outputs if task_inference else 0)
     tracker = Tracker(
         run_dir, tracker_settings, name=f"{strategy.name}-s{c['seed']}",
         group=tracker_settings.group or f"{spec.name}-{spec.scenario}", config=c,
@@ -99,7 +111,7 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     try:
         results = run_stream(stream, model, strategy, train, trainer, tracker, run_dir,
                              seed=int(c["seed"]), resume=bool(c.get("resume", False)), config=c,
-                             on_task_end=on_task_end)
+                             on_task_end=on_task_end, task_inference=task_inference)
     finally:
         tracker.finish()
     return results
@@ -165,6 +177,11 @@ def main(cfg: DictConfig) -> None:
             f"ratio_vs_individual={c['ratio_vs_individual']:.2f}x model_bytes={c['model_bytes']} "
             f"train_seconds={res['train_seconds']:.1f}\n  results: {Path(run_dir) / 'results.json'}"
         )
+        if "class_il" in res:
+            ci = res["class_il"]
+            print(f"  class-IL (task id inferred by {ci['score']}): avg_acc={ci['avg_acc']:.4f}; "
+                  f"task inference {ci['task_inference_avg']:.4f}; task-IL (task id given): "
+                  f"avg_acc={res['task_il']['avg_acc']:.4f}")
 
 
 if __name__ == "__main__":

@@ -149,7 +149,8 @@ class LRPET(Strategy):
     """Per-task rank-k residuals trained by low-rank projection with energy transfer."""
 
     description = "low-rank projection + energy transfer; per-task rank-k residual factors"
-    scenarios = ("task",)
+    scenarios = ("task", "class")  # class: the task id is inferred at test time
+    infers_task = True
     Config = LRPETConfig
 
     def __init__(self, cfg: LRPETConfig, train):

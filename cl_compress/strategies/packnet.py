@@ -73,7 +73,8 @@ class PackNet(Strategy):
     """PackNet with exact freezing, per-task BN statistics and honest size accounting."""
 
     description = "PackNet: prune each task's weights by magnitude, retrain, freeze (task-IL)"
-    scenarios = ("task",)
+    scenarios = ("task", "class")  # class: the task id is inferred at test time
+    infers_task = True
     Config = PackNetConfig
 
     def __init__(self, cfg: PackNetConfig, train):

@@ -1,0 +1,207 @@
+"""Class-incremental evaluation of task-isolation strategies: infer the task id at test time.
+
+An isolation strategy (``individual``, ``packnet``, ``ada_qpacknet``, ``lrpet``, ``cacl``)
+answers task ``j`` under ``strategy.task_context(j)`` with head ``j``. Under
+``benchmark.scenario=class`` it is trained exactly as in the task-incremental scenario
+(one head per task over the task's own classes; the task id is used during training only),
+and at test time the task is inferred:
+
+1. the whole batch is answered under every seen task's context (T forward passes of a
+   batch, never T per sample);
+2. each task ``j`` gets a score per input from head ``j``'s logits (``eval.task_inference``);
+3. the task with the highest score is chosen, and head ``j``'s prediction is mapped to the
+   global label ``classes_j[pred]``.
+
+Scores: ``max_softmax`` (max class probability), ``entropy`` (minus the entropy of the
+softmax), ``energy`` (logsumexp of the logits, i.e. minus the free energy), and
+``not_mine``: log P(not "not mine"), read from an extra output of every head that is
+trained with self-made negatives (``eval.negatives``) during the task's own training steps:
+each training batch is doubled with transformed copies of the same images (rotations by 90,
+180 or 270 degrees, 2x2 jigsaw shuffles, ...) labelled "not mine". Nothing beyond the
+extra output row of each head (``feat_dim + 1`` parameters per task, counted by every
+strategy's ``compression_stats`` because it is part of the head) is stored; no image is
+kept. See ``docs/task_inference.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import ConfigError
+
+SCORES = ("auto", "max_softmax", "entropy", "energy", "not_mine")
+NEGATIVES = ("none", "rotate", "jigsaw", "rotate_jigsaw", "flip_jigsaw")
+
+
+@dataclass
+class TaskInferenceSettings:
+    """``eval`` config group (used only under ``benchmark.scenario=class`` by strategies
+    that answer through a task context: the isolation strategies and ``individual``).
+
+    ``task_inference``: the score that picks the task (``auto``: ``not_mine`` when the heads
+    are trained with negatives, else ``max_softmax``). ``negatives``: the self-made negatives
+    that train each head's extra "not mine" output (``none``: no extra output, plain
+    confidence). ``negative_weight``: weight of the negatives' cross-entropy.
+    """
+
+    task_inference: str = "auto"
+    negatives: str = "rotate_jigsaw"
+    negative_weight: float = 1.0
+
+    def validate(self) -> None:
+        if self.task_inference not in SCORES:
+            raise ConfigError(f"eval.task_inference={self.task_inference!r}; choose one of "
+                              f"{', '.join(SCORES)}")
+        if self.negatives not in NEGATIVES:
+            raise ConfigError(f"eval.negatives={self.negatives!r}; choose one of {', '.join(NEGATIVES)}")
+        w = self.negative_weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < float("inf"):
+            raise ConfigError(f"eval.negative_weight={w!r} must be a finite number > 0")
+        if self.task_inference == "not_mine" and self.negatives == "none":
+            raise ConfigError("eval.task_inference=not_mine needs heads trained with negatives: "
+                              "set eval.negatives (e.g. rotate_jigsaw)")
+
+    @property
+    def extra_outputs(self) -> int:
+        """Outputs every head has beyond its task's classes (the "not mine" logit)."""
+        return 0 if self.negatives == "none" else 1
+
+    @property
+    def score(self) -> str:
+        if self.task_inference != "auto":
+            return self.task_inference
+        return "not_mine" if self.extra_outputs else "max_softmax"
+
+
+# --- self-made negatives ------------------------------------------------------------------------
+def _rotate(x: Tensor, gen: torch.Generator | None = None) -> Tensor:
+    """Each image rotated by 90, 180 or 270 degrees (180 only when it is not square)."""
+    if x.dim() < 3:
+        return x.flip(-1)
+    if x.shape[-1] != x.shape[-2]:
+        return x.flip(-1, -2)
+    k = torch.randint(1, 4, (x.shape[0],), generator=gen, device=x.device)
+    out = torch.empty_like(x)
+    for r in (1, 2, 3):
+        sel = k == r
+        if sel.any():
+            out[sel] = torch.rot90(x[sel], r, dims=(-2, -1))
+    return out
+
+
+def _jigsaw(x: Tensor, gen: torch.Generator | None = None) -> Tensor:
+    """Each image cut into 2x2 tiles that are put back in a random non-identity order."""
+    if x.dim() < 3 or x.shape[-1] < 2 or x.shape[-2] < 2:
+        return x.flip(-1)
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x2 = x[..., :h, :w]
+    tiles = torch.stack([x2[..., :h // 2, :w // 2], x2[..., :h // 2, w // 2:],
+                         x2[..., h // 2:, :w // 2], x2[..., h // 2:, w // 2:]], 1)  # N,4,...
+    n = x.shape[0]
+    # a random permutation of 4 tiles per image, forced away from the identity by a shift
+    perm = torch.argsort(torch.rand(n, 4, generator=gen, device=x.device), dim=1)
+    ident = (perm == torch.arange(4, device=x.device)).all(1)
+    perm[ident] = perm[ident].roll(1, dims=1)
+    idx = perm.view(n, 4, *([1] * (tiles.dim() - 2))).expand_as(tiles)
+    t = tiles.gather(1, idx)
+    top = torch.cat([t[:, 0], t[:, 1]], -1)
+    bottom = torch.cat([t[:, 2], t[:, 3]], -1)
+    out = x.clone()
+    out[..., :h, :w] = torch.cat([top, bottom], -2)
+    return out
+
+
+def make_negatives(x: Tensor, kind: str, gen: torch.Generator | None = None) -> Tensor:
+    """Transformed copies of ``x`` that no task's head should claim (one per image)."""
+    if kind == "rotate":
+        return _rotate(x, gen)
+    if kind == "jigsaw":
+        return _jigsaw(x, gen)
+    if kind in ("rotate_jigsaw", "flip_jigsaw"):
+        half = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
+        first = _rotate(x, gen) if kind == "rotate_jigsaw" else x.flip(-2)
+        return torch.where(half.view(-1, *([1] * (x.dim() - 1))), first, _jigsaw(x, gen))
+    raise ConfigError(f"unknown negatives {kind!r}; choose one of {', '.join(NEGATIVES)}")
+
+
+# --- scores ---------------------------------------------------------------------------------------
+def task_scores(logits: Tensor, n_classes: int, score: str) -> Tensor:
+    """How much head ``j`` claims each input (higher: more likely task ``j``).
+
+    ``logits`` are head ``j``'s outputs: its ``n_classes`` class logits, then any extra
+    ("not mine") output."""
+    z = logits[:, :n_classes]
+    if score == "max_softmax":
+        return z.softmax(-1).amax(-1)
+    if score == "entropy":
+        p = z.log_softmax(-1)
+        return (p.exp() * p).sum(-1)
+    if score == "energy":
+        return torch.logsumexp(z, -1)
+    if score == "not_mine":
+        if logits.shape[1] <= n_classes:
+            raise ConfigError("score not_mine needs heads with a 'not mine' output (eval.negatives)")
+        return torch.logsumexp(z, -1) - torch.logsumexp(logits, -1)
+    raise ConfigError(f"unknown task-inference score {score!r}; choose one of {', '.join(SCORES)}")
+
+
+@torch.no_grad()
+def infer_tasks(model: Any, strategy: Any, x: Tensor, tasks: list[int], classes: list[list[int]],
+                score: str, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Answer ``x`` under every task of ``tasks``; returns (chosen task, global prediction,
+    per-task scores ``[len(tasks), n]``). Task contexts are switched once per task: the
+    whole of ``x`` is answered in batches under each."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    extra = int(getattr(model, "extra_outputs", 0))
+    scores, preds = [], []
+    for j in tasks:
+        n_cls = model.head(j).out_features - extra
+        lut = torch.as_tensor(classes[j], dtype=torch.long, device=device)
+        s_j, p_j = [], []
+        with strategy.task_context(j):
+            for i in range(0, x.shape[0], batch_size):
+                logits = model(x[i:i + batch_size].to(device), j).float()
+                s_j.append(task_scores(logits, n_cls, score))
+                p_j.append(lut[logits[:, :n_cls].argmax(-1)])
+        scores.append(torch.cat(s_j))
+        preds.append(torch.cat(p_j))
+    model.train(was_training)
+    S, P = torch.stack(scores), torch.stack(preds)
+    pick = S.argmax(0)
+    chosen = torch.as_tensor(tasks, device=device)[pick]
+    return chosen, P.gather(0, pick.unsqueeze(0)).squeeze(0), S
+
+
+def class_il_row(model: Any, strategy: Any, experiences: list[Any], t: int, score: str,
+                 batch_size: int) -> tuple[list[float], list[float]]:
+    """After task ``t``: class-IL accuracy (task id inferred among tasks ``0..t``) and
+    task-inference accuracy on the test set of every seen task."""
+    classes = [list(e.classes) for e in experiences]
+    xs = [experiences[j].test_x for j in range(t + 1)]
+    chosen, pred, _ = infer_tasks(model, strategy, torch.cat(xs), list(range(t + 1)), classes,
+                                  score, batch_size)
+    acc, tacc, k = [], [], 0
+    for j, x in enumerate(xs):
+        n = x.shape[0]
+        lut = torch.as_tensor(classes[j], dtype=torch.long)
+        y = lut[experiences[j].test_y.long()].to(pred.device)
+        acc.append(float((pred[k:k + n] == y).float().mean()) if n else 0.0)
+        tacc.append(float((chosen[k:k + n] == j).float().mean()) if n else 0.0)
+        k += n
+    return acc, tacc
+
+
+def negative_loss(model: Any, x: Tensor, task: int, kind: str,
+                  gen: torch.Generator | None = None) -> Tensor:
+    """Cross-entropy of head ``task`` labelling self-made negatives of ``x`` "not mine"."""
+    neg = make_negatives(x, kind, gen)
+    logits = model(neg, task)
+    target = torch.full((neg.shape[0],), logits.shape[1] - 1, dtype=torch.long, device=x.device)
+    return F.cross_entropy(logits, target)
