@@ -20,9 +20,23 @@ from .benchmarks import Stream, make_loader
 from .compress.accounting import individual_reference_bits
 from .io import CheckpointError, load_torch, save_torch, write_json
 from .models import ContinualModel
-from .strategies.base import Phase, Strategy, StreamInfo, TaskData, TrainSettings, allocate_steps
+from .strategies.base import (
+    CompressionStats,
+    Phase,
+    Strategy,
+    StreamInfo,
+    TaskData,
+    TrainSettings,
+    allocate_steps,
+)
 from .system import ContinualSystem, NonFiniteLossError
-from .task_inference import TaskInferenceSettings, class_il_row
+from .task_inference import (
+    TaskInferenceSettings,
+    body_features,
+    class_il_row,
+    class_statistics,
+    refit_not_mine,
+)
 from .tracking import Tracker, is_rank_zero
 
 log = logging.getLogger(__name__)
@@ -167,12 +181,14 @@ def run_stream(
     acc_before: list[float] = []
     C: list[list[float]] = []  # class-IL matrix (task id inferred)
     TI: list[list[float]] = []  # task-inference accuracy
+    ti_stats: dict[int, dict[str, torch.Tensor]] = {}  # per-task class feature statistics
     if resume:
         start, R, timing, extra_state = _resume(ckpt_path, model, strategy, stream, seed)
         budget_state = extra_state.get("budget")
         acc_before = list(extra_state.get("acc_before_compression", []))
         C = [list(r) for r in extra_state.get("class_il_matrix", [])]
         TI = [list(r) for r in extra_state.get("task_inference_acc", [])]
+        ti_stats = {int(k): dict(v) for k, v in extra_state.get("task_inference_stats", {}).items()}
     budget = Budget(train, budget_state)
     system = ContinualSystem(model, strategy, on_epoch_end=tracker.log_epoch)
     if task_inference is not None and task_inference.extra_outputs:
@@ -223,6 +239,10 @@ def run_stream(
         # truncates, projects): the "before" of every compression-drop claim
         acc_before.append(evaluate(model, exp.test_x, exp.test_y, t, train.eval_batch_size))
         hook_s += _timed(strategy.after_task, t, data)
+        if task_inference is not None and task_inference.refits:
+            timing["task_inference_seconds"] = timing.get("task_inference_seconds", 0.0) + _timed(
+                refit_old_heads, model, strategy, exp, t, ti_stats, task_inference,
+                train, seed)
         spent["extra_steps"] = strategy.take_extra_steps()
         timing["strategy_seconds"] += hook_s + system.strategy_seconds
         timing.setdefault("task_seconds", []).append(time.perf_counter() - t_task)
@@ -243,7 +263,7 @@ def run_stream(
                      " ".join(f"{a:.4f}" for a in ci), " ".join(f"{a:.4f}" for a in ti))
         timing["eval_seconds"] += time.perf_counter() - t0
         ddp_check = check_ranks_agree(model, strategy, t)
-        _log_task(tracker, strategy, R, t, reference_bits, spent, acc_before[t],
+        _log_task(tracker, strategy, R, t, reference_bits, spent, acc_before[t], ti_stats,
                   _class_il_metrics(C, TI, t) if task_inference is not None else None)
         if is_rank_zero():
             save_torch(ckpt_path, {
@@ -251,7 +271,8 @@ def run_stream(
                 "strategy_name": strategy.name, "acc_matrix": R, "timing": timing,
                 "budget": budget.state(), "acc_before_compression": acc_before,
                 "model": model.state_dict(), "strategy": strategy.state_dict(),
-                **({"class_il_matrix": C, "task_inference_acc": TI} if task_inference else {}),
+                **({"class_il_matrix": C, "task_inference_acc": TI,
+                    "task_inference_stats": ti_stats} if task_inference else {}),
             })
         log.info("task %d done: %s", t, " ".join(f"{a:.4f}" for a in row))
         if on_task_end is not None:
@@ -259,7 +280,8 @@ def run_stream(
 
     class_il = None
     if task_inference is not None:
-        class_il = {"acc_matrix": C, "task_inference_acc": TI, "settings": task_inference}
+        class_il = {"acc_matrix": C, "task_inference_acc": TI, "settings": task_inference,
+                    "stats": ti_stats}
     return _finish(stream, strategy, R, timing, reference_bits, run_dir, seed, tracker, config,
                    ddp_check, budget.summary(), acc_before, class_il)
 
@@ -328,7 +350,7 @@ def _resume(ckpt_path: Path, model: ContinualModel, strategy: Strategy, stream: 
     load_model_state(model, ck["model"])
     log.info("resuming from task %d (%s)", ck["next_task"], ckpt_path)
     extra = {k: ck[k] for k in ("budget", "acc_before_compression", "class_il_matrix",
-                                "task_inference_acc") if k in ck}
+                                "task_inference_acc", "task_inference_stats") if k in ck}
     return int(ck["next_task"]), [list(r) for r in ck["acc_matrix"]], dict(ck["timing"]), extra
 
 
@@ -343,10 +365,10 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
 
 
 def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_bits: int,
-              spent: dict[str, Any], acc_before: float,
+              spent: dict[str, Any], acc_before: float, ti_stats: dict[int, Any],
               extra: dict[str, float] | None = None) -> None:
     row = R[t]
-    stats = strategy.compression_stats()
+    stats = compression_with_task_inference(strategy, ti_stats)
     m: dict[str, float] = {f"eval/acc/task_{j}": a for j, a in enumerate(row)}
     m["eval/acc/avg_seen"] = sum(row) / len(row)
     if t > 0:
@@ -368,6 +390,39 @@ def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_b
     tracker.log_experience(t, m)
 
 
+def refit_old_heads(model: ContinualModel, strategy: Strategy, exp: Any, t: int,
+                    stats: dict[int, dict[str, torch.Tensor]], s: TaskInferenceSettings,
+                    train: TrainSettings, seed: int) -> None:
+    """After task ``t``: store its class feature statistics (under its own, final context),
+    then refit every old head's "not mine" row with task ``t``'s training images as
+    negatives (``task_inference.refit_not_mine``). Forward passes and refit steps are
+    counted in ``budget.extra_steps`` (``task_inference_features``/``_refit``)."""
+    bs = train.eval_batch_size
+    n_batches = -(-int(exp.train_x.shape[0]) // bs)
+    feats = body_features(model, strategy, exp.train_x, t, bs)
+    stats[t] = class_statistics(feats, exp.train_y.to(feats.device), model.n_classes(t))
+    strategy.count_steps("task_inference_features", n_batches)
+    for j in range(t):
+        neg = body_features(model, strategy, exp.train_x, j, bs)
+        strategy.count_steps("task_inference_features", n_batches)
+        refit_not_mine(model.head(j), stats[j], neg, s.refit_steps, train.batch_size,
+                       s.refit_lr, task_seed(seed, t) * 31 + j)
+        strategy.count_steps("task_inference_refit", s.refit_steps)
+
+
+def compression_with_task_inference(strategy: Strategy,
+                                    ti_stats: dict[int, dict[str, torch.Tensor]]) -> CompressionStats:
+    """The strategy's stored size plus what task inference stores beyond it (fp32 class
+    feature statistics); the heads' "not mine" rows are part of the heads, which every
+    strategy counts already."""
+    stats = strategy.compression_stats()
+    n = sum(v.numel() for st in ti_stats.values() for v in st.values())
+    if not n:
+        return stats
+    return CompressionStats(stats.stored_params + n, stats.stored_bits + 32 * n,
+                            {**stats.details, "task_inference_params": n})
+
+
 def _class_il_metrics(C: list, TI: list, t: int) -> dict[str, float]:
     """Class-IL row and task-inference accuracy after task ``t`` (metrics.csv and W&B)."""
     m: dict[str, float] = {f"eval/class_il/acc/task_{j}": a for j, a in enumerate(C[t])}
@@ -387,7 +442,8 @@ def class_il_results(R: list, class_il: dict[str, Any]) -> dict[str, Any]:
                      "task_inference_final": final,
                      "task_inference_avg": sum(final) / max(1, len(final)),
                      "score": s.score, "negatives": s.negatives,
-                     "negative_weight": s.negative_weight},
+                     "negative_weight": s.negative_weight, "refit_old_heads": s.refits,
+                     "refit_steps": s.refit_steps if s.refits else 0},
     }
 
 
@@ -395,7 +451,7 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
             run_dir: Path, seed: int, tracker: Tracker, config: dict | None,
             ddp_check: dict[str, Any], budget: dict[str, Any],
             acc_before: list[float], class_il: dict[str, Any] | None = None) -> dict[str, Any]:
-    stats = strategy.compression_stats()
+    stats = compression_with_task_inference(strategy, (class_il or {}).get("stats") or {})
     artifact = run_dir / "model_artifact.pt"
     model_bytes = save_torch(artifact, strategy.export_artifact()) if is_rank_zero() else 0
     # a task-inference run reports the class-IL matrix as its scenario's figure; the

@@ -35,7 +35,7 @@ from torch import Tensor
 from .errors import ConfigError
 
 SCORES = ("auto", "max_softmax", "entropy", "energy", "not_mine")
-NEGATIVES = ("none", "rotate", "jigsaw", "rotate_jigsaw", "flip_jigsaw")
+NEGATIVES = ("none", "rotate", "jigsaw", "rotate_jigsaw", "flip_jigsaw", "cutmix", "all")
 
 
 @dataclass
@@ -47,11 +47,19 @@ class TaskInferenceSettings:
     are trained with negatives, else ``max_softmax``). ``negatives``: the self-made negatives
     that train each head's extra "not mine" output (``none``: no extra output, plain
     confidence). ``negative_weight``: weight of the negatives' cross-entropy.
+    ``refit_old_heads``: after each task ``t``, every old head ``j < t`` refits its "not mine"
+    row (``refit_steps`` Adam steps at ``refit_lr`` on features, class rows untouched) with
+    task ``t``'s training images, seen through task ``j``'s context, as negatives, and task
+    ``j``'s stored per-class feature mean and std as positives (``2 * classes * feat_dim``
+    numbers per task, counted in ``compression``).
     """
 
     task_inference: str = "auto"
     negatives: str = "rotate_jigsaw"
     negative_weight: float = 1.0
+    refit_old_heads: bool = False
+    refit_steps: int = 200
+    refit_lr: float = 0.01
 
     def validate(self) -> None:
         if self.task_inference not in SCORES:
@@ -62,6 +70,15 @@ class TaskInferenceSettings:
         w = self.negative_weight
         if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < float("inf"):
             raise ConfigError(f"eval.negative_weight={w!r} must be a finite number > 0")
+        for key in ("refit_steps",):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"eval.{key}={v!r} must be an integer >= 1")
+        if isinstance(self.refit_lr, bool) or not isinstance(self.refit_lr, int | float) \
+                or not 0 < self.refit_lr < float("inf"):
+            raise ConfigError(f"eval.refit_lr={self.refit_lr!r} must be a finite number > 0")
+        if self.refit_old_heads not in (True, False):
+            raise ConfigError(f"eval.refit_old_heads={self.refit_old_heads!r} must be true or false")
         if self.task_inference == "not_mine" and self.negatives == "none":
             raise ConfigError("eval.task_inference=not_mine needs heads trained with negatives: "
                               "set eval.negatives (e.g. rotate_jigsaw)")
@@ -70,6 +87,11 @@ class TaskInferenceSettings:
     def extra_outputs(self) -> int:
         """Outputs every head has beyond its task's classes (the "not mine" logit)."""
         return 0 if self.negatives == "none" else 1
+
+    @property
+    def refits(self) -> bool:
+        """Old heads' "not mine" rows are refitted (needs the extra output)."""
+        return bool(self.refit_old_heads) and self.extra_outputs > 0
 
     @property
     def score(self) -> str:
@@ -116,12 +138,42 @@ def _jigsaw(x: Tensor, gen: torch.Generator | None = None) -> Tensor:
     return out
 
 
+def _cutmix(x: Tensor, gen: torch.Generator | None = None) -> Tensor:
+    """Each image with one half (top, bottom, left or right) taken from another image of the
+    batch: chimeras of the task's own images (the batch is rolled by a random shift)."""
+    if x.dim() < 3 or x.shape[0] < 2:
+        return _jigsaw(x, gen)
+    shift = int(torch.randint(1, x.shape[0], (1,), generator=gen))
+    other = x.roll(shift, 0)
+    h, w = x.shape[-2], x.shape[-1]
+    rows = torch.arange(h, device=x.device).view(h, 1).expand(h, w)
+    cols = torch.arange(w, device=x.device).view(1, w).expand(h, w)
+    halves = torch.stack([rows < h // 2, rows >= h // 2, cols < w // 2, cols >= w // 2])
+    side = torch.randint(0, 4, (x.shape[0],), generator=gen, device=x.device)
+    mask = halves[side].view(x.shape[0], *([1] * (x.dim() - 3)), h, w)
+    return torch.where(mask, other, x)
+
+
+def _pick(views: list[Tensor], gen: torch.Generator | None) -> Tensor:
+    """Per image, one of ``views`` chosen uniformly."""
+    k = torch.randint(0, len(views), (views[0].shape[0],), generator=gen, device=views[0].device)
+    out = views[0].clone()
+    for i, v in enumerate(views[1:], 1):
+        sel = k == i
+        out[sel] = v[sel]
+    return out
+
+
 def make_negatives(x: Tensor, kind: str, gen: torch.Generator | None = None) -> Tensor:
     """Transformed copies of ``x`` that no task's head should claim (one per image)."""
     if kind == "rotate":
         return _rotate(x, gen)
     if kind == "jigsaw":
         return _jigsaw(x, gen)
+    if kind == "cutmix":
+        return _cutmix(x, gen)
+    if kind == "all":
+        return _pick([_rotate(x, gen), _jigsaw(x, gen), _cutmix(x, gen)], gen)
     if kind in ("rotate_jigsaw", "flip_jigsaw"):
         half = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
         first = _rotate(x, gen) if kind == "rotate_jigsaw" else x.flip(-2)
@@ -205,3 +257,68 @@ def negative_loss(model: Any, x: Tensor, task: int, kind: str,
     logits = model(neg, task)
     target = torch.full((neg.shape[0],), logits.shape[1] - 1, dtype=torch.long, device=x.device)
     return F.cross_entropy(logits, target)
+
+
+# --- later-task negatives: refit old heads' "not mine" output --------------------------------
+@torch.no_grad()
+def body_features(model: Any, strategy: Any, x: Tensor, task: int, batch_size: int) -> Tensor:
+    """Body features of ``x`` under task ``task``'s context (forward only, eval mode)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with strategy.task_context(task):
+        out = torch.cat([model.body(x[i:i + batch_size].to(device))
+                         for i in range(0, x.shape[0], batch_size)])
+    model.train(was_training)
+    return out
+
+
+def class_statistics(feats: Tensor, y: Tensor, n_classes: int) -> dict[str, Tensor]:
+    """Per-class mean and standard deviation of the features (diagonal): what stands in for
+    a task's own data when its "not mine" output is refitted later. No image is kept."""
+    mean = torch.stack([feats[y == c].mean(0) if (y == c).any() else feats.mean(0)
+                        for c in range(n_classes)])
+    std = torch.stack([feats[y == c].std(0, unbiased=False) if (y == c).sum() > 1
+                       else torch.zeros_like(feats[0]) for c in range(n_classes)])
+    return {"mean": mean.cpu(), "std": std.cpu()}
+
+
+def refit_not_mine(head: torch.nn.Linear, stats: dict[str, Tensor], negatives: Tensor,
+                   steps: int, batch_size: int, lr: float, seed: int) -> None:
+    """Refit the last ("not mine") row of an old task's ``head``; the class rows are left
+    untouched, so the old task's task-IL answers do not change.
+
+    ``negatives`` (a later task's images seen through the old task's context) are labelled
+    "not mine" (cross-entropy). The old task's own images are not available; what is kept
+    of them is each class's feature mean and standard deviation, and since the margin
+    ``z_c(f) - u(f)`` between class ``c``'s logit and the "not mine" logit is linear in the
+    features ``f``, its mean over class ``c`` is exact from the mean, and its spread is
+    approximated from the per-feature deviations (independent features). The positives'
+    loss is ``-log P(margin > 0)`` under that Gaussian margin: own images must keep beating
+    "not mine"."""
+    device = head.weight.device
+    gen = torch.Generator().manual_seed(seed)
+    mean, std = stats["mean"].to(device), stats["std"].to(device)
+    n_cls = mean.shape[0]
+    wc, bc = head.weight[:-1].detach(), head.bias[:-1].detach()
+    w = head.weight[-1].detach().clone().requires_grad_(True)
+    b = head.bias[-1].detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    for _ in range(steps):
+        idx = torch.randint(0, negatives.shape[0], (batch_size,), generator=gen)
+        feats = negatives[idx.to(negatives.device)].to(device)
+        logits = torch.cat([feats @ wc.t() + bc, (feats @ w + b).unsqueeze(1)], 1)
+        target = torch.full((feats.shape[0],), n_cls, dtype=torch.long, device=device)
+        loss_neg = F.cross_entropy(logits, target)
+        dw = wc - w  # [n_cls, D]: margin of class c over "not mine"
+        m_mean = (dw * mean).sum(1) + bc - b
+        m_std = ((dw * std) ** 2).sum(1).add(1e-6).sqrt()
+        loss_pos = -torch.log(normal.cdf(m_mean / m_std).clamp_min(1e-12)).mean()
+        loss = loss_neg + loss_pos
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        head.weight[-1].copy_(w)
+        head.bias[-1].copy_(b)
