@@ -34,7 +34,8 @@ from .task_inference import (
     TaskInferenceSettings,
     body_features,
     class_il_row,
-    class_statistics,
+    feature_basis,
+    infer_tasks,
     refit_not_mine,
 )
 from .tracking import Tracker, is_rank_zero
@@ -138,7 +139,7 @@ def evaluate(model: ContinualModel, x: torch.Tensor, y: torch.Tensor, task: int,
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    n_out = model.head(task).out_features - int(getattr(model, "extra_outputs", 0))
+    n_out = model.n_classes(task)
     acc = MulticlassAccuracy(num_classes=n_out, average="micro", sync_on_compute=False).to(device)
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
@@ -191,7 +192,7 @@ def run_stream(
         ti_stats = {int(k): dict(v) for k, v in extra_state.get("task_inference_stats", {}).items()}
     budget = Budget(train, budget_state)
     system = ContinualSystem(model, strategy, on_epoch_end=tracker.log_epoch)
-    if task_inference is not None and task_inference.extra_outputs:
+    if task_inference is not None and task_inference.negatives != "none":
         system.negatives = (task_inference.negatives, float(task_inference.negative_weight))
 
     for t in range(start, T):
@@ -239,7 +240,8 @@ def run_stream(
         # truncates, projects): the "before" of every compression-drop claim
         acc_before.append(evaluate(model, exp.test_x, exp.test_y, t, train.eval_batch_size))
         hook_s += _timed(strategy.after_task, t, data)
-        if task_inference is not None and task_inference.refits:
+        if task_inference is not None and (task_inference.refits
+                                           or task_inference.normalise_scores):
             timing["task_inference_seconds"] = timing.get("task_inference_seconds", 0.0) + _timed(
                 refit_old_heads, model, strategy, exp, t, ti_stats, task_inference,
                 train, seed)
@@ -255,8 +257,10 @@ def run_stream(
                 row.append(evaluate(model, e.test_x, e.test_y, j, train.eval_batch_size))
         R.append(row)
         if task_inference is not None:
+            norm = {j: (float(v["score_mean"]), float(v["score_std"]))
+                    for j, v in ti_stats.items() if "score_mean" in v}
             ci, ti = class_il_row(model, strategy, stream.experiences, t, task_inference.score,
-                                  train.eval_batch_size)
+                                  train.eval_batch_size, norm)
             C.append(ci)
             TI.append(ti)
             log.info("task %d class-IL: %s; task inference: %s", t,
@@ -399,8 +403,16 @@ def refit_old_heads(model: ContinualModel, strategy: Strategy, exp: Any, t: int,
     counted in ``budget.extra_steps`` (``task_inference_features``/``_refit``)."""
     bs = train.eval_batch_size
     n_batches = -(-int(exp.train_x.shape[0]) // bs)
+    stats[t] = {}
+    if s.normalise_scores:
+        _, _, S = infer_tasks(model, strategy, exp.train_x, [t], {t: list(range(model.n_classes(t)))},
+                              s.score, bs)
+        stats[t] |= {"score_mean": S[0].mean().cpu(), "score_std": S[0].std().cpu()}
+        strategy.count_steps("task_inference_features", n_batches * (4 if s.rotations > 1 else 1))
+    if not s.refits:
+        return
     feats = body_features(model, strategy, exp.train_x, t, bs)
-    stats[t] = class_statistics(feats, exp.train_y.to(feats.device), model.n_classes(t))
+    stats[t] |= feature_basis(feats, s.refit_energy)
     strategy.count_steps("task_inference_features", n_batches)
     for j in range(t):
         neg = body_features(model, strategy, exp.train_x, j, bs)

@@ -125,6 +125,14 @@ class ContinualSystem(L.LightningModule):
 
         kind, weight = self.negatives  # type: ignore[misc]
         n = x.shape[0]
+        if kind == "rotation_classes":  # every image at 4 quarter turns, one class per pair
+            from .task_inference import rotation_batch
+
+            n_cls = self.model.n_classes(task)
+            xr, yr = rotation_batch(x, y, n_cls)
+            out = self.model(xr, task)
+            self.phase_negatives += xr.shape[0] - n
+            return out[:n], F.cross_entropy(out, yr)
         out = self.model(torch.cat([x, make_negatives(x, kind)]), task)
         logits, neg = out[:n], out[n:]
         target = torch.full((n,), out.shape[1] - 1, dtype=torch.long, device=x.device)

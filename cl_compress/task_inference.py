@@ -34,8 +34,9 @@ from torch import Tensor
 
 from .errors import ConfigError
 
-SCORES = ("auto", "max_softmax", "entropy", "energy", "not_mine")
-NEGATIVES = ("none", "rotate", "jigsaw", "rotate_jigsaw", "flip_jigsaw", "cutmix", "all")
+SCORES = ("auto", "max_softmax", "entropy", "energy", "not_mine", "rotation")
+NEGATIVES = ("none", "rotate", "jigsaw", "rotate_jigsaw", "flip_jigsaw", "cutmix", "all",
+             "rotation_classes")
 
 
 @dataclass
@@ -57,9 +58,11 @@ class TaskInferenceSettings:
     task_inference: str = "auto"
     negatives: str = "rotate_jigsaw"
     negative_weight: float = 1.0
-    refit_old_heads: bool = False
-    refit_steps: int = 200
+    refit_old_heads: bool = True
+    refit_steps: int = 100
     refit_lr: float = 0.01
+    refit_energy: float = 0.999
+    normalise_scores: bool = False
 
     def validate(self) -> None:
         if self.task_inference not in SCORES:
@@ -79,14 +82,27 @@ class TaskInferenceSettings:
             raise ConfigError(f"eval.refit_lr={self.refit_lr!r} must be a finite number > 0")
         if self.refit_old_heads not in (True, False):
             raise ConfigError(f"eval.refit_old_heads={self.refit_old_heads!r} must be true or false")
-        if self.task_inference == "not_mine" and self.negatives == "none":
+        e = self.refit_energy
+        if isinstance(e, bool) or not isinstance(e, int | float) or not 0 < e <= 1:
+            raise ConfigError(f"eval.refit_energy={e!r} must be in (0, 1]")
+        if self.normalise_scores not in (True, False):
+            raise ConfigError(f"eval.normalise_scores={self.normalise_scores!r} must be true or false")
+        if self.task_inference == "rotation" and self.negatives != "rotation_classes":
+            raise ConfigError("eval.task_inference=rotation goes with eval.negatives=rotation_classes "
+                              "(use task_inference=auto)")
+        if self.task_inference == "not_mine" and self.extra_outputs == 0:
             raise ConfigError("eval.task_inference=not_mine needs heads trained with negatives: "
                               "set eval.negatives (e.g. rotate_jigsaw)")
 
     @property
     def extra_outputs(self) -> int:
         """Outputs every head has beyond its task's classes (the "not mine" logit)."""
-        return 0 if self.negatives == "none" else 1
+        return 0 if self.negatives in ("none", "rotation_classes") else 1
+
+    @property
+    def rotations(self) -> int:
+        """Outputs per class: 4 (one per quarter turn) with ``rotation_classes``, else 1."""
+        return 4 if self.negatives == "rotation_classes" else 1
 
     @property
     def refits(self) -> bool:
@@ -97,6 +113,8 @@ class TaskInferenceSettings:
     def score(self) -> str:
         if self.task_inference != "auto":
             return self.task_inference
+        if self.rotations > 1:
+            return "rotation"
         return "not_mine" if self.extra_outputs else "max_softmax"
 
 
@@ -181,6 +199,23 @@ def make_negatives(x: Tensor, kind: str, gen: torch.Generator | None = None) -> 
     raise ConfigError(f"unknown negatives {kind!r}; choose one of {', '.join(NEGATIVES)}")
 
 
+def rotation_batch(x: Tensor, y: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
+    """``x`` at 0, 1, 2 and 3 quarter turns (rotation-major) with labels ``k * n + y``."""
+    xs = [x] + [torch.rot90(x, k, dims=(-2, -1)) for k in (1, 2, 3)]
+    return torch.cat(xs), torch.cat([y + k * n_classes for k in range(4)])
+
+
+def rotation_scores(model: Any, x: Tensor, task: int, n_classes: int) -> tuple[Tensor, Tensor]:
+    """CLOM-style ensemble: the probability of (class ``c``, rotation ``k``) for ``x``
+    rotated by ``k``, averaged over the 4 rotations; returns (max over classes: the task
+    score, argmax: the local prediction)."""
+    n = x.shape[0]
+    xr, _ = rotation_batch(x, torch.zeros(n, dtype=torch.long, device=x.device), n_classes)
+    p = model(xr, task).float().softmax(-1)
+    s = sum(p[k * n:(k + 1) * n, k * n_classes:(k + 1) * n_classes] for k in range(4)) / 4
+    return s.amax(-1), s.argmax(-1)
+
+
 # --- scores ---------------------------------------------------------------------------------------
 def task_scores(logits: Tensor, n_classes: int, score: str) -> Tensor:
     """How much head ``j`` claims each input (higher: more likely task ``j``).
@@ -203,8 +238,9 @@ def task_scores(logits: Tensor, n_classes: int, score: str) -> Tensor:
 
 
 @torch.no_grad()
-def infer_tasks(model: Any, strategy: Any, x: Tensor, tasks: list[int], classes: list[list[int]],
-                score: str, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
+def infer_tasks(model: Any, strategy: Any, x: Tensor, tasks: list[int], classes: Any,
+                score: str, batch_size: int,
+                norm: dict[int, tuple[float, float]] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Answer ``x`` under every task of ``tasks``; returns (chosen task, global prediction,
     per-task scores ``[len(tasks), n]``). Task contexts are switched once per task: the
     whole of ``x`` is answered in batches under each."""
@@ -214,15 +250,24 @@ def infer_tasks(model: Any, strategy: Any, x: Tensor, tasks: list[int], classes:
     extra = int(getattr(model, "extra_outputs", 0))
     scores, preds = [], []
     for j in tasks:
-        n_cls = model.head(j).out_features - extra
+        n_cls = model.n_classes(j) if hasattr(model, "n_classes") else model.head(j).out_features - extra
         lut = torch.as_tensor(classes[j], dtype=torch.long, device=device)
         s_j, p_j = [], []
         with strategy.task_context(j):
             for i in range(0, x.shape[0], batch_size):
-                logits = model(x[i:i + batch_size].to(device), j).float()
+                xb = x[i:i + batch_size].to(device)
+                if score == "rotation":
+                    s, p = rotation_scores(model, xb, j, n_cls)
+                    s_j.append(s)
+                    p_j.append(lut[p])
+                    continue
+                logits = model(xb, j).float()
                 s_j.append(task_scores(logits, n_cls, score))
                 p_j.append(lut[logits[:, :n_cls].argmax(-1)])
-        scores.append(torch.cat(s_j))
+        s_cat = torch.cat(s_j)
+        if norm and j in norm:  # z-score against the task's own training data
+            s_cat = (s_cat - norm[j][0]) / max(norm[j][1], 1e-6)
+        scores.append(s_cat)
         preds.append(torch.cat(p_j))
     model.train(was_training)
     S, P = torch.stack(scores), torch.stack(preds)
@@ -232,13 +277,14 @@ def infer_tasks(model: Any, strategy: Any, x: Tensor, tasks: list[int], classes:
 
 
 def class_il_row(model: Any, strategy: Any, experiences: list[Any], t: int, score: str,
-                 batch_size: int) -> tuple[list[float], list[float]]:
+                 batch_size: int, norm: dict[int, tuple[float, float]] | None = None,
+                 ) -> tuple[list[float], list[float]]:
     """After task ``t``: class-IL accuracy (task id inferred among tasks ``0..t``) and
     task-inference accuracy on the test set of every seen task."""
     classes = [list(e.classes) for e in experiences]
     xs = [experiences[j].test_x for j in range(t + 1)]
     chosen, pred, _ = infer_tasks(model, strategy, torch.cat(xs), list(range(t + 1)), classes,
-                                  score, batch_size)
+                                  score, batch_size, norm)
     acc, tacc, k = [], [], 0
     for j, x in enumerate(xs):
         n = x.shape[0]
@@ -273,14 +319,15 @@ def body_features(model: Any, strategy: Any, x: Tensor, task: int, batch_size: i
     return out
 
 
-def class_statistics(feats: Tensor, y: Tensor, n_classes: int) -> dict[str, Tensor]:
-    """Per-class mean and standard deviation of the features (diagonal): what stands in for
-    a task's own data when its "not mine" output is refitted later. No image is kept."""
-    mean = torch.stack([feats[y == c].mean(0) if (y == c).any() else feats.mean(0)
-                        for c in range(n_classes)])
-    std = torch.stack([feats[y == c].std(0, unbiased=False) if (y == c).sum() > 1
-                       else torch.zeros_like(feats[0]) for c in range(n_classes)])
-    return {"mean": mean.cpu(), "std": std.cpu()}
+def feature_basis(feats: Tensor, energy: float) -> dict[str, Tensor]:
+    """The old task's feature subspace: the fewest right singular vectors of the (uncentred)
+    feature matrix that keep ``energy`` of its squared norm (GPM-style). A refit of the
+    "not mine" row orthogonal to it leaves that row's output on the task's own features
+    (nearly) unchanged. No image is kept."""
+    _, sv, vh = torch.linalg.svd(feats.float().cpu(), full_matrices=False)
+    cum = (sv ** 2).cumsum(0) / (sv ** 2).sum().clamp_min(1e-12)
+    k = int((cum < energy).sum()) + 1
+    return {"basis": vh[:k].t().contiguous()}  # [D, k]
 
 
 def refit_not_mine(head: torch.nn.Linear, stats: dict[str, Tensor], negatives: Tensor,
@@ -289,36 +336,28 @@ def refit_not_mine(head: torch.nn.Linear, stats: dict[str, Tensor], negatives: T
     untouched, so the old task's task-IL answers do not change.
 
     ``negatives`` (a later task's images seen through the old task's context) are labelled
-    "not mine" (cross-entropy). The old task's own images are not available; what is kept
-    of them is each class's feature mean and standard deviation, and since the margin
-    ``z_c(f) - u(f)`` between class ``c``'s logit and the "not mine" logit is linear in the
-    features ``f``, its mean over class ``c`` is exact from the mean, and its spread is
-    approximated from the per-feature deviations (independent features). The positives'
-    loss is ``-log P(margin > 0)`` under that Gaussian margin: own images must keep beating
-    "not mine"."""
+    "not mine" (cross-entropy over the head's outputs). The update of the row's weights is
+    kept orthogonal to the old task's stored feature subspace (``feature_basis``) and its
+    bias is fixed, so the row's output on the old task's own features barely moves (only
+    through the energy left out of the subspace): the row learns what is not its task's
+    without seeing its task's images again."""
     device = head.weight.device
     gen = torch.Generator().manual_seed(seed)
-    mean, std = stats["mean"].to(device), stats["std"].to(device)
-    n_cls = mean.shape[0]
-    wc, bc = head.weight[:-1].detach(), head.bias[:-1].detach()
-    w = head.weight[-1].detach().clone().requires_grad_(True)
-    b = head.bias[-1].detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([w, b], lr=lr)
-    normal = torch.distributions.Normal(0.0, 1.0)
+    U = stats["basis"].to(device)
+    n_cls = head.out_features - 1
+    wc, bc, b = head.weight[:-1].detach(), head.bias[:-1].detach(), head.bias[-1].detach()
+    w0 = head.weight[-1].detach().clone()
+    delta = torch.zeros_like(w0, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=lr)
+    target = torch.full((batch_size,), n_cls, dtype=torch.long, device=device)
     for _ in range(steps):
         idx = torch.randint(0, negatives.shape[0], (batch_size,), generator=gen)
         feats = negatives[idx.to(negatives.device)].to(device)
-        logits = torch.cat([feats @ wc.t() + bc, (feats @ w + b).unsqueeze(1)], 1)
-        target = torch.full((feats.shape[0],), n_cls, dtype=torch.long, device=device)
-        loss_neg = F.cross_entropy(logits, target)
-        dw = wc - w  # [n_cls, D]: margin of class c over "not mine"
-        m_mean = (dw * mean).sum(1) + bc - b
-        m_std = ((dw * std) ** 2).sum(1).add(1e-6).sqrt()
-        loss_pos = -torch.log(normal.cdf(m_mean / m_std).clamp_min(1e-12)).mean()
-        loss = loss_neg + loss_pos
+        d = delta - U @ (U.t() @ delta)
+        logits = torch.cat([feats @ wc.t() + bc, (feats @ (w0 + d) + b).unsqueeze(1)], 1)
+        loss = F.cross_entropy(logits, target)
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        head.weight[-1].copy_(w)
-        head.bias[-1].copy_(b)
+        head.weight[-1].copy_(w0 + delta - U @ (U.t() @ delta))

@@ -101,7 +101,8 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     L.seed_everything(int(c["seed"]), workers=True, verbose=False)  # model init is seeded
     body, feat = build_backbone(model_name, stream.input_shape, **model_kw)
     model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task",
-                           extra_outputs=task_inference.extra_outputs if task_inference else 0)
+                           extra_outputs=task_inference.extra_outputs if task_inference else 0,
+                           rotations=task_inference.rotations if task_inference else 1)
     tracker = Tracker(
         run_dir, tracker_settings, name=f"{strategy.name}-s{c['seed']}",
         group=tracker_settings.group or f"{spec.name}-{spec.scenario}", config=c,

@@ -11,8 +11,10 @@ from cl_compress.errors import ConfigError
 from cl_compress.runner import state_fingerprint
 from cl_compress.task_inference import (
     TaskInferenceSettings,
+    feature_basis,
     infer_tasks,
     make_negatives,
+    refit_not_mine,
     task_scores,
 )
 from cl_compress.testing import run_quick
@@ -62,15 +64,44 @@ def test_class_scenario_writes_both_matrices(tmp_path, strategy):
     assert (tmp_path / "acc_matrix.png").exists() and (tmp_path / "acc_matrix_task_il.png").exists()
 
 
-def test_not_mine_output_is_counted_in_compression(tmp_path):
-    with_neg = run_quick(tmp_path / "a", ["strategy=packnet", "benchmark.scenario=class"])
-    without = run_quick(tmp_path / "b", ["strategy=packnet", "benchmark.scenario=class",
-                                         "eval.negatives=none"])
-    diff = with_neg["compression"]["stored_params"] - without["compression"]["stored_params"]
-    T = with_neg["n_tasks"]
-    assert diff == T * (256 + 1)  # one extra row (weights + bias) per stored head (MLP 256)
-    assert without["class_il"]["score"] == "max_softmax"
-    assert "negative_samples" not in without["budget"]["per_task"][0]
+def test_task_inference_storage_is_counted_and_refit_keeps_task_il(tmp_path):
+    cls = ["strategy=packnet", "benchmark.scenario=class"]
+    plain = run_quick(tmp_path / "a", cls + ["eval.negatives=none"])
+    neg = run_quick(tmp_path / "b", cls + ["eval.refit_old_heads=false"])
+    refit = run_quick(tmp_path / "c", cls)
+    T = refit["n_tasks"]
+    assert plain["class_il"]["score"] == "max_softmax"
+    assert "negative_samples" not in plain["budget"]["per_task"][0]
+    # the "not mine" output: one more row (256 weights + bias) in every stored head
+    assert neg["compression"]["stored_params"] - plain["compression"]["stored_params"] == T * 257
+    # the refit stores one feature basis per task, counted in compression, and its work
+    # is counted beside the training steps
+    extra = refit["compression"]["task_inference_params"]
+    assert extra > 0 and extra % 256 == 0
+    assert refit["compression"]["stored_params"] - neg["compression"]["stored_params"] == extra
+    assert refit["budget"]["extra_steps"]["task_inference_refit"] == (T - 1) * T // 2 * 100
+    assert "task_inference_refit" not in neg["budget"]["extra_steps"]
+    # it only moves the "not mine" rows: the task-IL answers are those of the run without it
+    assert refit["task_il"]["acc_matrix"] == neg["task_il"]["acc_matrix"]
+    assert refit["class_il"]["refit_old_heads"] and not neg["class_il"]["refit_old_heads"]
+
+
+def test_refit_moves_only_the_not_mine_row_and_spares_the_old_subspace():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 3)
+    before = head.weight.detach().clone(), head.bias.detach().clone()
+    own = torch.randn(200, 4) @ torch.randn(4, 8)  # the old task's features: a 4-d subspace
+    basis = feature_basis(own, 0.999)
+    assert basis["basis"].shape == (8, 4)
+    negatives = torch.randn(300, 8) + 3.0
+    u_own = own @ head.weight[-1].detach() + head.bias[-1].detach()
+    u_neg = negatives @ head.weight[-1].detach() + head.bias[-1].detach()
+    refit_not_mine(head, basis, negatives, steps=100, batch_size=64, lr=0.05, seed=0)
+    assert torch.equal(head.weight[:-1], before[0][:-1]) and torch.equal(head.bias, before[1])
+    u_own2 = own @ head.weight[-1].detach() + head.bias[-1].detach()
+    u_neg2 = negatives @ head.weight[-1].detach() + head.bias[-1].detach()
+    assert torch.allclose(u_own, u_own2, atol=1e-3)  # own features: output unchanged
+    assert (u_neg2 - u_neg).mean() > 1.0  # the new task's features: pushed to "not mine"
 
 
 def test_scores_rank_confident_heads_first():
@@ -133,3 +164,18 @@ def test_bad_eval_settings_fail_before_training(tmp_path):
         run_quick(tmp_path, ["strategy=packnet", "benchmark.scenario=class", "eval.task_inference=x"])
     with pytest.raises(ConfigError, match="not_mine"):
         TaskInferenceSettings(task_inference="not_mine", negatives="none").validate()
+    with pytest.raises(ConfigError, match="rotation"):
+        TaskInferenceSettings(task_inference="rotation", negatives="rotate").validate()
+    with pytest.raises(ConfigError, match="refit_steps"):
+        TaskInferenceSettings(refit_steps=0).validate()
+
+
+def test_rotation_class_heads_answer_upright_classes(tmp_path):
+    res = run_quick(tmp_path, ["strategy=packnet", "benchmark.scenario=class",
+                               "eval.negatives=rotation_classes"])
+    ci = res["class_il"]
+    assert ci["score"] == "rotation" and not ci["refit_old_heads"]
+    assert all(c <= t + 1e-6 for rc, rt in zip(ci["acc_matrix"], res["task_il"]["acc_matrix"])
+               for c, t in zip(rc, rt))
+    per = res["budget"]["per_task"][0]
+    assert per["negative_samples"] == 3 * per["samples_seen"]  # 3 rotated copies per image
