@@ -179,3 +179,20 @@ def test_rotation_class_heads_answer_upright_classes(tmp_path):
                for c, t in zip(rc, rt))
     per = res["budget"]["per_task"][0]
     assert per["negative_samples"] == 3 * per["samples_seen"]  # 3 rotated copies per image
+
+
+def test_report_has_a_class_il_table_with_anchors(tmp_path):
+    from cl_compress.io import write_json
+    from cl_compress.report import write_report
+
+    root = tmp_path / "sweep"
+    for s in ("naive", "packnet"):
+        run_quick(root / "synthetic-class" / s / "s0", [f"strategy={s}", "benchmark.scenario=class"])
+    write_json(root / "sweep.json", {"anchors": {"synthetic-class": {"Avalanche Replay-200": 0.5}}})
+    md = write_report(root).read_text()
+    assert "### Class-IL with task inference" in md
+    table = md.split("### Class-IL with task inference")[1].split("![")[0]
+    assert "| `naive` | 1 | shared head |" in table
+    assert "not_mine / rotate_jigsaw + refit" in table
+    assert "| Avalanche Replay-200 | | anchor | 50.00 |" in table
+    assert (root / "synthetic-class-class-il.png").exists()
