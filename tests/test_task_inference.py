@@ -23,7 +23,8 @@ PIN = json.loads((Path(__file__).parent / "data" / "task_il_pin.json").read_text
 DIGITS = ["benchmark=split_digits", "benchmark.backend=native", "train.epochs=1"]
 
 
-@pytest.mark.parametrize("strategy", ["naive", "packnet", "cacl"])
+@pytest.mark.parametrize("strategy", ["naive", "individual", "packnet", "ada_qpacknet", "lrpet",
+                                      "cacl"])
 def test_task_il_unchanged_by_class_il_work(tmp_path, strategy):
     """Same acc_matrix, stored bits and final weights/strategy state (SHA-256) as the code at
     the branch point (6f77006) gave for split_digits, seed 0 (pinned in tests/data)."""
@@ -196,3 +197,19 @@ def test_report_has_a_class_il_table_with_anchors(tmp_path):
     assert "not_mine / rotate_jigsaw + refit" in table
     assert "| Avalanche Replay-200 | | anchor | 50.00 |" in table
     assert (root / "synthetic-class-class-il.png").exists()
+
+
+def test_class_il_run_resumes_to_the_same_results(tmp_path):
+    cls = ["strategy=packnet", "benchmark.scenario=class"]
+    full = run_quick(tmp_path / "full", cls)
+
+    def stop(t, model, strategy):
+        if t == 1:
+            raise KeyboardInterrupt  # after task 1 is checkpointed
+
+    with pytest.raises(KeyboardInterrupt):
+        run_quick(tmp_path / "cut", cls, on_task_end=stop)
+    resumed = run_quick(tmp_path / "cut", cls + ["resume=true"])
+    for key in ("acc_matrix", "task_il", "class_il"):
+        assert resumed[key] == full[key], key
+    assert resumed["compression"]["stored_params"] == full["compression"]["stored_params"]
