@@ -335,7 +335,8 @@ def quantisation_drops(run: Run) -> list[float] | None:
     """Per task, test accuracy before compression minus right after it, in points
     (``acc_before_compression[t] - acc_matrix[t][t]``); None when not recorded."""
     before = run.res.get("acc_before_compression")
-    R = run.res.get("acc_matrix") or []
+    # a class-IL run with task inference: compression drops are task-IL figures
+    R = (run.res.get("task_il") or {}).get("acc_matrix") or run.res.get("acc_matrix") or []
     if not isinstance(before, list) or len(before) < len(R) or not R:
         return None
     if any(before[t] is None for t in range(len(R))):

@@ -165,6 +165,41 @@ def summary_markdown(groups: dict[str, list[Run]]) -> str:
     return "\n".join(lines)
 
 
+CLASS_IL_COLUMNS: list[tuple[str, str, float, Any]] = [
+    ("avg_acc", "class-IL acc % (task id inferred)", 100, 2),
+    ("task_il.avg_acc", "task-IL acc % (task id given)", 100, 2),
+    ("class_il.task_inference_avg", "task inference %", 100, 2),
+    ("bwt", "class-IL BWT %", 100, 2),
+    ("compression.stored_params", "stored params", 1, "si"),
+    ("compression.task_inference_params", "of which task inference", 1, "si"),
+    ("budget.train_steps_per_task", "train steps/task", 1, 0),
+    ("budget.extra_steps_per_task", "extra steps/task", 1, 0),
+    ("train_seconds", "train s", 1, 1),
+]
+
+
+def class_il_markdown(groups: dict[str, list[Run]], anchors: dict[str, float] | None = None) -> str:
+    """The class-IL table of a class-incremental benchmark: the accuracy with the task id
+    inferred (``acc_matrix``; naive: its shared head), with the task id given and the
+    task-inference accuracy, beside the ``anchors`` (e.g. Avalanche Replay-200), in %."""
+    head = ["strategy", "seeds", "score / negatives"] + [h for _, h, _, _ in CLASS_IL_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, rs in groups.items():
+        ci = rs[0].res.get("class_il") or {}
+        how = f"{ci['score']} / {ci['negatives']}" + (" + refit" if ci.get("refit_old_heads")
+                                                      else "") if ci else "shared head"
+        cells = [f"`{label}`", str(len(rs)), how]
+        for key, _, scale, spec in CLASS_IL_COLUMNS:
+            v = stat(rs, key)
+            if key == "compression.task_inference_params" and v[2] == 0 and ci:
+                v = (0.0, 0.0, len(rs))
+            cells.append(fmt_stat(*v, scale, spec))
+        lines.append("| " + " | ".join(cells) + " |")
+    for name, v in (anchors or {}).items():
+        lines.append(f"| {name} | | anchor | {100 * v:.2f} |" + " |" * (len(head) - 4))
+    return "\n".join(lines)
+
+
 def write_runs_csv(sweep: Sweep, path: Path) -> None:
     """Every run's headline figures, one row per run (the table's raw data)."""
     keys = [k for k, *_ in COLUMNS]
@@ -290,6 +325,17 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
                "Config keys that differ between runs (outside `strategy`, `seed`, `logger`): "
                + (", ".join(f"`{k}` ({' / '.join(v)})" for k, v in diff.items()) if diff
                   else "none") + "."]
+        if any("class_il" in r.res for r in runs):
+            anchors = (m.get("anchors") or {}).get(bench) or {}
+            md += ["", "### Class-IL with task inference", "",
+                   "Isolation strategies train as task-IL and infer the task id at test time "
+                   "(docs/task_inference.md); `avg acc` below and above is the class-IL figure "
+                   "(task id inferred), the task-IL one is beside it. Anchors come from the "
+                   "sweep's `sweep.json` `anchors`.", "", class_il_markdown(groups, anchors), ""]
+            fig = rp.class_il_bars(groups, f"— {bench}", anchors)
+            png = f"{slug(bench)}-class-il.png"
+            fig.savefig(out_dir / png, dpi=100)
+            md.append(f"![{bench} class-IL]({png})")
         md += ["", "Mean ± sample std over seeds; accuracies in %; sizes count everything a "
                "strategy stores to answer for all tasks (see README, Metrics); train steps/task "
                "are optimiser steps in `Trainer.fit` phases, extra steps those outside it "

@@ -196,3 +196,29 @@ def per_layer(label: str, runs: list[Run], title: str = "") -> Figure | None:
     fig.suptitle(f"{label}: per-layer figures after each task (n={len(runs)}) {title}".strip(),
                  fontsize=11)
     return fig
+
+
+def class_il_bars(groups: dict[str, list[Run]], title: str = "",
+                  anchors: dict[str, float] | None = None) -> Figure:
+    """Class-IL accuracy (task id inferred; naive: shared head) beside task-IL accuracy (task
+    id given) per strategy, mean over seeds, with horizontal lines at the ``anchors``
+    (e.g. Avalanche Replay-200), in %."""
+    labels = list(groups)
+    ci = [100 * stat(rs, "avg_acc")[0] for rs in groups.values()]
+    ti = [100 * stat(rs, "task_il.avg_acc")[0] for rs in groups.values()]
+    inf = [100 * stat(rs, "class_il.task_inference_avg")[0] for rs in groups.values()]
+    fig = Figure(figsize=(1.4 + 1.1 * len(labels), 3.8), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(labels))
+    ax.bar(x - 0.27, ti, 0.27, label="task-IL (task id given)", color="#9ecae1")
+    ax.bar(x, ci, 0.27, label="class-IL (task id inferred)", color="#3182bd")
+    ax.bar(x + 0.27, inf, 0.27, label="task-inference accuracy", color="#fdae6b")
+    for name, v in (anchors or {}).items():
+        ax.axhline(100 * v, ls="--", lw=1, color="grey")
+        ax.text(len(labels) - 0.5, 100 * v, name, fontsize=7, va="bottom", ha="right")
+    ax.set_xticks(x, labels, rotation=20, fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(f"class-IL vs task-IL {title}", fontsize=9)
+    return fig

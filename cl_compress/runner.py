@@ -22,8 +22,24 @@ from .finite import check_state as check_finite_state
 from .io import CheckpointError, load_torch, save_torch, write_json
 from .models import ContinualModel
 from .resume import check_model_shapes, check_structure, describe_checkpoint, file_sha256, training_config
-from .strategies.base import Phase, Strategy, StreamInfo, TaskData, TrainSettings, allocate_steps
+from .strategies.base import (
+    CompressionStats,
+    Phase,
+    Strategy,
+    StreamInfo,
+    TaskData,
+    TrainSettings,
+    allocate_steps,
+)
 from .system import ContinualSystem, NonFiniteLossError
+from .task_inference import (
+    TaskInferenceSettings,
+    body_features,
+    class_il_row,
+    feature_basis,
+    infer_tasks,
+    refit_not_mine,
+)
 from .tracking import Tracker, is_rank_zero
 
 log = logging.getLogger(__name__)
@@ -125,11 +141,12 @@ def evaluate(model: ContinualModel, x: torch.Tensor, y: torch.Tensor, task: int,
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    n_out = model.head(task).out_features
+    n_out = model.n_classes(task)
     acc = MulticlassAccuracy(num_classes=n_out, average="micro", sync_on_compute=False).to(device)
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        acc.update(model(xb, task), yb)
+        out = model(xb, task)
+        acc.update(out if out.shape[1] == n_out else out[:, :n_out], yb)  # class logits only
     model.train(was_training)
     return float(acc.compute())
 
@@ -139,11 +156,18 @@ def run_stream(
     trainer: TrainerSettings, tracker: Tracker, run_dir: str | Path, seed: int,
     resume: bool = False, config: dict[str, Any] | None = None,
     on_task_end: Callable[[int, ContinualModel, Strategy], None] | None = None,
+    task_inference: TaskInferenceSettings | None = None,
 ) -> dict[str, Any]:
     """Train ``strategy`` on every experience of ``stream``; return results.json's content.
 
     ``on_task_end(t, model, strategy)`` is called after task ``t`` is evaluated and
     checkpointed (tests use it to snapshot outputs; notebooks to inspect the model).
+
+    ``task_inference``: class-incremental evaluation of a strategy trained task-incrementally
+    (``stream`` has local labels and one head per task; ``Experience.classes`` maps them to
+    global labels). After every task the class-IL matrix (task id inferred among the seen
+    tasks, :mod:`cl_compress.task_inference`) and the task-inference accuracy are recorded
+    beside the task-IL matrix; the class-IL matrix is the run's ``acc_matrix``.
     """
     run_dir = Path(run_dir)
     ckpt_path = run_dir / CHECKPOINT
@@ -158,12 +182,20 @@ def run_stream(
     start = 0
     budget_state: dict[str, Any] | None = None
     acc_before: list[float] = []
+    C: list[list[float]] = []  # class-IL matrix (task id inferred)
+    TI: list[list[float]] = []  # task-inference accuracy
+    ti_stats: dict[int, dict[str, torch.Tensor]] = {}  # per-task class feature statistics
     if resume:
         start, R, timing, extra_state = _resume(ckpt_path, model, strategy, stream, seed)
         budget_state = extra_state.get("budget")
         acc_before = list(extra_state.get("acc_before_compression", []))
+        C = [list(r) for r in extra_state.get("class_il_matrix", [])]
+        TI = [list(r) for r in extra_state.get("task_inference_acc", [])]
+        ti_stats = {int(k): dict(v) for k, v in extra_state.get("task_inference_stats", {}).items()}
     budget = Budget(train, budget_state)
     system = ContinualSystem(model, strategy, on_epoch_end=tracker.log_epoch)
+    if task_inference is not None and task_inference.negatives != "none":
+        system.negatives = (task_inference.negatives, float(task_inference.negative_weight))
 
     for t in range(start, T):
         exp = stream.experiences[t]
@@ -204,11 +236,19 @@ def run_stream(
             world = int(getattr(fit, "world_size", 1) or 1)
             budget.add_phase(spent, phase.name, system.phase_steps, system.phase_samples * world,
                              n_train)
+            if system.negatives is not None:  # the negatives' share of the same steps
+                spent["negative_samples"] = (spent.get("negative_samples", 0)
+                                             + system.phase_negatives * world)
             hook_s += _timed(strategy.after_phase, t, phase, data)
         # the task's own test accuracy as trained, before after_task compresses (quantises,
         # truncates, projects): the "before" of every compression-drop claim
         acc_before.append(evaluate(model, exp.test_x, exp.test_y, t, train.eval_batch_size))
         hook_s += _timed(strategy.after_task, t, data)
+        if task_inference is not None and (task_inference.refits
+                                           or task_inference.normalise_scores):
+            timing["task_inference_seconds"] = timing.get("task_inference_seconds", 0.0) + _timed(
+                refit_old_heads, model, strategy, exp, t, ti_stats, task_inference,
+                train, seed)
         spent["extra_steps"] = strategy.take_extra_steps()
         timing["strategy_seconds"] += hook_s + system.strategy_seconds
         timing.setdefault("task_seconds", []).append(time.perf_counter() - t_task)
@@ -220,10 +260,20 @@ def run_stream(
             e = stream.experiences[j]
             with strategy.task_context(j):
                 row.append(evaluate(model, e.test_x, e.test_y, j, train.eval_batch_size))
-        timing["eval_seconds"] += time.perf_counter() - t0
         R.append(row)
+        if task_inference is not None:
+            norm = {j: (float(v["score_mean"]), float(v["score_std"]))
+                    for j, v in ti_stats.items() if "score_mean" in v}
+            ci, ti = class_il_row(model, strategy, stream.experiences, t, task_inference.score,
+                                  train.eval_batch_size, norm)
+            C.append(ci)
+            TI.append(ti)
+            log.info("task %d class-IL: %s; task inference: %s", t,
+                     " ".join(f"{a:.4f}" for a in ci), " ".join(f"{a:.4f}" for a in ti))
+        timing["eval_seconds"] += time.perf_counter() - t0
         ddp_check = check_ranks_agree(model, strategy, t)
-        _log_task(tracker, strategy, R, t, reference_bits, spent, acc_before[t], T)
+        _log_task(tracker, strategy, R, t, reference_bits, spent, acc_before[t], T, ti_stats,
+                  _class_il_metrics(C, TI, t) if task_inference is not None else None)
         if is_rank_zero():
             save_torch(ckpt_path, {
                 "format": CKPT_FORMAT, "next_task": t + 1, "n_tasks": T, "seed": seed,
@@ -231,13 +281,19 @@ def run_stream(
                 "budget": budget.state(), "acc_before_compression": acc_before,
                 "model": model.state_dict(), "strategy": strategy.state_dict(),
                 "config": training_config(config),
+                **({"class_il_matrix": C, "task_inference_acc": TI,
+                    "task_inference_stats": ti_stats} if task_inference else {}),
             })
         log.info("task %d done: %s", t, " ".join(f"{a:.4f}" for a in row))
         if on_task_end is not None:
             on_task_end(t, model, strategy)
 
+    class_il = None
+    if task_inference is not None:
+        class_il = {"acc_matrix": C, "task_inference_acc": TI, "settings": task_inference,
+                    "stats": ti_stats}
     return _finish(stream, strategy, R, timing, reference_bits, run_dir, seed, tracker, config,
-                   ddp_check, budget.summary(), acc_before)
+                   ddp_check, budget.summary(), acc_before, class_il)
 
 
 def state_fingerprint(model: torch.nn.Module, strategy: Strategy) -> str:
@@ -303,7 +359,8 @@ def _resume(ckpt_path: Path, model: ContinualModel, strategy: Strategy, stream: 
     strategy.load_state_dict(ck["strategy"])
     load_model_state(model, ck["model"])
     log.info("resuming from task %d (%s)", ck["next_task"], ckpt_path)
-    extra = {k: ck[k] for k in ("budget", "acc_before_compression") if k in ck}
+    extra = {k: ck[k] for k in ("budget", "acc_before_compression", "class_il_matrix",
+                                "task_inference_acc", "task_inference_stats") if k in ck}
     done = int(ck["next_task"])
     if len(extra.get("budget", {}).get("per_task", [None] * done)) != done or \
             len(extra.get("acc_before_compression", [None] * done)) != done:
@@ -323,9 +380,10 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
 
 
 def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_bits: int,
-              spent: dict[str, Any], acc_before: float, n_tasks: int) -> None:
+              spent: dict[str, Any], acc_before: float, n_tasks: int, ti_stats: dict[int, Any],
+              extra: dict[str, float] | None = None) -> None:
     row = R[t]
-    stats = strategy.compression_stats()
+    stats = compression_with_task_inference(strategy, ti_stats)
     m: dict[str, float] = {f"eval/acc/task_{j}": a for j, a in enumerate(row)}
     m["eval/acc/avg_seen"] = sum(row) / len(row)
     if t > 0:
@@ -346,20 +404,93 @@ def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_b
     m["budget/samples_seen"] = spent["samples_seen"]
     m |= {f"budget/steps/{name}": ph["steps"] for name, ph in spent["phases"].items()}
     m |= {f"budget/extra_steps/{k}": v for k, v in spent["extra_steps"].items()}
+    if "negative_samples" in spent:
+        m["budget/negative_samples"] = spent["negative_samples"]
+    m |= extra or {}
     tracker.log_experience(t, m)
+
+
+def refit_old_heads(model: ContinualModel, strategy: Strategy, exp: Any, t: int,
+                    stats: dict[int, dict[str, torch.Tensor]], s: TaskInferenceSettings,
+                    train: TrainSettings, seed: int) -> None:
+    """After task ``t``: store its class feature statistics (under its own, final context),
+    then refit every old head's "not mine" row with task ``t``'s training images as
+    negatives (``task_inference.refit_not_mine``). Forward passes and refit steps are
+    counted in ``budget.extra_steps`` (``task_inference_features``/``_refit``)."""
+    bs = train.eval_batch_size
+    n_batches = -(-int(exp.train_x.shape[0]) // bs)
+    stats[t] = {}
+    if s.normalise_scores:
+        _, _, S = infer_tasks(model, strategy, exp.train_x, [t], {t: list(range(model.n_classes(t)))},
+                              s.score, bs)
+        stats[t] |= {"score_mean": S[0].mean().cpu(), "score_std": S[0].std().cpu()}
+        strategy.count_steps("task_inference_features", n_batches * (4 if s.rotations > 1 else 1))
+    if not s.refits:
+        return
+    feats = body_features(model, strategy, exp.train_x, t, bs)
+    stats[t] |= feature_basis(feats, s.refit_energy)
+    strategy.count_steps("task_inference_features", n_batches)
+    for j in range(t):
+        neg = body_features(model, strategy, exp.train_x, j, bs)
+        strategy.count_steps("task_inference_features", n_batches)
+        refit_not_mine(model.head(j), stats[j], neg, s.refit_steps, train.batch_size,
+                       s.refit_lr, task_seed(seed, t) * 31 + j)
+        strategy.count_steps("task_inference_refit", s.refit_steps)
+
+
+def compression_with_task_inference(strategy: Strategy,
+                                    ti_stats: dict[int, dict[str, torch.Tensor]]) -> CompressionStats:
+    """The strategy's stored size plus what task inference stores beyond it (fp32 class
+    feature statistics); the heads' "not mine" rows are part of the heads, which every
+    strategy counts already."""
+    stats = strategy.compression_stats()
+    n = sum(v.numel() for st in ti_stats.values() for v in st.values())
+    if not n:
+        return stats
+    return CompressionStats(stats.stored_params + n, stats.stored_bits + 32 * n,
+                            {**stats.details, "task_inference_params": n})
+
+
+def _class_il_metrics(C: list, TI: list, t: int) -> dict[str, float]:
+    """Class-IL row and task-inference accuracy after task ``t`` (metrics.csv and W&B)."""
+    m: dict[str, float] = {f"eval/class_il/acc/task_{j}": a for j, a in enumerate(C[t])}
+    m["eval/class_il/avg_seen"] = sum(C[t]) / len(C[t])
+    m |= {f"eval/task_inference/task_{j}": a for j, a in enumerate(TI[t])}
+    m["eval/task_inference/avg_seen"] = sum(TI[t]) / len(TI[t])
+    return m
+
+
+def class_il_results(R: list, class_il: dict[str, Any]) -> dict[str, Any]:
+    """results.json ``task_il`` and ``class_il`` sections of a task-inference run."""
+    C, TI, s = class_il["acc_matrix"], class_il["task_inference_acc"], class_il["settings"]
+    final = TI[-1] if TI else []
+    return {
+        "task_il": {"acc_matrix": R, **metrics.summarize(R)},
+        "class_il": {"acc_matrix": C, **metrics.summarize(C), "task_inference_acc": TI,
+                     "task_inference_final": final,
+                     "task_inference_avg": sum(final) / max(1, len(final)),
+                     "score": s.score, "negatives": s.negatives,
+                     "negative_weight": s.negative_weight, "refit_old_heads": s.refits,
+                     "refit_steps": s.refit_steps if s.refits else 0},
+    }
 
 
 def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference_bits: int,
             run_dir: Path, seed: int, tracker: Tracker, config: dict | None,
             ddp_check: dict[str, Any], budget: dict[str, Any],
-            acc_before: list[float]) -> dict[str, Any]:
-    stats = strategy.compression_stats()
+            acc_before: list[float], class_il: dict[str, Any] | None = None) -> dict[str, Any]:
+    stats = compression_with_task_inference(strategy, (class_il or {}).get("stats") or {})
     artifact = run_dir / "model_artifact.pt"
     model_bytes = save_torch(artifact, strategy.export_artifact()) if is_rank_zero() else 0
-    summary = metrics.summarize(R)
+    # a task-inference run reports the class-IL matrix as its scenario's figure; the
+    # task-IL one (task id given) is kept under ``task_il``
+    primary = class_il["acc_matrix"] if class_il else R
+    summary = metrics.summarize(primary)
     results: dict[str, Any] = {
-        "strategy": strategy.name, "benchmark": stream.name, "scenario": stream.scenario,
-        "seed": seed, "n_tasks": stream.n_tasks, "acc_matrix": R, **summary,
+        "strategy": strategy.name, "benchmark": stream.name,
+        "scenario": "class" if class_il else stream.scenario,
+        "seed": seed, "n_tasks": stream.n_tasks, "acc_matrix": primary, **summary,
+        **(class_il_results(R, class_il) if class_il else {}),
         "acc_before_compression": acc_before, "budget": budget,
         "compression": {
             "stored_params": stats.stored_params, "stored_bits": stats.stored_bits,
@@ -374,8 +505,18 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
         "artifact_sha256": file_sha256(artifact) if is_rank_zero() else None,  # reload checks it
     }
     if is_rank_zero():
-        tracker.log_matrix(R, f"{strategy.name} on {stream.name} ({stream.scenario}-IL)")
+        if class_il:
+            tracker.log_matrix(R, f"{strategy.name} on {stream.name} (task-IL, task id given)",
+                               key="acc_matrix_task_il")
+            tracker.log_matrix(primary, f"{strategy.name} on {stream.name} (class-IL, task id "
+                                        f"inferred by {class_il['settings'].score})")
+        else:
+            tracker.log_matrix(R, f"{strategy.name} on {stream.name} ({stream.scenario}-IL)")
         tracker.summary({f"final/{k}": v for k, v in summary.items()}
+                        | ({f"final/task_il/{k}": v for k, v in results["task_il"].items()
+                            if isinstance(v, int | float)}
+                           | {"final/task_inference_avg": results["class_il"]["task_inference_avg"]}
+                           if class_il else {})
                         | {f"final/compress/{k}": v for k, v in results["compression"].items()
                            if isinstance(v, int | float)}
                 | {f"budget/{k}": v for k, v in budget.items() if isinstance(v, int | float)}

@@ -71,11 +71,15 @@ class ContinualSystem(L.LightningModule):
         self.phase_steps = 0
         self.phase_samples = 0
         self._sched: torch.optim.lr_scheduler.LambdaLR | None = None
+        # class-incremental task inference: (kind, weight) of the self-made negatives that
+        # train each head's "not mine" output in the same optimiser steps (None: off)
+        self.negatives: tuple[str, float] | None = None
+        self.phase_negatives = 0
 
     def set_phase(self, task: int, phase: Phase) -> None:
         """Point the system at a task and phase before a ``Trainer.fit``."""
         self.task, self.phase = task, phase
-        self.phase_steps = self.phase_samples = 0
+        self.phase_steps = self.phase_samples = self.phase_negatives = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x, self.task)
@@ -84,8 +88,11 @@ class ContinualSystem(L.LightningModule):
         x, y, task = batch
         opt = self.optimizers()
         opt.zero_grad()  # type: ignore[union-attr]
-        logits = self.model(x, int(task))
-        loss = F.cross_entropy(logits, y)
+        if self.negatives is None:
+            logits = self.model(x, int(task))
+            loss = F.cross_entropy(logits, y)
+        else:
+            logits, loss = self._with_negatives(x, y, int(task))
         t0 = time.perf_counter()
         total = self.strategy.training_loss(loss, logits, batch)
         self.strategy_seconds += time.perf_counter() - t0
@@ -109,6 +116,28 @@ class ContinualSystem(L.LightningModule):
         if batch_idx % PROG_BAR_EVERY == 0 and self._trainer is not None \
                 and self._trainer.progress_bar_callback is not None:
             self.log("loss", loss.detach(), prog_bar=True, logger=False)
+
+    def _with_negatives(self, x: torch.Tensor, y: torch.Tensor, task: int):
+        """One forward over the batch and as many self-made negatives (labelled with the
+        head's last, "not mine", output); the loss is the batch's cross-entropy plus
+        ``weight`` times the negatives'. Returns the batch's logits and the loss."""
+        from .task_inference import make_negatives
+
+        kind, weight = self.negatives  # type: ignore[misc]
+        n = x.shape[0]
+        if kind == "rotation_classes":  # every image at 4 quarter turns, one class per pair
+            from .task_inference import rotation_batch
+
+            n_cls = self.model.n_classes(task)
+            xr, yr = rotation_batch(x, y, n_cls)
+            out = self.model(xr, task)
+            self.phase_negatives += xr.shape[0] - n
+            return out[:n], F.cross_entropy(out, yr)
+        out = self.model(torch.cat([x, make_negatives(x, kind)]), task)
+        logits, neg = out[:n], out[n:]
+        target = torch.full((n,), out.shape[1] - 1, dtype=torch.long, device=x.device)
+        self.phase_negatives += n
+        return logits, F.cross_entropy(logits, y) + weight * F.cross_entropy(neg, target)
 
     def _check_finite(self, total: torch.Tensor, batch_idx: int) -> None:
         """Stop on a NaN/inf loss: every step on CPU (cheap), every few steps elsewhere."""

@@ -160,11 +160,13 @@ class Tracker:
         self._csv_file.flush()
         self._wandb_log({**metrics, "experience": experience})
 
-    def log_matrix(self, matrix: list[list[float | None]], title: str) -> None:
-        """The accuracy matrix as a W&B table and a heat-map image (also saved as PNG)."""
+    def log_matrix(self, matrix: list[list[float | None]], title: str,
+                   key: str = "acc_matrix") -> None:
+        """The accuracy matrix as a W&B table and a heat-map image (also saved as
+        ``<key>.png``); ``key`` names both (``acc_matrix``, ``acc_matrix_task_il``)."""
         if not self.enabled:
             return
-        png = heatmap_png(matrix, self.run_dir / "acc_matrix.png", title)
+        png = heatmap_png(matrix, self.run_dir / f"{key}.png", title)
         if self._wandb is None:
             return
         try:
@@ -174,8 +176,8 @@ class Tracker:
             cols = ["after_task"] + [f"task_{j}" for j in range(T)]
             rows = [[i] + [matrix[i][j] if j < len(matrix[i]) else None for j in range(T)]
                     for i in range(T)]
-            self._wandb.log({"eval/acc_matrix": wandb.Table(columns=cols, data=rows),
-                             "eval/acc_matrix_heatmap": wandb.Image(str(png)),
+            self._wandb.log({f"eval/{key}": wandb.Table(columns=cols, data=rows),
+                             f"eval/{key}_heatmap": wandb.Image(str(png)),
                              "experience": T - 1})
         except Exception as e:
             self._warn(e)

@@ -7,6 +7,7 @@ training starts, builds the objects and calls :func:`cl_compress.runner.run_stre
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import sys
@@ -82,6 +83,7 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     from .runner import TrainerSettings, run_stream
     from .session import run_session
     from .strategies import TrainSettings, get_strategy
+    from .task_inference import TaskInferenceSettings
     from .tracking import Tracker, TrackerSettings
 
     train = TrainSettings(**c["train"])
@@ -95,18 +97,29 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
             f"strategy {strategy.name!r} supports the {'/'.join(strategy.scenarios)}-incremental "
             f"scenario(s), not benchmark.scenario={spec.scenario!r}"
         )
+    task_inference = TaskInferenceSettings(**(c.get("eval") or {}))
+    task_inference.validate()
+    data_spec = spec
+    if spec.scenario == "class" and strategy.infers_task:
+        # trained exactly as task-IL (local labels, one head per task); the task id is
+        # inferred at test time (cl_compress.task_inference)
+        data_spec = dataclasses.replace(spec, scenario="task")
+    else:
+        task_inference = None
     model_kw = dict(c["model"])
     model_name = model_kw.pop("name")
     trainer = TrainerSettings(**c["trainer"])
     tracker_settings = TrackerSettings(**c["logger"])
     session = stack.enter_context(run_session(run_dir, c))  # lock, overwrite/resume, signals
 
-    stream = build_stream(spec)
+    stream = build_stream(data_spec)
     import lightning as L
 
     L.seed_everything(int(c["seed"]), workers=True, verbose=False)  # model init is seeded
     body, feat = build_backbone(model_name, stream.input_shape, **model_kw)
-    model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task")
+    model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task",
+                           extra_outputs=task_inference.extra_outputs if task_inference else 0,
+                           rotations=task_inference.rotations if task_inference else 1)
     check_model_fits(model, stream)
     tracker = Tracker(
         run_dir, tracker_settings, name=f"{strategy.name}-s{c['seed']}",
@@ -117,7 +130,7 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     try:
         results = run_stream(stream, model, strategy, train, trainer, tracker, run_dir,
                              seed=int(c["seed"]), resume=session.resume, config=c,
-                             on_task_end=on_task_end)
+                             on_task_end=on_task_end, task_inference=task_inference)
     finally:
         tracker.finish()
     return results
@@ -182,6 +195,11 @@ def main(cfg: DictConfig) -> None:
         f"ratio_vs_individual={comp['ratio_vs_individual']:.2f}x model_bytes={comp['model_bytes']} "
         f"train_seconds={res['train_seconds']:.1f}\n  results: {Path(run_dir) / 'results.json'}"
     )
+    if "class_il" in res:
+        ci = res["class_il"]
+        print(f"  class-IL (task id inferred by {ci['score']}): avg_acc={ci['avg_acc']:.4f}; "
+              f"task inference {ci['task_inference_avg']:.4f}; task-IL (task id given): "
+              f"avg_acc={res['task_il']['avg_acc']:.4f}")
 
 
 def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> dict[str, Any] | None:

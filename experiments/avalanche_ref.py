@@ -93,3 +93,40 @@ def run_avalanche_naive(stream: Stream, epochs: int, lr: float, batch_size: int,
     t0 = time.perf_counter()
     R, train_s = accuracy_matrix(strategy, bench, strategy.train)
     return {"acc_matrix": R, "wall_seconds": time.perf_counter() - t0, "train_seconds": train_s}
+
+
+def run_avalanche_replay(stream: Stream, mem_size: int, epochs: int, lr: float, batch_size: int,
+                         seed: int = 0, hidden: tuple[int, ...] = (256, 256),
+                         sgd_momentum: float | None = None) -> dict:
+    """Avalanche ``Replay`` (``mem_size`` stored images, class-balanced buffer of Avalanche
+    0.6) with one shared head over all classes, on ``stream`` built with
+    ``scenario="class"`` (global labels, no task labels). Adam, ``epochs`` per experience
+    (Avalanche trains by epochs; each step also draws a replay mini-batch from the buffer);
+    SGD with ``sgd_momentum`` instead when it is given (the issue's anchor protocol)."""
+    from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
+    from avalanche.training.supervised import Naive
+
+    from cl_compress.benchmarks.avalanche_streams import _Targets, preserved_rng
+    from cl_compress.models.backbones import mlp
+
+    if stream.scenario != "class":
+        raise ValueError("run_avalanche_replay needs a class-incremental stream (global labels)")
+    train = [_Targets(e.train_x, e.train_y) for e in stream.experiences]
+    test = [_Targets(e.test_x, e.test_y) for e in stream.experiences]
+    with preserved_rng():
+        bench = nc_benchmark(train, test, n_experiences=stream.n_tasks, task_labels=False,
+                             shuffle=False, one_dataset_per_exp=True)
+    torch.manual_seed(seed)
+    model = nn.Sequential(mlp(stream.input_shape, hidden), nn.Linear(hidden[-1], stream.n_classes))
+    evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
+    opt = (torch.optim.Adam(model.parameters(), lr=lr) if sgd_momentum is None
+           else torch.optim.SGD(model.parameters(), lr=lr, momentum=sgd_momentum))
+    strategy = Naive(model=model, optimizer=opt,
+                     criterion=nn.CrossEntropyLoss(), train_mb_size=batch_size,
+                     train_epochs=epochs, eval_mb_size=1024, device="cpu", evaluator=evaluator,
+                     plugins=[ReplayPlugin(mem_size=mem_size)])
+    t0 = time.perf_counter()
+    R, train_s = accuracy_matrix(strategy, bench, strategy.train)
+    return {"acc_matrix": R, "wall_seconds": time.perf_counter() - t0, "train_seconds": train_s}

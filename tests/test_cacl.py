@@ -118,7 +118,7 @@ def test_surgery_and_validation():
         cls.from_config({"factorize": []}, TrainSettings())
     with pytest.raises(ConfigError, match=r"factorize\[0\]"):
         cls.from_config({"factorize": ["attention"]}, TrainSettings())
-    assert cls.scenarios == ("task",)
+    assert cls.scenarios == ("task", "class") and cls.infers_task  # class: task inferred
 
 
 def test_factorises_the_requested_layer_types(tmp_path):

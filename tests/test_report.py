@@ -309,7 +309,8 @@ def test_sweep_plan_one_multirun_per_benchmark(tmp_path):
         assert f"hydra.searchpath=['file://{tmp_path / sweep.CONFIG_DIR}']" in j
     jobs, configs, notes = sweep.plan({}, ["naive", "individual"], [0], ["split_fmnist"], "c",
                                       tmp_path, ["benchmark.scenario=class"])
-    assert jobs[0][1] == "strategy=naive" and configs == {} and "individual skipped" in notes[0]
+    # individual infers the task id under class-IL (cl_compress.task_inference): not skipped
+    assert jobs[0][1] == "strategy=naive,individual" and configs == {} and notes == []
 
 
 @pytest.mark.parametrize("overrides, match", [

@@ -12,21 +12,36 @@ class ContinualModel(nn.Module):
     Class-incremental: a single head over all classes (``multi_head=False``).
     All heads are created up front (sizes are known from the stream), which keeps
     parameter sets identical across DDP ranks and makes checkpoints shape-stable.
+
+    ``extra_outputs`` adds outputs to every head beyond its task's classes: the "not mine"
+    logit of class-incremental task inference (:mod:`cl_compress.task_inference`); the
+    class logits are always the first ``head_sizes[t]`` outputs. ``rotations`` > 1 gives
+    every head one output per (rotation, class) pair, rotation-major (output ``k * n + c``:
+    class ``c`` seen rotated by ``k`` quarter turns), CLOM-style; the first ``n`` outputs
+    are still the classes of upright inputs.
     """
 
-    def __init__(self, body: nn.Module, feat_dim: int, head_sizes: list[int], multi_head: bool):
+    def __init__(self, body: nn.Module, feat_dim: int, head_sizes: list[int], multi_head: bool,
+                 extra_outputs: int = 0, rotations: int = 1):
         super().__init__()
         self.body = body
         self.feat_dim = feat_dim
         self.multi_head = multi_head
+        self.extra_outputs = int(extra_outputs)
+        self.rotations = int(rotations)
         sizes = head_sizes if multi_head else head_sizes[:1]
-        self.heads = nn.ModuleList(nn.Linear(feat_dim, n) for n in sizes)
+        self.heads = nn.ModuleList(nn.Linear(feat_dim, n * self.rotations + self.extra_outputs)
+                                   for n in sizes)
 
     def head_index(self, task: int) -> int:
         return task if self.multi_head else 0
 
     def head(self, task: int) -> nn.Linear:
         return self.heads[self.head_index(task)]
+
+    def n_classes(self, task: int) -> int:
+        """Class outputs of ``task``'s head (its outputs less the extra ones)."""
+        return (self.head(task).out_features - self.extra_outputs) // self.rotations
 
     def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
         return self.head(task)(self.body(x))

@@ -245,6 +245,10 @@ class Strategy:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     scenarios: ClassVar[tuple[str, ...]] = ("task", "class")
+    # True: the strategy answers through task_context(j) and head j, so under
+    # benchmark.scenario=class it trains task-incrementally and the task id is inferred at
+    # test time (cl_compress.task_inference); False: class-IL uses one shared head
+    infers_task: ClassVar[bool] = False
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
     val_fraction: float = 0.0
     # hyper-parameter search (cl_compress.tune): by default every ``hp`` field is searched over

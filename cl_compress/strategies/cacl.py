@@ -77,7 +77,8 @@ class CACL(Strategy):
     """SVD-factorised body; per task: train a residual, truncate by energy, freeze."""
 
     description = "SVD-factorised layers, Hoyer-sparse singular values, per-task rank growth (CACL)"
-    scenarios = ("task",)
+    scenarios = ("task", "class")  # class: the task id is inferred at test time
+    infers_task = True
     Config = Config
     cfg: Config
     # searched: the regulariser weights, the truncation energy and sigma's lr; fixed: the

@@ -26,7 +26,8 @@ class Individual(Strategy):
     """A fresh body for every task; task ``j`` is answered by body ``j`` and head ``j``."""
 
     description = "a fresh model per task (accuracy reference, compression denominator)"
-    scenarios = ("task",)  # choosing the model to answer with needs the task id
+    scenarios = ("task", "class")  # class: the task id is inferred at test time
+    infers_task = True
 
     def __init__(self, cfg, train):
         super().__init__(cfg, train)

@@ -149,7 +149,8 @@ class LRPET(Strategy):
     """Per-task rank-k residuals trained by low-rank projection with energy transfer."""
 
     description = "low-rank projection + energy transfer; per-task rank-k residual factors"
-    scenarios = ("task",)
+    scenarios = ("task", "class")  # class: the task id is inferred at test time
+    infers_task = True
     Config = LRPETConfig
     # searched: the rank ratio, the tail scale rho and the projection period; fixed: `mode`
     # (truncate is the baseline, not a setting of LRPET), the method's components and BN knobs

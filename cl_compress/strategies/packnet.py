@@ -73,7 +73,8 @@ class PackNet(Strategy):
     """PackNet with exact freezing, per-task BN statistics and honest size accounting."""
 
     description = "PackNet: prune each task's weights by magnitude, retrain, freeze (task-IL)"
-    scenarios = ("task",)
+    scenarios = ("task", "class")  # class: the task id is inferred at test time
+    infers_task = True
     Config = PackNetConfig
     tune_space = {"prune_ratio": {"low": 0.2, "high": 0.9}, "prune_schedule": None,
                   "prune_share": None, "prune_last": None, "train_biases": None, "norm_policy": None}
