@@ -254,8 +254,10 @@ def check_model_fits(model, stream) -> None:
         with torch.no_grad():
             for e in stream.experiences:
                 out = model(e.test_x[:1], e.task_id)
-                if out.shape[-1] != e.n_outputs:
-                    raise DataError(f"task {e.task_id}: the model answers {out.shape[-1]} classes, "
+                # class outputs of the head (task inference may add "not mine"/rotation outputs)
+                n_cls = model.n_classes(e.task_id) if hasattr(model, "n_classes") else out.shape[-1]
+                if n_cls != e.n_outputs:
+                    raise DataError(f"task {e.task_id}: the model answers {n_cls} classes, "
                                     f"the data has {e.n_outputs}")
     except RuntimeError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__

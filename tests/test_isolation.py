@@ -89,16 +89,16 @@ def test_override_folder_names_cannot_break_the_path():
 
 
 def test_fresh_run_replaces_metrics_resumed_run_appends(tmp_path):
-    def one(value: float, resume: bool) -> None:
+    def one(value: float, resume_task: int | None, experience: int) -> None:
         t = Tracker(tmp_path, TrackerSettings(wandb=False), name="x", group="g", config={},
-                    resume=resume)
-        t.log_experience(0, {"eval/acc/task_0": value})
+                    resume_task=resume_task)
+        t.log_experience(experience, {"eval/acc/task_0": value})
         t.finish()
 
-    one(0.5, False)
-    one(0.7, False)  # a new run in the same folder: the old rows are gone
+    one(0.5, None, 0)
+    one(0.7, None, 0)  # a new run in the same folder: the old rows are gone
     rows = list(csv.reader(open(tmp_path / "metrics.csv", newline="")))
     assert rows[0] == HEADER and [r[4] for r in rows[1:]] == ["0.7"]
-    one(0.9, True)  # resume continues the file, without a second header
+    one(0.9, 1, 1)  # resume from task 1 continues the file, without a second header
     rows = list(csv.reader(open(tmp_path / "metrics.csv", newline="")))
     assert rows.count(HEADER) == 1 and [r[4] for r in rows[1:]] == ["0.7", "0.9"]
