@@ -105,9 +105,12 @@ def _check_dataclass_group(group: str, given: dict[str, Any], cls) -> None:
     for k, v in given.items():
         f = fields[k]
         default = f.default if f.default is not dataclasses.MISSING else None
-        if isinstance(default, bool) or default is None:
+        optional = "None" in str(f.type)  # e.g. train.steps_per_task: int | None
+        if v is None and optional:
             continue
-        if v is None and "None" in str(f.type):  # optional settings (e.g. train.steps_per_task)
+        if optional and default is None and str(f.type).startswith("int") and not _is_int(v):
+            raise ConfigError(f"{group}.{k}={v!r} must be an integer or null")
+        if isinstance(default, bool) or default is None:
             continue
         if _is_int(default) and not _is_int(v):
             raise ConfigError(f"{group}.{k}={v!r} must be an integer")

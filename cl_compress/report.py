@@ -366,10 +366,17 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
            "## W&B", "", wandb_markdown(sweep), "",
            "Raw per-run figures: `runs.csv`; table and verdicts as JSON: `summary.json`.", ""]
     path = out_dir / "report.md"
-    path.write_text(portable_text("\n".join(md), sweep.root))
+    # a report written elsewhere (e.g. experiments/results/) names no machine path; the one
+    # inside the sweep directory keeps absolute paths (its commands run as printed)
+    portable = out_dir.resolve() != sweep.root.resolve()
+
+    def keep(text: str) -> str:
+        return portable_text(text, sweep.root) if portable else text
+
+    path.write_text(keep("\n".join(md)))
     write_runs_csv(sweep, out_dir / "runs.csv")
-    write_json(out_dir / "summary.json", json.loads(portable_text(
-        json.dumps({"meta": m, "benchmarks": summary}), sweep.root)))
+    write_json(out_dir / "summary.json",
+               json.loads(keep(json.dumps({"meta": m, "benchmarks": summary}))))
     return path
 
 

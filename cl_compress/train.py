@@ -23,6 +23,7 @@ from .preempt import Preempted
 log = logging.getLogger("cl_compress")
 
 MAX_SEGMENT = 200  # bytes of one path component (Linux allows 255)
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def overrides_subdir(dirname: str | None = None) -> str:
@@ -154,8 +155,8 @@ def _check_train(t) -> None:
                     ("train.momentum", t.momentum), ("train.gamma", t.gamma)):
         if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
             raise ConfigError(f"{name}={v!r} must be a number")
-    if not 0 < t.lr < float("inf"):
-        raise ConfigError(f"train.lr={t.lr!r} must be a finite number > 0")
+    if not 0 < t.lr < FLOAT32_MAX:  # torch casts lr to the weights' float32 in the step
+        raise ConfigError(f"train.lr={t.lr!r} must be a finite number > 0 (below {FLOAT32_MAX:.3g})")
     if t.weight_decay < 0:
         raise ConfigError(f"train.weight_decay={t.weight_decay!r} must be >= 0")
     if t.optimizer not in ("adam", "adamw", "sgd"):

@@ -110,6 +110,7 @@ def test_search_steps_are_counted_apart(tmp_path):
     ("train.milestones=[0.8,0.5]", "train.milestones"),
     ("train.gamma=0", "train.gamma"),
     ("train.lr=inf", "train.lr"),
+    ("train.lr=1e39", "train.lr"),  # overflows float32 inside the optimiser step
 ])
 def test_bad_budget_settings_fail_before_training(tmp_path, override, match):
     with pytest.raises(ConfigError, match=match):

@@ -26,7 +26,8 @@ from cl_compress.train import build_and_run
 REPO = Path(__file__).resolve().parents[1]
 ONE = ["train.epochs=1"]
 CLI = [sys.executable, "-m", "cl_compress.train", "benchmark=synthetic", "logger=none",
-       "trainer.progress_bar=false", "train.epochs=1", "train.batch_size=32"]
+       "trainer.progress_bar=false", "train.epochs=1", "train.steps_per_task=null",
+       "train.batch_size=32"]
 ENV = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
 
 
@@ -161,11 +162,34 @@ def test_resume_auto_starts_when_there_is_no_checkpoint(tmp_path):
 
 # --- 3. non-finite weights -------------------------------------------------------------
 
-def test_individual_with_infinite_lr_stops_and_writes_nothing_nonfinite(tmp_path):
+# train.lr=inf (or beyond float32) is refused before training (tests/test_budget.py); to reach
+# weights that turn non-finite while the loss stays finite, a step writes inf into a weight
+POISON_STEP = textwrap.dedent("""
+    import sys
+    import torch
+    from cl_compress import system
+
+    step = system.ContinualSystem.training_step
+
+    def poisoned(self, batch, i):  # the optimiser step lands the weights on inf
+        out = step(self, batch, i)
+        with torch.no_grad():
+            next(self.model.parameters()).fill_(float("inf"))
+        return out
+
+    system.ContinualSystem.training_step = poisoned
+""")
+
+
+def test_individual_with_nonfinite_weights_stops_and_writes_nothing_nonfinite(tmp_path, monkeypatch):
+    ns: dict = {}
+    exec(POISON_STEP, ns)  # noqa: S102 - patches ContinualSystem.training_step in this process
+    from cl_compress import system
+
+    monkeypatch.setattr(system.ContinualSystem, "training_step", ns["system"].ContinualSystem.training_step)
     run = tmp_path / "inf"
-    # one optimiser step per task: the loss is finite every time, the weights are not
     with pytest.raises(NonFiniteWeightsError, match="non-finite during task 0.*no task had finished"):
-        run_quick(run, ONE + ["strategy=individual", "train.lr=inf", "train.batch_size=128"])
+        run_quick(run, ONE + ["strategy=individual", "train.batch_size=128"])
     assert not (run / "checkpoint.pt").exists() and not (run / "model_artifact.pt").exists()
     assert not (run / "results.json").exists()
 
@@ -192,9 +216,10 @@ def test_save_torch_refuses_nonfinite_tensors(tmp_path):
 
 
 def test_cli_nonfinite_exits_nonzero_with_one_line(tmp_path):
-    p = subprocess.run(CLI + ["strategy=individual", "train.lr=inf", "train.batch_size=128",
-                              f"hydra.run.dir={tmp_path / 'r'}"], cwd=REPO, env=ENV,
-                       capture_output=True, text=True, timeout=300)
+    script = POISON_STEP + "from cl_compress.train import main\nsys.argv[0] = 'train'\nmain()\n"
+    p = subprocess.run([sys.executable, "-c", script, *CLI[3:], "strategy=individual",
+                        "train.batch_size=128", f"hydra.run.dir={tmp_path / 'r'}"], cwd=REPO,
+                       env=ENV, capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert "error: weights became non-finite" in p.stderr
     assert not (tmp_path / "r" / "results.json").exists()
@@ -264,6 +289,7 @@ def test_orphan_tmp_files_are_removed_on_start(tmp_path):
     ("train.lr=abc", r"train.lr='abc' must be a number"),
     ("train.lr=nan", r"train.lr=nan must be a number"),
     ("train.epochs=1.5", r"train.epochs=1.5 must be an integer"),
+    ("train.steps_per_task=2.5", r"train.steps_per_task=2.5 must be an integer"),
     ("train.lr=-1", r"train.lr=-1 must be a number > 0"),
     ("train.momentum=fast", r"train.momentum='fast' must be a number"),
     ("model.hidden=[0]", r"model.hidden=\[0\] must be a list of integers >= 1"),

@@ -271,7 +271,11 @@ def test_write_report_files_and_figures(tmp_path):
     (tmp_path / "split_fmnist-task" / "naive" / "s0" / "wandb" / "offline-run-1").mkdir(parents=True)
     path = report.write_report(tmp_path, tmp_path / "out")
     text = path.read_text()
-    assert f"find {tmp_path} -type d -name 'offline-run-*' -exec wandb sync {{}} +" in text
+    # written outside the sweep (as for experiments/results/): no machine path in the report
+    assert f"find {tmp_path.name} -type d -name 'offline-run-*' -exec wandb sync {{}} +" in text
+    assert str(tmp_path) not in text and str(tmp_path) not in (tmp_path / "out" / "summary.json").read_text()
+    inside = report.write_report(tmp_path).read_text()  # in the sweep dir: runnable as printed
+    assert f"find {tmp_path} -type d -name 'offline-run-*' -exec wandb sync {{}} +" in inside
     assert "W&B group `g`" in text
     assert "## split_fmnist-task" in text and "### Paper claims" in text and "## W&B" in text
     assert "**not measured**" in text  # lrpet and cacl are absent

@@ -22,7 +22,7 @@ def individual_reference_bits(body: nn.Module, heads: nn.Module, n_tasks: int,
     >>> individual_reference_bits(nn.Linear(3, 2), nn.Linear(2, 2), 4)
     1216
     >>> individual_reference_bits(nn.Linear(3, 2), nn.ModuleList([nn.Linear(2, 2)] * 4), 4, seen=1)
-    320
+    448
     """
     seen = n_tasks if seen is None else seen
     head_list = list(heads) if isinstance(heads, nn.ModuleList) else [heads]
