@@ -182,11 +182,11 @@ POISON_STEP = textwrap.dedent("""
 
 
 def test_individual_with_nonfinite_weights_stops_and_writes_nothing_nonfinite(tmp_path, monkeypatch):
-    ns: dict = {}
-    exec(POISON_STEP, ns)  # noqa: S102 - patches ContinualSystem.training_step in this process
     from cl_compress import system
 
-    monkeypatch.setattr(system.ContinualSystem, "training_step", ns["system"].ContinualSystem.training_step)
+    # register the original with monkeypatch first, so that it is restored after the test
+    monkeypatch.setattr(system.ContinualSystem, "training_step", system.ContinualSystem.training_step)
+    exec(POISON_STEP, {})  # noqa: S102 - patches ContinualSystem.training_step in this process
     run = tmp_path / "inf"
     with pytest.raises(NonFiniteWeightsError, match="non-finite during task 0.*no task had finished"):
         run_quick(run, ONE + ["strategy=individual", "train.batch_size=128"])
