@@ -82,12 +82,15 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     from .runner import TrainerSettings, run_stream
     from .session import run_session
     from .strategies import TrainSettings, get_strategy
+    from .strategies.base import variant_of
     from .tracking import Tracker, TrackerSettings
 
     train = TrainSettings(**c["train"])
     _check_train(train)
     params = dict(c["strategy"])
+    explicit = params.pop("variant", None)
     strategy = get_strategy(params.pop("name")).from_config(params, train)
+    strategy.variant = str(explicit) if explicit not in (None, "") else variant_of(strategy.cfg)
     spec = BenchmarkSpec(**c["benchmark"])
     validate_spec(spec)
     if spec.scenario not in strategy.scenarios:
@@ -108,10 +111,12 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     body, feat = build_backbone(model_name, stream.input_shape, **model_kw)
     model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task")
     check_model_fits(model, stream)
+    group = tracker_settings.group or f"{spec.name}-{spec.scenario}"
     tracker = Tracker(
-        run_dir, tracker_settings, name=f"{strategy.name}-s{c['seed']}",
-        group=tracker_settings.group or f"{spec.name}-{spec.scenario}", config=c,
-        tags=[strategy.name, spec.name, spec.scenario, f"seed{c['seed']}"],
+        run_dir, tracker_settings, name=f"{strategy.label}-{spec.name}-s{c['seed']}", group=group,
+        config=wandb_config(c, group, strategy.variant, strategy.label),
+        tags=[strategy.name, *([strategy.label] if strategy.variant else []), spec.name,
+              spec.scenario, f"seed{c['seed']}"],
         resume_task=session.next_task,
     )
     try:
@@ -121,6 +126,18 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     finally:
         tracker.finish()
     return results
+
+
+def wandb_config(c: dict[str, Any], group: str, variant: str, label: str) -> dict[str, Any]:
+    """The config as W&B shows it: the group and the variant actually used (not the
+    ``null`` defaults that mean "derive it") and ``method``, the label runs compare by."""
+    import copy
+
+    out = copy.deepcopy(c)
+    out["logger"] = {**out.get("logger", {}), "group": group}
+    out["strategy"] = {**out.get("strategy", {}), "variant": variant or None}
+    out["method"] = label
+    return out
 
 
 def _check_train(t) -> None:

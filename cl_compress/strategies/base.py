@@ -78,6 +78,22 @@ def validate_config(cfg: Any, prefix: str = "strategy") -> None:
             _check_value(name, dict(f.metadata), item)
 
 
+def variant_of(cfg: Any) -> str:
+    """The variant a config describes: its categorical settings (``hp`` fields with
+    ``choices``: modes, policies, switches) that differ from their defaults, as
+    ``key=value`` joined by ``,`` (e.g. ``mode=truncate``); ``""`` for the default method.
+    Numeric hyper-parameters (ratios, rates) tune a method without making it another one."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        if not f.metadata or f.metadata.get("choices") is None:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        v = getattr(cfg, f.name)
+        if v != default:
+            out.append(f"{f.name}={str(v).lower() if isinstance(v, bool) else v}")
+    return ",".join(out)
+
+
 @dataclass
 class StrategyConfig:
     """Base of every strategy's hyper-parameter dataclass (no fields)."""
@@ -252,6 +268,14 @@ class Strategy:
     # ({"low": .., "high": .., "log": bool} or {"choices": [...]}) or, as None, keeps it at
     # its configured value (policies that change what the method is, compute knobs)
     tune_space: ClassVar[dict[str, dict[str, Any] | None]] = {}
+    # a label only (``strategy.variant``; W&B names, tags and the report): which variant of
+    # the method this run is; empty: :func:`variant_of` derives it from the settings
+    variant: str = ""
+
+    @property
+    def label(self) -> str:
+        """``name`` or ``name[variant]``, e.g. ``lrpet[mode=truncate]``."""
+        return f"{self.name}[{self.variant}]" if self.variant else self.name
 
     def __init__(self, cfg: StrategyConfig, train: TrainSettings):
         self.cfg = cfg
@@ -344,8 +368,10 @@ class Strategy:
         return {"format": "dense-fp32", "model": self.model.state_dict()}
 
     def task_metrics(self, task: int) -> dict[str, float]:
-        """Figures logged after each task under ``compress/`` (e.g. ``rank/layer0``:
-        the per-layer rank used by task ``task``, ``bits/task_3``, ``free_fraction``)."""
+        """Figures logged after each task under ``compress/`` (e.g. ``rank/body.0``: the
+        per-layer rank used by task ``task``, ``bits/task_3``). A per-layer figure is named
+        ``<kind>/<path>`` with the layer's path in the ContinualModel (``body.0``, ``body.3``),
+        the same across strategies."""
         return {}
 
     def extra_results(self) -> dict[str, Any]:

@@ -282,7 +282,9 @@ class CACL(Strategy):
     def task_metrics(self, task: int) -> dict[str, float]:
         prev = self._prev_ranks(task)
         out: dict[str, float] = {}
-        for name, r, p, m in zip(self._layer_names(), self.task_ranks[task], prev, self.layers):
+        # layers by their path in the model (``body.<path>``), as every strategy names them
+        names = [f"body.{p}" for p in self.paths]
+        for name, r, p, m in zip(names, self.task_ranks[task], prev, self.layers):
             out[f"rank/{name}"] = r
             out[f"new_rank/{name}"] = r - p
             out[f"slots/{name}"] = m.rank

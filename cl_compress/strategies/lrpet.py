@@ -374,8 +374,9 @@ class LRPET(Strategy):
                 "bn": self.bn_states, "heads": heads}
 
     def task_metrics(self, task: int) -> dict[str, float]:
-        out: dict[str, float] = {f"rank/{n}": float(k) for n, k in self.ranks().items() if k}
-        out |= {f"energy_removed/{n}": e for n, e in self.removed.items()}
+        # layers by their path in the model (``body.<path>``), as every strategy names them
+        out: dict[str, float] = {f"rank/body.{n}": float(k) for n, k in self.ranks().items() if k}
+        out |= {f"energy_removed/body.{n}": e for n, e in self.removed.items()}
         return out
 
     def extra_results(self) -> dict[str, Any]:
