@@ -63,12 +63,13 @@ def check_seed(name: str, v: Any) -> None:
         raise ConfigError(f"{name}={v!r} must be an integer in [0, {MAX_SEED}]")
 
 
-def check_config(c: dict[str, Any]) -> None:
-    """Validate the resolved config dict; raises ConfigError naming the first bad key."""
-    from .benchmarks import BenchmarkSpec
-    from .runner import TrainerSettings
-    from .strategies.base import TrainSettings
-    from .tracking import TrackerSettings
+def check_config(c: dict[str, Any], model: bool = True) -> None:
+    """Validate the resolved config dict; raises ConfigError naming the first bad key.
+
+    Without torch, Lightning or Avalanche (``settings.py``), except ``model=True``: the
+    model's keyword arguments are read from the backbone functions (importing torch).
+    """
+    from .settings import BenchmarkSpec, TrackerSettings, TrainerSettings, TrainSettings
 
     extra = sorted(set(c) - _top_level_keys() - {"hydra"})
     if extra:
@@ -94,7 +95,10 @@ def check_config(c: dict[str, Any]) -> None:
     check_trainer(c["trainer"])
     _unknown_keys("logger", c["logger"], set(_fields(TrackerSettings)))
     check_logger(c["logger"])
-    check_model(c["model"])
+    if not isinstance(c["strategy"].get("name"), str) or not c["strategy"]["name"]:
+        raise ConfigError(f"strategy.name={c['strategy'].get('name')!r} must name a strategy")
+    if model:
+        check_model(c["model"])
 
 
 def _check_dataclass_group(group: str, given: dict[str, Any], cls) -> None:
@@ -143,9 +147,8 @@ def check_model(m: dict[str, Any]) -> None:
 
 
 def check_trainer(t: dict[str, Any]) -> None:
-    """Devices and accelerator exist on this machine."""
-    import torch
-
+    """Devices and accelerator exist on this machine (torch is imported only to count
+    CUDA or MPS devices)."""
     devices = t.get("devices", 1)
     if _is_int(devices):
         ok = devices >= 1 or devices == -1
@@ -161,6 +164,8 @@ def check_trainer(t: dict[str, Any]) -> None:
     if not _is_int(t.get("num_nodes", 1)) or t.get("num_nodes", 1) < 1:
         raise ConfigError(f"trainer.num_nodes={t.get('num_nodes')!r} must be an integer >= 1")
     acc = str(t.get("accelerator", "cpu")).lower()
+    if acc in ("gpu", "cuda", "mps"):
+        import torch
     if acc in ("gpu", "cuda"):
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:

@@ -9,7 +9,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from .io import CheckpointError, load_torch, save_torch, write_json
 from .models import ContinualModel
 from .progress import RunProgress
 from .resume import check_model_shapes, check_structure, describe_checkpoint, file_sha256, training_config
+from .settings import TrainerSettings
 from .strategies.base import Phase, Strategy, StreamInfo, TaskData, TrainSettings, allocate_steps
 from .system import ContinualSystem, NonFiniteLossError
 from .tracking import Tracker, is_rank_zero
@@ -34,19 +35,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 CHECKPOINT = "checkpoint.pt"
 CKPT_FORMAT = 1
-
-
-@dataclass
-class TrainerSettings:
-    """``trainer`` config group: how Lightning runs each phase."""
-
-    accelerator: str = "cpu"
-    devices: Any = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
-    progress_bar: bool = True
-    deterministic: bool = True
 
 
 def task_seed(seed: int, task: int) -> int:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import ContinualModel
-from .strategies.base import Phase, Strategy, lr_factor
+from .strategies.base import Phase, Strategy, build_optimizer, lr_factor  # noqa: F401  (re-exported)
 
 PROG_BAR_EVERY = 25  # steps between progress-bar loss updates
 CUDA_FINITE_CHECK_EVERY = 32  # on accelerators, checking every step would sync every step
@@ -31,21 +31,6 @@ CUDA_FINITE_CHECK_EVERY = 32  # on accelerators, checking every step would sync 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
-
-
-def build_optimizer(params, phase: Phase) -> torch.optim.Optimizer:
-    params = list(params)
-    if not params:
-        raise ValueError(f"phase {phase.name!r} has no trainable parameters")
-    if phase.optimizer == "adam":
-        return torch.optim.Adam(params, lr=phase.lr, weight_decay=phase.weight_decay)
-    if phase.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
-    if phase.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum,
-                               weight_decay=phase.weight_decay,
-                               nesterov=bool(phase.nesterov and phase.momentum > 0))
-    raise ValueError(f"optimizer {phase.optimizer!r} is not one of adam, adamw, sgd")
 
 
 class ContinualSystem(L.LightningModule):

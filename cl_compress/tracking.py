@@ -14,7 +14,6 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .guards import wandb_credentials
 from .resume import trim_metrics_csv, wandb_run_id
+from .settings import TrackerSettings
 
 log = logging.getLogger(__name__)
 # context of a training row: W&B columns, not metrics.csv values
@@ -29,18 +29,6 @@ CONTEXT_KEYS = frozenset({"train/task", "train/phase", "train/phase_index", "tra
                           "train/task_step", "train/phase_epoch"})
 PER_TASK_ACC = re.compile(r"^eval/acc/task_\d+$")
 ACC_CHART = "eval/acc_per_task"  # the multi-line chart of every task's accuracy
-
-
-@dataclass
-class TrackerSettings:
-    """``logger`` config group."""
-
-    wandb: bool = True
-    project: str = "cl_compress"
-    entity: str | None = None
-    mode: str | None = None  # online | offline | disabled; None -> $WANDB_MODE or offline
-    group: str | None = None  # default: the benchmark name
-    tags: list[str] = field(default_factory=list)
 
 
 def is_rank_zero() -> bool:
