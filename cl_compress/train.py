@@ -245,6 +245,12 @@ def main(cfg: DictConfig) -> None:
             remove_unstarted(run_dir)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+    if not c.get("keep_going"):  # a first line at once, not after the imports and the data
+        train = c["train"]
+        budget = (f"{train['steps_per_task']} steps/task" if train.get("steps_per_task")
+                  else f"{train.get('epochs')} epoch(s)/phase")
+        print(f"{c['strategy']['name']} on {c['benchmark']['name']} ({budget}, seed {c['seed']}): "
+              f"config ok; loading Lightning and the data ...", flush=True)
     import lightning.pytorch  # noqa: F401  (it sets its own log level on import)
 
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners, tips
