@@ -17,6 +17,7 @@ to take as many steps as the current one.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from typing import Any, TextIO
@@ -81,7 +82,8 @@ class RunProgress:
         if now - self._drawn < REDRAW_SECONDS:
             return
         self._drawn = now
-        self.out.write("\r\033[K" + self._status(system, f"loss {loss:.3f}"))
+        width = shutil.get_terminal_size((120, 20)).columns - 1  # a wrapped line cannot be redrawn
+        self.out.write("\r\033[K" + self._status(system, f"loss {loss:.3f}")[:width])
         self.out.flush()
         self._line = True
 

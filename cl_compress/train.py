@@ -155,13 +155,14 @@ def check_strategy(c: dict[str, Any]) -> None:
     check_model(c["model"])
 
 
-HYDRA_ONLY = {".hydra", "status.json"}  # what a run that never started leaves, with <job>.log
+HYDRA_ONLY = {".hydra", "status.json", ".lock"}  # what a run that never started leaves, with <job>.log
 
 
 def remove_unstarted(run_dir: str | Path) -> bool:
     """Remove a run directory that holds only what Hydra and ``run_job`` wrote before the
-    run started (``.hydra/``, an empty ``<job>.log``, ``status.json``): a config error leaves
-    no folder behind. Anything else in it (results, a checkpoint, a non-empty log) keeps it."""
+    run started (``.hydra/``, an empty ``<job>.log``, ``status.json``, ``.lock``): a config
+    error leaves no folder behind. Anything else in it (results, a checkpoint, a non-empty
+    log) keeps it."""
     import shutil
 
     d = Path(run_dir)
