@@ -67,7 +67,7 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     """
     c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
-    precheck(c, model=True)
+    precheck(c)
     with contextlib.ExitStack() as stack:
         return _build_and_run(c, run_dir, on_task_end, stack)
 
@@ -126,22 +126,20 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     return results
 
 
-def precheck(c: dict[str, Any], model: bool = False) -> None:
-    """Every check of the config that needs neither data nor torch (``model=True`` adds the
-    model's keyword arguments, which imports torch); the strategy's hyper-parameters are
-    checked next, when its class is imported (``Strategy.from_config``)."""
+def precheck(c: dict[str, Any]) -> None:
+    """Every check of the config that needs neither data nor torch; the strategy's
+    hyper-parameters are checked next, when its class is imported (:func:`check_strategy`)."""
     from .guards import check_config
     from .settings import BenchmarkSpec, TrainSettings, validate_spec
 
-    check_config(c, model=model)
+    check_config(c)
     _check_train(TrainSettings(**c["train"]))
     validate_spec(BenchmarkSpec(**c["benchmark"]))
 
 
 def check_strategy(c: dict[str, Any]) -> None:
-    """The strategy's hyper-parameters and scenario, and the model's arguments: imports
-    torch and the strategy (not Lightning, not the data)."""
-    from .guards import check_model
+    """The strategy's hyper-parameters and scenario: imports torch and the strategy (not
+    Lightning, not the data)."""
     from .settings import TrainSettings
     from .strategies import get_strategy
 
@@ -152,7 +150,6 @@ def check_strategy(c: dict[str, Any]) -> None:
     if scenario not in cls.scenarios:
         raise ConfigError(f"strategy {cls.name!r} supports the {'/'.join(cls.scenarios)}-incremental "
                           f"scenario(s), not benchmark.scenario={scenario!r}")
-    check_model(c["model"])
 
 
 HYDRA_ONLY = {".hydra", "status.json", ".lock"}  # what a run that never started leaves, with <job>.log

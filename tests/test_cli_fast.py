@@ -44,3 +44,15 @@ def test_config_error_leaves_no_run_folder(tmp_path):
                            capture_output=True, text=True, cwd=ROOT)
         assert p.returncode == 2 and p.stderr.strip().startswith("error: "), p.stderr
         assert "Traceback" not in p.stderr and not run.exists()
+
+
+def test_static_backbone_signatures_match_the_functions():
+    import inspect
+
+    from cl_compress.guards import backbone_signatures
+
+    static = backbone_signatures()
+    assert set(static) == set(BACKBONES)
+    for name, (fn, _) in BACKBONES.items():
+        params = list(inspect.signature(fn).parameters.values())[1:]
+        assert static[name] == {p.name: p.default for p in params}
