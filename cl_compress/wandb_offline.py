@@ -120,10 +120,33 @@ def _value(text: str) -> Any:
         return text
 
 
-def read_run(path: str | Path) -> OfflineRun:
-    """Parse an offline run (see :func:`find_wandb_file` for ``path``)."""
+def wait_until_written(file: Path, timeout: float) -> None:
+    """W&B's service process may still be writing the log when ``run.finish()`` returns (seen
+    on a loaded machine): wait until it holds the run's ``exit`` record and its size has
+    stopped changing, or ``timeout`` seconds have passed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    size = -1
+    while time.monotonic() < deadline:
+        now = file.stat().st_size
+        if now == size:
+            try:
+                if any(r.WhichOneof("record_type") == "exit" for r in iter_records(file)):
+                    return
+            except Exception:  # noqa: BLE001  (a half-written tail: try again)
+                pass
+        size = now
+        time.sleep(0.5)
+
+
+def read_run(path: str | Path, wait: float = 0.0) -> OfflineRun:
+    """Parse an offline run (see :func:`find_wandb_file` for ``path``); ``wait`` > 0: first
+    wait up to that many seconds for W&B to finish writing it (:func:`wait_until_written`)."""
     out = OfflineRun()
     file = find_wandb_file(path)
+    if wait > 0:
+        wait_until_written(file, wait)
     out.files_dir = file.parent / "files"
     for rec in iter_records(file):
         kind = rec.WhichOneof("record_type")

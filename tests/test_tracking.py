@@ -80,7 +80,7 @@ def test_offline_run_read_back_with_wandbs_own_records(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     res = run_quick(run_dir, ["logger=wandb", "strategy=individual", "train.epochs=null",
                               "train.steps_per_task=20"])
-    run = read_run(run_dir)
+    run = read_run(run_dir, wait=60)
     T = res["n_tasks"]
     ratios = [r["compress/ratio_vs_individual"] for r in run.rows_with("compress/ratio_vs_individual")]
     assert ratios == pytest.approx([1.0] * T)
@@ -116,10 +116,10 @@ def test_variant_names_runs_apart(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_quick(tmp_path / "a", ["logger=wandb", "strategy=lrpet", "strategy.mode=truncate",
                                "train.epochs=null", "train.steps_per_task=6"])
-    run = read_run(tmp_path / "a")
+    run = read_run(tmp_path / "a", wait=60)
     assert run.name == "lrpet[mode=truncate]-synthetic-s0"
     assert "lrpet[mode=truncate]" in run.tags and run.config["strategy"]["variant"] == "mode=truncate"
     assert run.rows_with("compress/rank/body.1")  # layers named by their path in the model
     run_quick(tmp_path / "b", ["logger=wandb", "strategy=lrpet", "strategy.variant=truncate-ft",
                                "strategy.mode=truncate", "train.epochs=null", "train.steps_per_task=6"])
-    assert read_run(tmp_path / "b").name == "lrpet[truncate-ft]-synthetic-s0"
+    assert read_run(tmp_path / "b", wait=60).name == "lrpet[truncate-ft]-synthetic-s0"
