@@ -44,3 +44,28 @@ def test_terminal_redraws_one_line_and_quiet_mode_prints_nothing():
     _drive(RunProgress(2, show=False, stream=quiet, tty=False), epochs=2, steps_per_epoch=2)
     assert quiet.getvalue() == ""
     assert clock(75) == "1:15" and clock(3725) == "1:02:05" and clock(None) == "?"
+
+
+def test_piped_cli_run_prints_plain_lines_only(tmp_path):
+    """A run piped to a file: one line per epoch, a line per task, the summary; no redraws."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-m", "cl_compress.train", "benchmark=synthetic", "logger=none",
+                        "strategy=packnet", "train.steps_per_task=30", "train.batch_size=32",
+                        f"hydra.run.dir={tmp_path / 'r'}"], capture_output=True, text=True, cwd=root)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = p.stdout
+    assert "\r" not in out and "\r" not in p.stderr
+    lines = out.splitlines()
+    epochs = [x for x in lines if x.startswith("task ") and " · epoch " in x]
+    phases = {x.split(" · ")[1] for x in epochs}
+    assert phases == {"train", "retrain"}  # PackNet's two phases, each named on its lines
+    # 80 training samples / batch 32 = 3 batches per epoch; 20 train + 10 retrain steps: 7 + 4
+    # epochs; the last task is not pruned (prune_last=false): one phase of 30 steps, 10 epochs
+    assert len(epochs) == 2 * (7 + 4) + 10
+    assert sum(" done in " in x for x in lines) == 3
+    assert any(x.startswith("  forgetting  ") for x in lines) and len(lines) < 60
+    assert "Warning" not in p.stderr and "anonymous" not in out + p.stderr
