@@ -243,7 +243,7 @@ def main(cfg: DictConfig) -> None:
             remove_unstarted(run_dir)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-    if not c.get("keep_going"):  # a first line at once, not after the imports and the data
+    if not c.get("keep_going") and _env_rank_zero():  # a first line now, not after the imports
         train = c["train"]
         budget = (f"{train['steps_per_task']} steps/task" if train.get("steps_per_task")
                   else f"{train.get('epochs')} epoch(s)/phase")
@@ -259,6 +259,14 @@ def main(cfg: DictConfig) -> None:
     if res is None or not is_rank_zero():
         return
     print("\n" + final_summary(res, Path(run_dir)))
+
+
+def _env_rank_zero() -> bool:
+    """Rank 0 by the launcher's environment (as Lightning reads it), before Lightning is imported."""
+    import os
+
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID",
+                                                        "JSM_NAMESPACE_RANK"))
 
 
 def human_bytes(n: float) -> str:
