@@ -64,11 +64,9 @@ def check_seed(name: str, v: Any) -> None:
 
 
 def check_config(c: dict[str, Any]) -> None:
-    """Validate the resolved config dict; raises ConfigError naming the first bad key."""
-    from .benchmarks import BenchmarkSpec
-    from .runner import TrainerSettings
-    from .strategies.base import TrainSettings
-    from .tracking import TrackerSettings
+    """Validate the resolved config dict; raises ConfigError naming the first bad key.
+    Imports neither torch, Lightning nor Avalanche (``settings.py``, :func:`backbone_signatures`)."""
+    from .settings import BenchmarkSpec, TrackerSettings, TrainerSettings, TrainSettings
 
     extra = sorted(set(c) - _top_level_keys() - {"hydra"})
     if extra:
@@ -94,6 +92,8 @@ def check_config(c: dict[str, Any]) -> None:
     check_trainer(c["trainer"])
     _unknown_keys("logger", c["logger"], set(_fields(TrackerSettings)))
     check_logger(c["logger"])
+    if not isinstance(c["strategy"].get("name"), str) or not c["strategy"]["name"]:
+        raise ConfigError(f"strategy.name={c['strategy'].get('name')!r} must name a strategy")
     check_model(c["model"])
 
 
@@ -118,18 +118,40 @@ def _check_dataclass_group(group: str, given: dict[str, Any], cls) -> None:
             raise ConfigError(f"{group}.{k}={v!r} must be a number")
 
 
-def check_model(m: dict[str, Any]) -> None:
-    """Model name known, keyword arguments known, widths integers >= 1."""
-    from .models import BACKBONES
+@cache
+def backbone_signatures() -> dict[str, dict[str, Any]]:
+    """``{model name: {keyword: default}}`` of every backbone in ``models/backbones.py``'s
+    ``BACKBONES`` table, read from the source (no torch import); a test checks it against
+    ``inspect.signature`` of the functions themselves."""
+    import ast
 
+    tree = ast.parse((Path(__file__).parent / "models" / "backbones.py").read_text())
+    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    table = next(n.value for n in tree.body if isinstance(n, ast.Assign)
+                 and any(getattr(t, "id", "") == "BACKBONES" for t in n.targets))
+    out: dict[str, dict[str, Any]] = {}
+    assert isinstance(table, ast.Dict)
+    for key, value in zip(table.keys, table.values):
+        assert isinstance(key, ast.Constant) and isinstance(value, ast.Tuple)
+        fn = funcs[value.elts[0].id]  # type: ignore[attr-defined]
+        args = fn.args.args[1:]  # the first argument is the input shape
+        defaults = [inspect.Parameter.empty] * (len(args) - len(fn.args.defaults)) + \
+            [ast.literal_eval(d) for d in fn.args.defaults]
+        out[key.value] = {a.arg: d for a, d in zip(args, defaults[-len(args):] if args else [])}
+    return out
+
+
+def check_model(m: dict[str, Any]) -> None:
+    """Model name known, keyword arguments known, widths integers >= 1 (no torch import)."""
+    backbones = backbone_signatures()
     name = m.get("name")
-    if name not in BACKBONES:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(BACKBONES))}")
-    params = dict(list(inspect.signature(BACKBONES[name][0]).parameters.items())[1:])
+    if name not in backbones:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(backbones))}")
+    params = backbones[name]
     kw = {k: v for k, v in m.items() if k != "name"}
     _unknown_keys("model", kw, set(params))
     for k, v in kw.items():
-        default = params[k].default
+        default = params[k]
         if isinstance(default, bool):
             if not isinstance(v, bool):
                 raise ConfigError(f"model.{k}={v!r} must be true or false")
@@ -146,9 +168,8 @@ def check_model(m: dict[str, Any]) -> None:
 
 
 def check_trainer(t: dict[str, Any]) -> None:
-    """Devices and accelerator exist on this machine."""
-    import torch
-
+    """Devices and accelerator exist on this machine (torch is imported only to count
+    CUDA or MPS devices)."""
     devices = t.get("devices", 1)
     if _is_int(devices):
         ok = devices >= 1 or devices == -1
@@ -164,6 +185,8 @@ def check_trainer(t: dict[str, Any]) -> None:
     if not _is_int(t.get("num_nodes", 1)) or t.get("num_nodes", 1) < 1:
         raise ConfigError(f"trainer.num_nodes={t.get('num_nodes')!r} must be an integer >= 1")
     acc = str(t.get("accelerator", "cpu")).lower()
+    if acc in ("gpu", "cuda", "mps"):
+        import torch
     if acc in ("gpu", "cuda"):
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:

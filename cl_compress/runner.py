@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,9 @@ from .compress.accounting import individual_reference_bits
 from .finite import check_state as check_finite_state
 from .io import CheckpointError, load_torch, save_torch, write_json
 from .models import ContinualModel
+from .progress import RunProgress
 from .resume import check_model_shapes, check_structure, describe_checkpoint, file_sha256, training_config
+from .settings import TrainerSettings
 from .strategies.base import (
     CompressionStats,
     Phase,
@@ -43,21 +47,10 @@ from .task_inference import (
 from .tracking import Tracker, is_rank_zero
 
 log = logging.getLogger(__name__)
+# raised inside Lightning by the installed torch on every fit; nothing a user can act on
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 CHECKPOINT = "checkpoint.pt"
 CKPT_FORMAT = 1
-
-
-@dataclass
-class TrainerSettings:
-    """``trainer`` config group: how Lightning runs each phase."""
-
-    accelerator: str = "cpu"
-    devices: Any = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
-    progress_bar: bool = True
-    deterministic: bool = True
 
 
 def task_seed(seed: int, task: int) -> int:
@@ -73,7 +66,8 @@ def make_trainer(s: TrainerSettings, epochs: int, steps: int | None = None) -> L
         precision=s.precision, max_epochs=None if steps else epochs, max_steps=steps or -1,
         logger=False, enable_checkpointing=False,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        enable_progress_bar=s.progress_bar, deterministic=s.deterministic,
+        # one display for the whole run (progress.RunProgress), not a bar per fit
+        enable_progress_bar=False, deterministic=s.deterministic,
         use_distributed_sampler=True,
     )
 
@@ -196,6 +190,10 @@ def run_stream(
     system = ContinualSystem(model, strategy, on_epoch_end=tracker.log_epoch)
     if task_inference is not None and task_inference.negatives != "none":
         system.negatives = (task_inference.negatives, float(task_inference.negative_weight))
+    system.run_steps = sum(int(b["train_steps"]) for b in budget.per_task)  # resumed: continue
+    progress = RunProgress(T, show=trainer.progress_bar and is_rank_zero(), first_task=start)
+    system.progress = progress if is_rank_zero() else None
+    t_run = time.perf_counter() - sum(timing.get("task_seconds", []))
 
     for t in range(start, T):
         exp = stream.experiences[t]
@@ -218,9 +216,14 @@ def run_stream(
         strategy.take_extra_steps()  # counts belong to the task they were taken in
         hook_s = _timed(strategy.before_task, t, data)
         n_train = int(exp.train_x.shape[0])
-        for k, phase in enumerate(task_phases(strategy, t, train)):
+        phases = task_phases(strategy, t, train)
+        per_epoch = math.ceil(n_train / train.batch_size)
+        planned = [p.steps if p.steps else p.epochs * per_epoch for p in phases]
+        progress.start_task(t, sum(planned))
+        for k, phase in enumerate(phases):
             hook_s += _timed(strategy.before_phase, t, phase, data)
-            system.set_phase(t, phase)
+            system.set_phase(t, phase, k)
+            progress.start_phase(phase.name, planned[k])
             fit_loader = make_loader(exp.train_x, exp.train_y, t, train.batch_size, shuffle=True,
                                      seed=task_seed(seed, t) * 10 + k)
             t0 = time.perf_counter()
@@ -272,8 +275,10 @@ def run_stream(
                      " ".join(f"{a:.4f}" for a in ci), " ".join(f"{a:.4f}" for a in ti))
         timing["eval_seconds"] += time.perf_counter() - t0
         ddp_check = check_ranks_agree(model, strategy, t)
+        timing["elapsed_seconds"] = time.perf_counter() - t_run
         _log_task(tracker, strategy, R, t, reference_bits, spent, acc_before[t], T, ti_stats,
-                  _class_il_metrics(C, TI, t) if task_inference is not None else None)
+                  _class_il_metrics(C, TI, t) if task_inference is not None else None, timing)
+        tracker.log_accuracy_chart(R)
         if is_rank_zero():
             save_torch(ckpt_path, {
                 "format": CKPT_FORMAT, "next_task": t + 1, "n_tasks": T, "seed": seed,
@@ -284,7 +289,7 @@ def run_stream(
                 **({"class_il_matrix": C, "task_inference_acc": TI,
                     "task_inference_stats": ti_stats} if task_inference else {}),
             })
-        log.info("task %d done: %s", t, " ".join(f"{a:.4f}" for a in row))
+        progress.task_done(t, row, timing["task_seconds"][-1])
         if on_task_end is not None:
             on_task_end(t, model, strategy)
 
@@ -381,11 +386,13 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
 
 def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_bits: int,
               spent: dict[str, Any], acc_before: float, n_tasks: int, ti_stats: dict[int, Any],
-              extra: dict[str, float] | None = None) -> None:
+              extra: dict[str, float] | None = None,
+              timing: dict[str, Any] | None = None) -> None:
     row = R[t]
     stats = compression_with_task_inference(strategy, ti_stats)
     m: dict[str, float] = {f"eval/acc/task_{j}": a for j, a in enumerate(row)}
     m["eval/acc/avg_seen"] = sum(row) / len(row)
+    m["eval/acc/current"] = row[t]  # the task just trained
     if t > 0:
         m["stream/bwt"] = metrics.backward_transfer(R)
         m["stream/forgetting"] = metrics.forgetting(R)
@@ -407,6 +414,10 @@ def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_b
     if "negative_samples" in spent:
         m["budget/negative_samples"] = spent["negative_samples"]
     m |= extra or {}
+    if timing:  # this task's wall time, and the run's totals so far
+        m["time/task_seconds"] = timing["task_seconds"][-1]
+        m |= {f"time/{k}": float(timing[k]) for k in ("train_seconds", "strategy_seconds",
+                                                      "eval_seconds", "elapsed_seconds") if k in timing}
     tracker.log_experience(t, m)
 
 
@@ -481,7 +492,8 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
             acc_before: list[float], class_il: dict[str, Any] | None = None) -> dict[str, Any]:
     stats = compression_with_task_inference(strategy, (class_il or {}).get("stats") or {})
     artifact = run_dir / "model_artifact.pt"
-    model_bytes = save_torch(artifact, strategy.export_artifact()) if is_rank_zero() else 0
+    exported = strategy.export_artifact() if is_rank_zero() else {}
+    model_bytes = save_torch(artifact, exported) if is_rank_zero() else 0
     # a task-inference run reports the class-IL matrix as its scenario's figure; the
     # task-IL one (task id given) is kept under ``task_il``
     primary = class_il["acc_matrix"] if class_il else R
@@ -503,6 +515,7 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
         "strategy_extra": strategy.extra_results(), "strategy_config": asdict(strategy.cfg),
         "stream_source": stream.source, "ddp": ddp_check, "config": config or {},
         "artifact_sha256": file_sha256(artifact) if is_rank_zero() else None,  # reload checks it
+        "method": strategy.label,
     }
     if is_rank_zero():
         if class_il:
@@ -512,6 +525,17 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
                                         f"inferred by {class_il['settings'].score})")
         else:
             tracker.log_matrix(R, f"{strategy.name} on {stream.name} ({stream.scenario}-IL)")
+        comp = results["compression"]
+        tracker.log_model(artifact, name=tracker.name or strategy.label, metadata={
+            "format": exported.get("format"), "strategy": strategy.name, "method": strategy.label,
+            "strategy_config": asdict(strategy.cfg), "benchmark": stream.name,
+            "scenario": stream.scenario, "n_tasks": stream.n_tasks, "seed": seed,
+            "sha256": results["artifact_sha256"], "avg_acc": summary["avg_acc"],
+            "final_acc_row": R[-1], **{k: comp[k] for k in (
+                "stored_params", "stored_bits", "bits_per_param", "individual_bits",
+                "ratio_vs_individual", "model_bytes")},
+            "load": "python -m cl_compress.evaluate_artifact <run_dir>"})
+        results["wandb"] = tracker.describe()
         tracker.summary({f"final/{k}": v for k, v in summary.items()}
                         | ({f"final/task_il/{k}": v for k, v in results["task_il"].items()
                             if isinstance(v, int | float)}
@@ -523,3 +547,4 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
                 | {f"budget/extra_steps/{k}": v for k, v in budget["extra_steps"].items()})
         write_json(run_dir / "results.json", results)
     return results
+

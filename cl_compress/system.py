@@ -7,8 +7,9 @@ Per-step cost matters: on small models a training step takes a few milliseconds,
 ``make bench`` (section a) compares this engine with a plain PyTorch loop. The step
 therefore only adds to two in-place sums and a count (no ``self.log`` and no metric
 object per step); they are reduced across ranks once per epoch. ``self.log`` was the
-largest single overhead (0.8-1 ms per call on this CPU), so the progress bar's loss is
-refreshed every ``PROG_BAR_EVERY`` steps only. Evaluation uses torchmetrics (runner.py).
+largest single overhead (0.8-1 ms per call on this CPU), so it is not used: the run's
+progress display (progress.py) reads the loss every ``PROG_BAR_EVERY`` steps only.
+Evaluation uses torchmetrics (runner.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import ContinualModel
-from .strategies.base import Phase, Strategy, lr_factor
+from .strategies.base import Phase, Strategy, build_optimizer, lr_factor  # noqa: F401  (re-exported)
 
 PROG_BAR_EVERY = 25  # steps between progress-bar loss updates
 CUDA_FINITE_CHECK_EVERY = 32  # on accelerators, checking every step would sync every step
@@ -30,21 +31,6 @@ CUDA_FINITE_CHECK_EVERY = 32  # on accelerators, checking every step would sync 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
-
-
-def build_optimizer(params, phase: Phase) -> torch.optim.Optimizer:
-    params = list(params)
-    if not params:
-        raise ValueError(f"phase {phase.name!r} has no trainable parameters")
-    if phase.optimizer == "adam":
-        return torch.optim.Adam(params, lr=phase.lr, weight_decay=phase.weight_decay)
-    if phase.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
-    if phase.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum,
-                               weight_decay=phase.weight_decay,
-                               nesterov=bool(phase.nesterov and phase.momentum > 0))
-    raise ValueError(f"optimizer {phase.optimizer!r} is not one of adam, adamw, sgd")
 
 
 class ContinualSystem(L.LightningModule):
@@ -70,16 +56,26 @@ class ContinualSystem(L.LightningModule):
         # work done in the current phase (this rank): optimiser steps and training samples
         self.phase_steps = 0
         self.phase_samples = 0
+        # optimiser steps of the whole run and of the current task (progress, W&B step axes),
+        # the phase's index within its task and the epochs the phase has finished
+        self.run_steps = 0
+        self.task_steps = 0
+        self.phase_index = 0
+        self.phase_epoch = 0
+        self.progress = None  # a cl_compress.progress.RunProgress, or None
         self._sched: torch.optim.lr_scheduler.LambdaLR | None = None
         # class-incremental task inference: (kind, weight) of the self-made negatives that
         # train each head's "not mine" output in the same optimiser steps (None: off)
         self.negatives: tuple[str, float] | None = None
         self.phase_negatives = 0
 
-    def set_phase(self, task: int, phase: Phase) -> None:
-        """Point the system at a task and phase before a ``Trainer.fit``."""
-        self.task, self.phase = task, phase
-        self.phase_steps = self.phase_samples = self.phase_negatives = 0
+    def set_phase(self, task: int, phase: Phase, index: int = 0) -> None:
+        """Point the system at a task and phase (``index``: its place in the task's phases)
+        before a ``Trainer.fit``."""
+        if task != self.task or index == 0:
+            self.task_steps = 0
+        self.task, self.phase, self.phase_index = task, phase, index
+        self.phase_steps = self.phase_samples = self.phase_epoch = self.phase_negatives = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x, self.task)
@@ -105,6 +101,8 @@ class ContinualSystem(L.LightningModule):
         if self._sched is not None:
             self._sched.step()
         self.phase_steps += 1
+        self.task_steps += 1
+        self.run_steps += 1
         self.phase_samples += y.shape[0]
         t0 = time.perf_counter()
         self.strategy.after_optimizer_step(self.global_step)
@@ -113,9 +111,8 @@ class ContinualSystem(L.LightningModule):
             self._epoch_sums[0].add_(loss.detach(), alpha=y.shape[0])
             self._epoch_sums[1].add_((logits.argmax(-1) == y).sum())
             self._epoch_n += y.shape[0]
-        if batch_idx % PROG_BAR_EVERY == 0 and self._trainer is not None \
-                and self._trainer.progress_bar_callback is not None:
-            self.log("loss", loss.detach(), prog_bar=True, logger=False)
+        if self.progress is not None and batch_idx % PROG_BAR_EVERY == 0:
+            self.progress.step(self, float(loss.detach()))
 
     def _with_negatives(self, x: torch.Tensor, y: torch.Tensor, task: int):
         """One forward over the batch and as many self-made negatives (labelled with the
@@ -158,9 +155,15 @@ class ContinualSystem(L.LightningModule):
         # reduce() all-reduces across DDP ranks, so every rank must reach this point.
         sums = torch.cat([self._epoch_sums, self._epoch_sums.new_tensor([self._epoch_n])])
         loss_sum, correct, n = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
-        stats = {"train/loss": loss_sum / max(n, 1.0), "train/acc": correct / max(n, 1.0)}
+        self.phase_epoch += 1
+        stats = {"train/loss": loss_sum / max(n, 1.0), "train/acc": correct / max(n, 1.0),
+                 "train/task": self.task, "train/phase": self.phase.name,
+                 "train/phase_index": self.phase_index, "train/phase_epoch": self.phase_epoch,
+                 "train/step": self.run_steps, "train/task_step": self.task_steps}
         if self.on_epoch_end_cb is not None:
             self.on_epoch_end_cb(stats)
+        if self.progress is not None:
+            self.progress.epoch_end(self, stats)
 
     def configure_optimizers(self):
         opt = build_optimizer(self.strategy.parameters_to_optimize(self.task, self.phase), self.phase)

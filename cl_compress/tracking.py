@@ -1,4 +1,4 @@
-"""Experiment tracking: W&B (through Lightning's ``WandbLogger``), a CSV, and figures.
+"""Experiment tracking: W&B (``wandb.init``, offline by default), a CSV, and figures.
 
 W&B runs offline unless ``WANDB_MODE`` (or ``logger.mode``) says otherwise; offline runs
 can be uploaded later with ``wandb sync <run_dir>/wandb/offline-run-*``. Any W&B failure
@@ -12,8 +12,8 @@ import csv
 import logging
 import math
 import os
+import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,14 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .guards import wandb_credentials
 from .resume import trim_metrics_csv, wandb_run_id
+from .settings import TrackerSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrackerSettings:
-    """``logger`` config group."""
-
-    wandb: bool = True
-    project: str = "cl_compress"
-    entity: str | None = None
-    mode: str | None = None  # online | offline | disabled; None -> $WANDB_MODE or offline
-    group: str | None = None  # default: the benchmark name
-    tags: list[str] = field(default_factory=list)
+# context of a training row: W&B columns, not metrics.csv values
+CONTEXT_KEYS = frozenset({"train/task", "train/phase", "train/phase_index", "train/step",
+                          "train/task_step", "train/phase_epoch"})
+PER_TASK_ACC = re.compile(r"^eval/acc/task_\d+$")
+ACC_CHART = "eval/acc_per_task"  # the multi-line chart of every task's accuracy
 
 
 def is_rank_zero() -> bool:
@@ -85,6 +79,7 @@ class Tracker:
                  config: dict[str, Any], tags: list[str] | None = None,
                  resume_task: int | None = None):
         self.run_dir = Path(run_dir)
+        self.name = name
         self.enabled = is_rank_zero()
         self._wandb = None
         self._epoch = 0
@@ -112,20 +107,26 @@ class Tracker:
             log.warning("W&B switched off: online mode but no API key (WANDB_API_KEY, `wandb login`)")
             return
         try:
-            from lightning.pytorch.loggers import WandbLogger
+            import wandb
 
-            self._logger = WandbLogger(
+            # wandb.init itself, not Lightning's WandbLogger: the logger adds a
+            # `trainer/global_step` (0 here: every phase is a new Trainer) to every row and
+            # passes W&B's deprecated `anonymous` setting (a warning on every run)
+            run = wandb.init(
                 project=s.project, entity=s.entity, name=name, group=group,
-                tags=list(s.tags) + tags, save_dir=str(self.run_dir), offline=mode == "offline",
-                config=config, settings=_wandb_settings(), reinit="finish_previous",
+                tags=_unique(list(s.tags) + tags), dir=str(self.run_dir),
+                mode="offline" if mode in ("offline", "dryrun") else mode, config=config,
+                settings=_wandb_settings(), reinit="finish_previous",
                 id=wandb_run_id(self.run_dir, self._resuming), resume="allow",
             )
-            run = self._logger.experiment
-            run.define_metric("experience")
-            run.define_metric("train/epoch")
-            for prefix in ("eval/*", "stream/*", "compress/*", "time/*"):
-                run.define_metric(prefix, step_metric="experience")
-            run.define_metric("train/*", step_metric="train/epoch")
+            # axes: `train/step` (optimiser steps over the whole run) for training rows, which
+            # also carry `train/task`, `train/phase` and `train/task_step` (steps within the
+            # task: a per-task axis); `task` for everything measured after a task
+            run.define_metric("train/step")
+            run.define_metric("task")
+            run.define_metric("train/*", step_metric="train/step")
+            for prefix in ("eval/*", "stream/*", "compress/*", "time/*", "budget/*"):
+                run.define_metric(prefix, step_metric="task")
             self._wandb = run
         except Exception as e:  # never let logging kill the run
             self._warn(e)
@@ -142,23 +143,49 @@ class Tracker:
         except Exception as e:
             self._warn(e)
 
-    def log_epoch(self, metrics: dict[str, float]) -> None:
-        """Per-epoch training figures, on a global epoch axis across tasks and phases."""
+    def log_epoch(self, metrics: dict[str, Any]) -> None:
+        """Per-epoch training figures with their context (``train/task``, ``train/phase``,
+        ``train/step``, ``train/task_step``, when the caller gives them) to W&B; metrics.csv
+        keeps the figures on a global epoch counter (its ``experience`` column stays empty:
+        it marks the per-task rows)."""
         if not self.enabled:
             return
         self._epoch += 1
         for k, v in metrics.items():
+            if k in CONTEXT_KEYS or isinstance(v, str):
+                continue
             self._csv.writerow([f"{time.time():.3f}", "", self._epoch, k, v])
         self._wandb_log({**metrics, "train/epoch": self._epoch})
 
     def log_experience(self, experience: int, metrics: dict[str, float]) -> None:
-        """Figures measured after a task (eval accuracies, stream metrics, sizes)."""
+        """Figures measured after a task (eval accuracies, stream metrics, sizes, times).
+
+        Per-task accuracies (``eval/acc/task_<j>``) go to metrics.csv; W&B gets them as
+        one multi-line chart (:meth:`log_accuracy_chart`), not one panel per task."""
         if not self.enabled:
             return
         for k, v in metrics.items():
             self._csv.writerow([f"{time.time():.3f}", experience, "", k, v])
         self._csv_file.flush()
-        self._wandb_log({**metrics, "experience": experience})
+        self._wandb_log({k: v for k, v in metrics.items() if not PER_TASK_ACC.match(k)}
+                        | {"task": experience})
+
+    def log_accuracy_chart(self, matrix: list[list[float]]) -> None:
+        """One W&B line series: the accuracy on each task j (a line) after training each
+        task i >= j (x axis), re-logged after every task (the latest version is shown)."""
+        if self._wandb is None or not matrix:
+            return
+        try:
+            import wandb
+
+            T = len(matrix)
+            xs = [list(range(j, T)) for j in range(T)]
+            ys = [[matrix[i][j] for i in range(j, T)] for j in range(T)]
+            chart = wandb.plot.line_series(xs=xs, ys=ys, keys=[f"task {j}" for j in range(T)],
+                                           title="accuracy on each task", xname="after task")
+            self._wandb.log({ACC_CHART: chart, "task": T - 1})
+        except Exception as e:
+            self._warn(e)
 
     def log_matrix(self, matrix: list[list[float | None]], title: str,
                    key: str = "acc_matrix") -> None:
@@ -178,7 +205,22 @@ class Tracker:
                     for i in range(T)]
             self._wandb.log({f"eval/{key}": wandb.Table(columns=cols, data=rows),
                              f"eval/{key}_heatmap": wandb.Image(str(png)),
-                             "experience": T - 1})
+                             "task": T - 1})
+        except Exception as e:
+            self._warn(e)
+
+    def log_model(self, path: Path, name: str, metadata: dict[str, Any]) -> None:
+        """The compressed model file as a W&B Artifact (type ``model``) with ``metadata``."""
+        if self._wandb is None:
+            return
+        try:
+            import wandb
+
+            art = wandb.Artifact(artifact_name(name), type="model", metadata=metadata,
+                                 description="cl_compress model_artifact.pt (load with "
+                                             "Strategy.load_artifact / cl_compress.evaluate_artifact)")
+            art.add_file(str(path), name=path.name)
+            self._wandb.log_artifact(art)
         except Exception as e:
             self._warn(e)
 
@@ -195,6 +237,26 @@ class Tracker:
     def wandb_dir(self) -> str | None:
         return None if self._wandb is None else getattr(self._wandb, "dir", None)
 
+    def describe(self) -> dict[str, Any] | None:
+        """Where the W&B run is: mode, path (entity/project/id), url (online) or the offline
+        folder and the ``wandb sync`` command that uploads it."""
+        run = self._wandb
+        if run is None:
+            return None
+        try:
+            offline = bool(getattr(run, "offline", False) or run.settings.mode in ("offline", "dryrun"))
+            out: dict[str, Any] = {"mode": "offline" if offline else "online", "id": run.id,
+                                   "name": run.name, "group": run.group}
+            if offline:
+                folder = Path(run.dir).parent
+                out |= {"dir": str(folder), "sync": f"wandb sync {folder}"}
+            else:
+                out |= {"path": "/".join(run.path) if isinstance(run.path, list | tuple) else str(run.path),
+                        "url": run.url}
+            return out
+        except Exception:  # noqa: BLE001  (a description must never fail a run)
+            return None
+
     def finish(self) -> None:
         if not self.enabled:
             return
@@ -204,6 +266,15 @@ class Tracker:
                 self._wandb.finish()
             except Exception as e:
                 self._warn(e)
+
+
+def artifact_name(name: str) -> str:
+    """A W&B artifact name from a run name (letters, digits, ``-``, ``_`` and ``.`` only)."""
+    return "model-" + re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9_.-]+", "-", name)).strip("-")
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
 
 
 def _wandb_settings():

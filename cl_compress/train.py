@@ -67,11 +67,9 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     checks), then the run directory is locked and checked for a finished run or a
     resumable checkpoint, and signal handlers installed (session.py).
     """
-    from .guards import check_config
-
     c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
-    check_config(c)
+    precheck(c)
     with contextlib.ExitStack() as stack:
         return _build_and_run(c, run_dir, on_task_end, stack)
 
@@ -84,13 +82,16 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     from .runner import TrainerSettings, run_stream
     from .session import run_session
     from .strategies import TrainSettings, get_strategy
+    from .strategies.base import variant_of
     from .task_inference import TaskInferenceSettings
     from .tracking import Tracker, TrackerSettings
 
     train = TrainSettings(**c["train"])
     _check_train(train)
     params = dict(c["strategy"])
+    explicit = params.pop("variant", None)
     strategy = get_strategy(params.pop("name")).from_config(params, train)
+    strategy.variant = str(explicit) if explicit not in (None, "") else variant_of(strategy.cfg)
     spec = BenchmarkSpec(**c["benchmark"])
     validate_spec(spec)
     if spec.scenario not in strategy.scenarios:
@@ -122,10 +123,12 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
                            extra_outputs=task_inference.extra_outputs if task_inference else 0,
                            rotations=task_inference.rotations if task_inference else 1)
     check_model_fits(model, stream)
+    group = tracker_settings.group or f"{spec.name}-{spec.scenario}"
     tracker = Tracker(
-        run_dir, tracker_settings, name=f"{strategy.name}-s{c['seed']}",
-        group=tracker_settings.group or f"{spec.name}-{spec.scenario}", config=c,
-        tags=[strategy.name, spec.name, spec.scenario, f"seed{c['seed']}"],
+        run_dir, tracker_settings, name=f"{strategy.label}-{spec.name}-s{c['seed']}", group=group,
+        config=wandb_config(c, group, strategy.variant, strategy.label),
+        tags=[strategy.name, *([strategy.label] if strategy.variant else []), spec.name,
+              spec.scenario, f"seed{c['seed']}"],
         resume_task=session.next_task,
     )
     try:
@@ -137,8 +140,75 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     return results
 
 
+def precheck(c: dict[str, Any]) -> None:
+    """Every check of the config that needs neither data nor torch; the strategy's
+    hyper-parameters are checked next, when its class is imported (:func:`check_strategy`)."""
+    from .guards import check_config
+    from .settings import BenchmarkSpec, TrainSettings, validate_spec
+
+    check_config(c)
+    _check_train(TrainSettings(**c["train"]))
+    validate_spec(BenchmarkSpec(**c["benchmark"]))
+
+
+def check_strategy(c: dict[str, Any]) -> None:
+    """The strategy's hyper-parameters and scenario: imports torch and the strategy (not
+    Lightning, not the data)."""
+    from .settings import TrainSettings
+    from .strategies import get_strategy
+
+    params = {k: v for k, v in c["strategy"].items() if k not in ("name", "variant")}
+    cls = get_strategy(c["strategy"]["name"])
+    cls.from_config(params, TrainSettings(**c["train"]))
+    scenario = c["benchmark"].get("scenario", "task")
+    if scenario not in cls.scenarios:
+        raise ConfigError(f"strategy {cls.name!r} supports the {'/'.join(cls.scenarios)}-incremental "
+                          f"scenario(s), not benchmark.scenario={scenario!r}")
+
+
+HYDRA_ONLY = {".hydra", "status.json", ".lock"}  # what a run that never started leaves, with <job>.log
+
+
+def remove_unstarted(run_dir: str | Path) -> bool:
+    """Remove a run directory that holds only what Hydra and ``run_job`` wrote before the
+    run started (``.hydra/``, an empty ``<job>.log``, ``status.json``, ``.lock``): a config
+    error leaves no folder behind. Anything else in it (results, a checkpoint, a non-empty
+    log) keeps it."""
+    import shutil
+
+    d = Path(run_dir)
+    if not d.is_dir():
+        return False
+    for p in d.iterdir():
+        if p.name in HYDRA_ONLY or (p.suffix == ".log" and p.is_file() and p.stat().st_size == 0):
+            continue
+        return False
+    shutil.rmtree(d, ignore_errors=True)
+    runs = (Path.cwd() / "runs").resolve()
+    parent = d.resolve().parent
+    while parent != runs and runs in parent.parents:  # empty <benchmark>/<strategy> folders
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+    return True
+
+
+def wandb_config(c: dict[str, Any], group: str, variant: str, label: str) -> dict[str, Any]:
+    """The config as W&B shows it: the group and the variant actually used (not the
+    ``null`` defaults that mean "derive it") and ``method``, the label runs compare by."""
+    import copy
+
+    out = copy.deepcopy(c)
+    out["logger"] = {**out.get("logger", {}), "group": group}
+    out["strategy"] = {**out.get("strategy", {}), "variant": variant or None}
+    out["method"] = label
+    return out
+
+
 def _check_train(t) -> None:
-    from .strategies.base import SCHEDULERS
+    from .settings import SCHEDULERS
 
     if (t.epochs is None) == (t.steps_per_task is None):
         raise ConfigError(
@@ -177,30 +247,103 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = HydraConfig.get().runtime.output_dir
+    c = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(c, dict)
+    try:  # before Lightning and the data are imported (and torch, for the first checks)
+        precheck(c)
+        check_strategy(c)
+    except UserError as e:
+        if not c.get("keep_going"):
+            remove_unstarted(run_dir)
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+    if not c.get("keep_going") and _env_rank_zero():  # a first line now, not after the imports
+        train = c["train"]
+        budget = (f"{train['steps_per_task']} steps/task" if train.get("steps_per_task")
+                  else f"{train.get('epochs')} epoch(s)/phase")
+        print(f"{c['strategy']['name']} on {c['benchmark']['name']} ({budget}, seed {c['seed']}): "
+              f"config ok; loading Lightning and the data ...", flush=True)
     import lightning.pytorch  # noqa: F401  (it sets its own log level on import)
 
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners, tips
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from .tracking import is_rank_zero
 
-    c = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(c, dict)
     res = run_job(c, run_dir, rank_zero=is_rank_zero())
     if res is None or not is_rank_zero():
         return
+    print("\n" + final_summary(res, Path(run_dir)))
+
+
+def _env_rank_zero() -> bool:
+    """Rank 0 by the launcher's environment (as Lightning reads it), before Lightning is imported."""
+    import os
+
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID",
+                                                        "JSM_NAMESPACE_RANK"))
+
+
+def human_bytes(n: float) -> str:
+    """``812 B``, ``23.4 KB``, ``1.25 MB`` (powers of 1000, as file managers show)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}" if n < 10 * size else f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def final_summary(res: dict[str, Any], run_dir: Path) -> str:
+    """The lines printed at the end of a run: accuracy, forgetting, size against the
+    individual baseline, time, and where the results and the W&B run are.
+
+    >>> r = {"method": "packnet", "benchmark": "synthetic", "scenario": "task", "n_tasks": 2,
+    ...      "seed": 0, "avg_acc": 0.95, "acc_matrix": [[0.9], [0.9, 1.0]], "bwt": 0.0,
+    ...      "forgetting": 0.0, "plasticity": 0.95, "train_seconds": 3.0,
+    ...      "timing": {"elapsed_seconds": 4.0, "eval_seconds": 0.5},
+    ...      "compression": {"stored_bits": 8e6, "individual_bits": 16e6, "model_bytes": 1.1e6,
+    ...                      "ratio_vs_individual": 2.0, "stored_params": 250000}}
+    >>> print(final_summary(r, Path("runs/x")))  # doctest: +NORMALIZE_WHITESPACE
+    packnet on synthetic (task-incremental, 2 tasks, seed 0)
+      accuracy    0.9500 average over tasks after the last one [0.9000 1.0000]
+      forgetting  0.0000 (backward transfer +0.0000, plasticity 0.9500)
+      size        1.00 MB stored (250,000 parameters; file 1.10 MB)
+                  2.00x smaller than 2 individual models (2.00 MB)
+      time        0:04 (training 0:03, evaluation 0:00)
+      results     runs/x/results.json
+      W&B         off
+    """
+    from .progress import clock
+
     comp = res["compression"]
-    print(
-        f"\n{res['strategy']} on {res['benchmark']} ({res['scenario']}-IL, seed {res['seed']}): "
-        f"avg_acc={res['avg_acc']:.4f} bwt={res['bwt']:+.4f} forgetting={res['forgetting']:.4f} "
-        f"plasticity={res['plasticity']:.4f}\n  stored_params={comp['stored_params']} "
-        f"ratio_vs_individual={comp['ratio_vs_individual']:.2f}x model_bytes={comp['model_bytes']} "
-        f"train_seconds={res['train_seconds']:.1f}\n  results: {Path(run_dir) / 'results.json'}"
-    )
-    if "class_il" in res:
-        ci = res["class_il"]
-        print(f"  class-IL (task id inferred by {ci['score']}): avg_acc={ci['avg_acc']:.4f}; "
-              f"task inference {ci['task_inference_avg']:.4f}; task-IL (task id given): "
-              f"avg_acc={res['task_il']['avg_acc']:.4f}")
+    T = res["n_tasks"]
+    ratio = comp["ratio_vs_individual"]
+    vs = f"{ratio:.2f}x smaller than" if ratio >= 1 else f"{1 / ratio:.2f}x larger than"
+    timing = res.get("timing", {})
+    lines = [
+        f"{res.get('method') or res['strategy']} on {res['benchmark']} ({res['scenario']}-incremental, "
+        f"{T} tasks, seed {res['seed']})",
+        f"  accuracy    {res['avg_acc']:.4f} average over tasks after the last one "
+        f"[{' '.join(f'{a:.4f}' for a in res['acc_matrix'][-1])}]",
+        f"  forgetting  {res['forgetting']:.4f} (backward transfer {res['bwt']:+.4f}, "
+        f"plasticity {res['plasticity']:.4f})",
+        *([f"  class-IL    task id inferred by {res['class_il']['score']}: task inference "
+            f"{res['class_il']['task_inference_avg']:.4f}; task-IL (task id given) average "
+            f"{res['task_il']['avg_acc']:.4f}"] if "class_il" in res else []),
+        f"  size        {human_bytes(comp['stored_bits'] / 8)} stored ({comp['stored_params']:,} "
+        f"parameters; file {human_bytes(comp['model_bytes'])})",
+        f"              {vs} {T} individual models ({human_bytes(comp['individual_bits'] / 8)})",
+        f"  time        {clock(timing.get('elapsed_seconds', res['train_seconds']))} (training "
+        f"{clock(res['train_seconds'])}, evaluation {clock(timing.get('eval_seconds', 0.0))})",
+        f"  results     {run_dir / 'results.json'}",
+    ]
+    wb = res.get("wandb")
+    if not wb:
+        lines.append("  W&B         off")
+    elif wb.get("mode") == "offline":
+        lines.append(f"  W&B         offline run {wb.get('name')} in {wb.get('dir')}")
+        lines.append(f"              upload: {wb.get('sync')}")
+    else:
+        lines.append(f"  W&B         {wb.get('url') or wb.get('path')}")
+    return "\n".join(lines)
 
 
 def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> dict[str, Any] | None:
@@ -245,6 +388,8 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
             print(f"error: {run_dir}: {type(e).__name__}: {e}", file=sys.stderr)
             return None
         if isinstance(e, UserError):
+            if isinstance(e, ConfigError) and rank_zero:
+                remove_unstarted(run_dir)  # the run never started: leave no folder behind
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         if isinstance(e, FloatingPointError):  # NaN/inf loss or weights: nothing non-finite saved

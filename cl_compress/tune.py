@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         from .strategies import get_strategy
 
         cls = get_strategy(args.strategy)
-        scfg = cls.Config(**{k: v for k, v in cfg["strategy"].items() if k != "name"})
+        scfg = cls.Config(**{k: v for k, v in cfg["strategy"].items() if k not in ("name", "variant")})
         validate_config(scfg)
         scfg.validate()
         scores: list[list[float]] = []

@@ -61,9 +61,10 @@ def test_frozen_components_ranks_and_logging(shared):
         for (n, s, c, r), (n2, s2, c2, _) in zip(snaps[t], snaps[2]):
             assert torch.equal(n[:, :r], n2[:, :r]) and torch.equal(s[:r], s2[:r])
             assert torch.equal(c[:r], c2[:r])
-    # per-layer rank of each task logged under compress/rank/<layer>
+    # per-layer rank of each task logged under compress/rank/<layer path in the model>
+    path = res["strategy_extra"]["layers"]["layer0"]
     with open(run_dir / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r["key"] == "compress/rank/layer0"]
+        rows = [r for r in csv.DictReader(f) if r["key"] == f"compress/rank/body.{path}"]
     assert [int(float(r["value"])) for r in rows] == ranks["layer0"]
 
 

@@ -73,3 +73,44 @@ def test_strategy_trains_exactly_the_step_budget(name, run_dir):
         assert task["samples_seen"] == sum(p["samples"] for p in task["phases"].values()) > 0
         assert all(isinstance(v, int) and v > 0 for v in task["extra_steps"].values())
     assert len(res["acc_before_compression"]) == res["n_tasks"]
+
+
+def test_every_artifact_reproduces_the_final_row_in_a_fresh_process(tmp_path):
+    """Strategy.load_artifact is the inverse of export_artifact for every registered
+    strategy: `python -m cl_compress.evaluate_artifact` (one fresh process, another
+    initialisation) rebuilds each run's final accuracy row exactly. Short training at a low
+    learning rate keeps the accuracies away from 1.0, so a wrong load shows."""
+    import json
+    import subprocess
+    import sys
+
+    runs = []
+    for name in builtin_names():
+        d = tmp_path / name
+        res = run_quick(d, [f"strategy={name}", "train.epochs=null", "train.steps_per_task=3",
+                            "train.lr=0.0003"])
+        runs.append((d, res["acc_matrix"][-1]))
+    assert any(a < 0.99 for _, row in runs for a in row)  # not saturated: a bad load would show
+    p = subprocess.run([sys.executable, "-m", "cl_compress.evaluate_artifact", *(str(d) for d, _ in runs)],
+                       capture_output=True, text=True, cwd=Path(cl_compress.__file__).parents[1])
+    lines = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert [(o["strategy"], o["acc_row"]) for o in lines] == \
+        [(d.name, row) for d, row in runs]
+    assert all(o["reproduced"] for o in lines)
+
+
+def test_load_artifact_refuses_another_strategys_artifact(tmp_path):
+    from cl_compress.errors import CheckpointError
+    from cl_compress.evaluate_artifact import evaluate_run
+
+    run_quick(tmp_path / "a", ["strategy=naive", "train.epochs=null", "train.steps_per_task=3"])
+    results = tmp_path / "a" / "results.json"
+    import json
+
+    res = json.loads(results.read_text())
+    res["config"]["strategy"] = {"name": "packnet"}  # the artifact is naive's dense model
+    res.pop("artifact_sha256")
+    results.write_text(json.dumps(res))
+    with pytest.raises(CheckpointError, match="loads 'packnet-v1' artifacts, not 'dense-fp32'"):
+        evaluate_run(tmp_path / "a")

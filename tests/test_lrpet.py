@@ -202,5 +202,5 @@ def test_run_stores_rank_k_factors_and_accounts_honestly(tmp_path):
     extra = res["strategy_extra"]
     assert extra["projections"] == 3 * 2  # epoch-end projections; the last one is the final one
     metrics = s.task_metrics(2)
-    assert metrics["rank/1"] == 4.0 and 0.0 < metrics["energy_removed/3"] < 1.0
+    assert metrics["rank/body.1"] == 4.0 and 0.0 < metrics["energy_removed/body.3"] < 1.0
     assert extra["ranks"] == {"1": 4, "3": 4}

@@ -34,13 +34,12 @@ def test_offline_wandb_run_without_leaking_credentials(tmp_path, monkeypatch):
 
 
 def test_wandb_failure_never_kills_the_run(tmp_path, monkeypatch):
-    import lightning.pytorch.loggers as loggers
+    import wandb
 
-    class Broken:
-        def __init__(self, *a, **k):
-            raise RuntimeError("wandb exploded")
+    def broken(*a, **k):
+        raise RuntimeError("wandb exploded")
 
-    monkeypatch.setattr(loggers, "WandbLogger", Broken)
+    monkeypatch.setattr(wandb, "init", broken)
     res = run_quick(tmp_path / "run", ["logger=wandb", "logger.mode=offline"])
     assert res["avg_acc"] > 0.5 and (tmp_path / "run" / "results.json").is_file()
 
@@ -68,3 +67,59 @@ def test_mode_defaults_to_offline(tmp_path, monkeypatch):
         assert t._wandb.offline
     finally:
         t.finish()
+
+
+def test_offline_run_read_back_with_wandbs_own_records(tmp_path, monkeypatch):
+    """What W&B actually stored (read from the .wandb transaction log with wandb.proto):
+    per-task ratio of `individual` 1.0 at every task, task and phase on every training row,
+    one line-series chart of every task's accuracy, the model artifact with its metadata,
+    the group used in the config, and no `trainer/global_step`."""
+    from cl_compress.wandb_offline import read_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    res = run_quick(run_dir, ["logger=wandb", "strategy=individual", "train.epochs=null",
+                              "train.steps_per_task=20"])
+    run = read_run(run_dir, wait=60)
+    T = res["n_tasks"]
+    ratios = [r["compress/ratio_vs_individual"] for r in run.rows_with("compress/ratio_vs_individual")]
+    assert ratios == pytest.approx([1.0] * T)
+    train_rows = run.rows_with("train/loss")
+    assert train_rows and all({"train/task", "train/phase", "train/step", "train/task_step"} <= set(r)
+                              for r in train_rows)
+    assert sorted({r["train/task"] for r in train_rows}) == list(range(T))
+    assert {r["train/phase"] for r in train_rows} == {"train"}
+    assert [r["train/task_step"] for r in train_rows if r["train/task"] == 1][-1] == 20
+    assert run.metrics["train/*"]["step_metric"] == "train/step"
+    assert run.metrics["eval/*"]["step_metric"] == "task"
+    assert not any("trainer/global_step" in r for r in run.history)
+    assert not any(k.startswith("eval/acc/task_") for r in run.history for k in r)  # no panel per task
+    assert any("time/task_seconds" in r for r in run.history)
+    chart = run.charts()["eval/acc_per_task"]
+    assert chart["panel_config"]["panelDefId"] == "wandb/lineseries/v0"
+    table = run.table("eval/acc_per_task_table")
+    last = {(row[0], row[1]): row[2] for row in table["data"]}
+    assert [last[(T - 1, f"task {j}")] for j in range(T)] == pytest.approx(res["acc_matrix"][-1])
+    models = [a for a in run.artifacts if a["type"] == "model"]
+    assert len(models) == 1 and models[0]["files"] == ["model_artifact.pt"]
+    meta = models[0]["metadata"]
+    assert meta["format"] == "individual-fp32" and meta["final_acc_row"] == res["acc_matrix"][-1]
+    assert meta["sha256"] == res["artifact_sha256"]
+    assert run.config["logger"]["group"] == "synthetic-task" == run.group
+    assert run.name == "individual-synthetic-s0" and run.config["method"] == "individual"
+
+
+def test_variant_names_runs_apart(tmp_path, monkeypatch):
+    """LRPET's truncate baseline is its own method in W&B: name, tag and strategy.variant."""
+    from cl_compress.wandb_offline import read_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_quick(tmp_path / "a", ["logger=wandb", "strategy=lrpet", "strategy.mode=truncate",
+                               "train.epochs=null", "train.steps_per_task=6"])
+    run = read_run(tmp_path / "a", wait=60)
+    assert run.name == "lrpet[mode=truncate]-synthetic-s0"
+    assert "lrpet[mode=truncate]" in run.tags and run.config["strategy"]["variant"] == "mode=truncate"
+    assert run.rows_with("compress/rank/body.1")  # layers named by their path in the model
+    run_quick(tmp_path / "b", ["logger=wandb", "strategy=lrpet", "strategy.variant=truncate-ft",
+                               "strategy.mode=truncate", "train.epochs=null", "train.steps_per_task=6"])
+    assert read_run(tmp_path / "b", wait=60).name == "lrpet[truncate-ft]-synthetic-s0"

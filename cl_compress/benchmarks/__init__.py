@@ -9,76 +9,25 @@ both give the same experiences). ``synthetic`` is native only. ``split_mnist``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..errors import ConfigError
-from .base import SCENARIOS, DataError, Experience, Stream, make_loader, permuted_tasks, split_by_classes
+from ..settings import BACKENDS, BENCHMARKS, EVAL_SPLITS, BenchmarkSpec, validate_spec  # noqa: F401
+from .base import (  # noqa: F401  (SCENARIOS re-exported)
+    SCENARIOS,
+    DataError,
+    Experience,
+    Stream,
+    make_loader,
+    permuted_tasks,
+    split_by_classes,
+)
 from .sources import load_digits, load_fashion_mnist, make_synthetic
 
 __all__ = [
     "BENCHMARKS", "BenchmarkSpec", "DataError", "Experience", "Stream", "build_stream",
     "make_loader", "validate_spec",
 ]
-
-# name -> (one-line description, default n_tasks, kind)
-BENCHMARKS: dict[str, tuple[str, int, str]] = {
-    "split_fmnist": ("Fashion-MNIST, 5 tasks x 2 classes (local files)", 5, "split"),
-    "permuted_fmnist": ("Fashion-MNIST, N tasks of pixel permutations, task 0 unpermuted", 5, "permuted"),
-    "split_digits": ("scikit-learn 8x8 digits, 5 tasks x 2 classes (always available)", 5, "split"),
-    "synthetic": ("tiny Gaussian-prototype images, 3 tasks x 2 classes (tests)", 3, "split"),
-    "split_mnist": ("Avalanche SplitMNIST (downloads MNIST)", 5, "classic"),
-    "permuted_mnist": ("Avalanche PermutedMNIST (downloads MNIST)", 10, "classic"),
-    "split_cifar100": ("Avalanche SplitCIFAR100, 10 or 20 tasks (downloads CIFAR-100)", 10, "classic"),
-}
-BACKENDS = ("avalanche", "native")
-
-
-@dataclass
-class BenchmarkSpec:
-    """Typed benchmark settings (the ``benchmark`` config group)."""
-
-    name: str
-    scenario: str = "task"
-    n_tasks: int | None = None
-    seed: int = 0
-    backend: str = "avalanche"
-    data_root: str | None = None
-    download: bool = True
-    class_order: list[int] | None = None
-    max_train_per_task: int | None = None
-    max_test_per_task: int | None = None
-    eval_split: str = "test"
-    val_fraction: float = 0.1
-
-
-EVAL_SPLITS = ("test", "val")
-
-
-def validate_spec(spec: BenchmarkSpec) -> None:
-    """Reject unknown names and out-of-range settings before anything is loaded."""
-    if spec.name not in BENCHMARKS:
-        raise ConfigError(
-            f"unknown benchmark {spec.name!r}; choose one of: {', '.join(sorted(BENCHMARKS))}"
-        )
-    if spec.scenario not in SCENARIOS:
-        raise ConfigError(f"benchmark.scenario={spec.scenario!r}; choose one of: {', '.join(SCENARIOS)}")
-    if spec.backend not in BACKENDS:
-        raise ConfigError(f"benchmark.backend={spec.backend!r}; choose one of: {', '.join(BACKENDS)}")
-    if spec.n_tasks is not None and spec.n_tasks < 1:
-        raise ConfigError(f"benchmark.n_tasks must be >= 1, got {spec.n_tasks}")
-    if spec.eval_split not in EVAL_SPLITS:
-        raise ConfigError(f"benchmark.eval_split={spec.eval_split!r}; choose one of: "
-                          f"{', '.join(EVAL_SPLITS)}")
-    if spec.eval_split == "val" and not (isinstance(spec.val_fraction, int | float)
-                                         and 0.0 < spec.val_fraction < 1.0):
-        raise ConfigError(f"benchmark.val_fraction={spec.val_fraction!r} must be in (0, 1)")
-    for key in ("max_train_per_task", "max_test_per_task"):
-        v = getattr(spec, key)
-        if v is not None and v < 1:
-            raise ConfigError(f"benchmark.{key} must be >= 1 or null, got {v}")
-
 
 def build_stream(spec: BenchmarkSpec) -> Stream:
     """Load the data of ``spec`` and cut it into a stream of tensor experiences.

@@ -13,9 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, DataError  # noqa: F401  (DataError re-exported)
-
-SCENARIOS = ("task", "class")
-
+from ..settings import SCENARIOS  # noqa: E402,F401  (re-exported)
 
 
 @dataclass

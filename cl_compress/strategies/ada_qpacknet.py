@@ -36,8 +36,7 @@ from torch import Tensor
 from ..compress import masks, quant
 from ..errors import ConfigError
 from ..models import ContinualModel
-from ..system import build_optimizer
-from .base import CompressionStats, Phase, StrategyConfig, TaskData, hp
+from .base import CompressionStats, Phase, StrategyConfig, TaskData, build_optimizer, check_format, hp
 from .packnet import PackNet, _clone, _latest
 from .registry import register
 
@@ -286,6 +285,16 @@ class AdaQPacknet(PackNet):
                 "biases": self.bias_states, "norms": self.norm_states,
                 "heads": [_clone(self.model.head(j).state_dict()) for j in range(self.tasks_done)]}
 
+    @torch.no_grad()
+    def load_artifact(self, artifact: dict[str, Any]) -> None:
+        check_format(artifact, "ada-qpacknet-v1", self.name)
+        self.owners = decode_owners(artifact)
+        self.quantised = {int(t): dict(q) for t, q in artifact["quantised"].items()}
+        self._load_side_state(artifact)
+        if self.tasks_done:
+            for n, w in self.decoded(self.tasks_done - 1).items():
+                self.layers[n].weight.copy_(w)
+
     def _encode_owner(self, owner: Tensor) -> dict[str, Any]:
         if self._bitmaps_smaller(owner):
             return {"shape": list(owner.shape),
@@ -333,9 +342,7 @@ def load_artifact(model: ContinualModel, art: dict[str, Any], task: int) -> None
     normalisation state and head), e.g. in a fresh process after ``torch.load(weights_only=True)``."""
     if art.get("format") != "ada-qpacknet-v1":
         raise ConfigError(f"not an ada-qpacknet artifact (format {art.get('format')!r})")
-    owners = {n: quant.unpack_owner_bitmaps(o["bitmaps"], o["shape"]) if "bitmaps" in o else
-              masks.unpack_bits(o["packed"], o["bits"], math.prod(o["shape"])).view(o["shape"])
-              for n, o in art["owners"].items()}
+    owners = decode_owners(art)
     with torch.no_grad():
         for n, w in quant.dequantise_tasks(owners, art["quantised"], task).items():
             model.get_submodule(n).weight.copy_(w)
@@ -345,3 +352,11 @@ def load_artifact(model: ContinualModel, art: dict[str, Any], task: int) -> None
             module, attr = k.rsplit(".", 1)
             getattr(model.get_submodule(module), attr).copy_(v)
         model.head(task).load_state_dict(art["heads"][task])
+
+
+def decode_owners(art: dict[str, Any]) -> dict[str, Tensor]:
+    """The owner index of every layer from its encoding in the artifact (per-task bitmaps
+    or the packed fixed-width index)."""
+    return {n: quant.unpack_owner_bitmaps(o["bitmaps"], o["shape"]) if "bitmaps" in o else
+            masks.unpack_bits(o["packed"], o["bits"], math.prod(o["shape"])).view(o["shape"])
+            for n, o in art["owners"].items()}

@@ -28,11 +28,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..errors import ConfigError
 from ..models import ContinualModel
+from ..settings import DEFAULT_PHASE_WEIGHT, SCHEDULERS, TrainSettings  # noqa: F401  (re-exported)
 
 
 def hp(default: Any, low: float | None = None, high: float | None = None, *,
@@ -78,55 +80,28 @@ def validate_config(cfg: Any, prefix: str = "strategy") -> None:
             _check_value(name, dict(f.metadata), item)
 
 
+def variant_of(cfg: Any) -> str:
+    """The variant a config describes: its categorical settings (``hp`` fields with
+    ``choices``: modes, policies, switches) that differ from their defaults, as
+    ``key=value`` joined by ``,`` (e.g. ``mode=truncate``); ``""`` for the default method.
+    Numeric hyper-parameters (ratios, rates) tune a method without making it another one."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        if not f.metadata or f.metadata.get("choices") is None:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        v = getattr(cfg, f.name)
+        if v != default:
+            out.append(f"{f.name}={str(v).lower() if isinstance(v, bool) else v}")
+    return ",".join(out)
+
+
 @dataclass
 class StrategyConfig:
     """Base of every strategy's hyper-parameter dataclass (no fields)."""
 
     def validate(self) -> None:
         """Cross-field checks; per-field ranges are checked by ``validate_config``."""
-
-
-SCHEDULERS = ("none", "multistep", "cosine")
-
-
-@dataclass
-class TrainSettings:
-    """Default optimisation settings (``train`` config group); phases may override.
-
-    The training budget of a task is exactly one of ``steps_per_task`` (default: optimiser
-    steps in total over the task's phases, split between them in proportion to their
-    epochs: PackNet's main phase weighs ``phase_epochs`` = 2 and ``retrain_epochs`` = 1, so
-    2/3 of the steps train and 1/3 retrain) or ``epochs`` (per phase). Steps are the unit
-    that a comparison across datasets and strategies can hold equal (``runner.Budget``
-    records the work done).
-
-    ``scheduler`` shapes the learning rate inside every phase over that phase's own steps:
-    ``multistep`` multiplies it by ``gamma`` at each fraction in ``milestones``, ``cosine``
-    anneals it to 0; ``warmup_steps`` first ramps it linearly up to ``lr``.
-    """
-
-    epochs: int | None = None
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    eval_batch_size: int = 1024
-    steps_per_task: int | None = 1000
-    scheduler: str = "none"
-    milestones: list = field(default_factory=lambda: [0.5, 0.75])
-    gamma: float = 0.1
-    warmup_steps: int = 0
-    nesterov: bool = False
-
-    @property
-    def phase_epochs(self) -> int:
-        """Epochs of a default phase: ``epochs``, or 2 as the phase's weight when the budget
-        is given in steps."""
-        return self.epochs if self.epochs is not None else DEFAULT_PHASE_WEIGHT
-
-
-DEFAULT_PHASE_WEIGHT = 2
 
 
 def lr_factor(step: int, total: int, scheduler: str, milestones: list, gamma: float,
@@ -172,6 +147,22 @@ class Phase:
                     gamma=train.gamma, warmup_steps=train.warmup_steps, nesterov=train.nesterov)
         base.update(overrides)
         return cls(**base)
+
+
+def build_optimizer(params, phase: Phase) -> torch.optim.Optimizer:
+    """The optimiser of a phase (the runner's, and a strategy's own fine-tuning)."""
+    params = list(params)
+    if not params:
+        raise ValueError(f"phase {phase.name!r} has no trainable parameters")
+    if phase.optimizer == "adam":
+        return torch.optim.Adam(params, lr=phase.lr, weight_decay=phase.weight_decay)
+    if phase.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
+    if phase.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum,
+                               weight_decay=phase.weight_decay,
+                               nesterov=bool(phase.nesterov and phase.momentum > 0))
+    raise ValueError(f"optimizer {phase.optimizer!r} is not one of adam, adamw, sgd")
 
 
 def allocate_steps(phases: list[Phase], steps_per_task: int) -> list[Phase]:
@@ -232,6 +223,16 @@ class CompressionStats:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def check_format(artifact: Any, expected: str, strategy: str) -> None:
+    """Refuse an artifact of another format (another strategy, another version)."""
+    from ..errors import CheckpointError
+
+    got = artifact.get("format") if isinstance(artifact, dict) else type(artifact).__name__
+    if got != expected:
+        raise CheckpointError(f"strategy {strategy!r} loads {expected!r} artifacts, not {got!r}: "
+                              f"evaluate the artifact with the strategy of the run that wrote it")
+
+
 def dense_stats(modules: list[nn.Module] | nn.Module, bits: int = 32) -> CompressionStats:
     """Every parameter of ``modules`` stored densely at ``bits`` bits."""
     mods = modules if isinstance(modules, list) else [modules]
@@ -256,6 +257,14 @@ class Strategy:
     # ({"low": .., "high": .., "log": bool} or {"choices": [...]}) or, as None, keeps it at
     # its configured value (policies that change what the method is, compute knobs)
     tune_space: ClassVar[dict[str, dict[str, Any] | None]] = {}
+    # a label only (``strategy.variant``; W&B names, tags and the report): which variant of
+    # the method this run is; empty: :func:`variant_of` derives it from the settings
+    variant: str = ""
+
+    @property
+    def label(self) -> str:
+        """``name`` or ``name[variant]``, e.g. ``lrpet[mode=truncate]``."""
+        return f"{self.name}[{self.variant}]" if self.variant else self.name
 
     def __init__(self, cfg: StrategyConfig, train: TrainSettings):
         self.cfg = cfg
@@ -347,9 +356,20 @@ class Strategy:
         assert self.model is not None
         return {"format": "dense-fp32", "model": self.model.state_dict()}
 
+    def load_artifact(self, artifact: dict[str, Any]) -> None:
+        """The inverse of :meth:`export_artifact`: after ``setup(model, info)`` on a freshly
+        built model (any initialisation), make ``task_context(j)`` answer for every exported
+        task ``j`` exactly as the run did, from the artifact alone (``cl_compress.evaluate_artifact``).
+        A strategy that overrides ``export_artifact`` overrides this too."""
+        assert self.model is not None
+        check_format(artifact, "dense-fp32", self.name)
+        self.model.load_state_dict(artifact["model"])
+
     def task_metrics(self, task: int) -> dict[str, float]:
-        """Figures logged after each task under ``compress/`` (e.g. ``rank/layer0``:
-        the per-layer rank used by task ``task``, ``bits/task_3``, ``free_fraction``)."""
+        """Figures logged after each task under ``compress/`` (e.g. ``rank/body.0``: the
+        per-layer rank used by task ``task``, ``bits/task_3``). A per-layer figure is named
+        ``<kind>/<path>`` with the layer's path in the ContinualModel (``body.0``, ``body.3``),
+        the same across strategies."""
         return {}
 
     def extra_results(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from ..compress.svd import (
     orthogonality_frozen,
 )
 from ..errors import CheckpointError, ConfigError
-from .base import CompressionStats, Phase, Strategy, StrategyConfig, TaskData, hp
+from .base import CompressionStats, Phase, Strategy, StrategyConfig, TaskData, check_format, hp
 from .registry import register
 
 
@@ -280,10 +280,35 @@ class CACL(Strategy):
     def export_artifact(self) -> dict[str, Any]:
         return {"format": "cacl-svd-fp32", "layer_paths": list(self.paths), **self._stored()}
 
+    @torch.no_grad()
+    def load_artifact(self, artifact: dict[str, Any]) -> None:
+        """Each layer gets its stored (folded) factors with sigma = 1: ``N·diag|1|·C`` is the
+        stored product exactly, and a prefix of components is a prefix of the product."""
+        assert self.model is not None
+        check_format(artifact, "cacl-svd-fp32", self.name)
+        if list(artifact["layer_paths"]) != self.paths:
+            raise CheckpointError(f"artifact factorises layers {artifact['layer_paths']}, this model "
+                                  f"{self.paths}: evaluate it with the run's model and strategy.factorize")
+        for name, m in zip(self._layer_names(), self.layers):
+            f = artifact["factors"][name]
+            m.set_factors(f["left"], torch.ones(f["left"].shape[1]), f["right"])
+        body = self.model.body
+        for n, v in artifact["dense"].items():
+            body.get_parameter(n).copy_(v)
+        for key, v in artifact["heads"].items():
+            i, k = key.split(".", 1)
+            self.model.heads[int(i)].get_parameter(k).copy_(v)
+        self.task_ranks = [[int(x) for x in r] for r in artifact["task_ranks"].tolist()]
+        self.bn_stats = [dict(s) for s in artifact["bn_stats"]] if self.cfg.bn_stats_per_task else []
+        if not self.cfg.bn_stats_per_task and artifact["bn_stats"]:
+            self._load_bn(artifact["bn_stats"][0])
+
     def task_metrics(self, task: int) -> dict[str, float]:
         prev = self._prev_ranks(task)
         out: dict[str, float] = {}
-        for name, r, p, m in zip(self._layer_names(), self.task_ranks[task], prev, self.layers):
+        # layers by their path in the model (``body.<path>``), as every strategy names them
+        names = [f"body.{p}" for p in self.paths]
+        for name, r, p, m in zip(names, self.task_ranks[task], prev, self.layers):
             out[f"rank/{name}"] = r
             out[f"new_rank/{name}"] = r - p
             out[f"slots/{name}"] = m.rank

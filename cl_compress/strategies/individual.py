@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from .base import CompressionStats, Strategy, TaskData, dense_stats
+from .base import CompressionStats, Strategy, TaskData, check_format, dense_stats
 from .registry import register
 
 
@@ -64,6 +64,14 @@ class Individual(Strategy):
         assert self.model is not None
         return {"format": "individual-fp32", "bodies": self.bodies,
                 "heads": self.model.heads.state_dict()}
+
+    def load_artifact(self, artifact: dict[str, Any]) -> None:
+        assert self.model is not None
+        check_format(artifact, "individual-fp32", self.name)
+        self.bodies = [dict(b) for b in artifact["bodies"]]
+        self.model.heads.load_state_dict(artifact["heads"])
+        if self.bodies:
+            self.model.body.load_state_dict(self.bodies[-1])
 
     def state_dict(self) -> dict[str, Any]:
         return {"bodies": self.bodies}

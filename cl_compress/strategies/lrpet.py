@@ -24,15 +24,23 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..compress import lowrank
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..models import ContinualModel
-from .base import CompressionStats, Phase, Strategy, StrategyConfig, StreamInfo, TaskData, hp
+from .base import (
+    CompressionStats,
+    Phase,
+    Strategy,
+    StrategyConfig,
+    StreamInfo,
+    TaskData,
+    check_format,
+    hp,
+)
 from .registry import register
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -134,14 +142,16 @@ class LRPETConfig(StrategyConfig):
                 raise ConfigError(f"strategy.{name}={v!r} must be an integer")
 
 
-class _EpochProjector(L.Callback):
-    """Projection at the end of every epoch (the authors' CIFAR schedule)."""
+def _epoch_projector(strategy: LRPET):
+    """A callback projecting at the end of every epoch (the authors' CIFAR schedule);
+    Lightning is imported here, not when the strategy module is."""
+    import lightning as L
 
-    def __init__(self, strategy: LRPET):
-        self.strategy = strategy
+    class _EpochProjector(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            strategy.project_all()
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.strategy.project_all()
+    return _EpochProjector()
 
 
 @register("lrpet")
@@ -248,7 +258,7 @@ class LRPET(Strategy):
             self.project_all()
 
     def callbacks(self) -> list:
-        return [_EpochProjector(self)] if self.cfg.mode == "lrpet" and self.cfg.project_every == 0 else []
+        return [_epoch_projector(self)] if self.cfg.mode == "lrpet" and self.cfg.project_every == 0 else []
 
     @torch.no_grad()
     def project_all(self) -> None:
@@ -374,9 +384,36 @@ class LRPET(Strategy):
         return {"format": "lrpet-factors-fp32", "tasks": t, "layers": layers,
                 "bn": self.bn_states, "heads": heads}
 
+    @torch.no_grad()
+    def load_artifact(self, artifact: dict[str, Any]) -> None:
+        assert self.model is not None
+        check_format(artifact, "lrpet-factors-fp32", self.name)
+        t = int(artifact["tasks"])
+        for name, entry in artifact["layers"].items():
+            la = self.layers[name]
+            if entry["k"] != la.k or list(entry["shape"]) != list(la.shape):
+                raise CheckpointError(f"artifact layer {name} has rank {entry['k']} and shape "
+                                      f"{entry['shape']}, this model {la.k} and {list(la.shape)}: "
+                                      f"evaluate it with the run's own strategy settings")
+            if la.k is None:
+                la.stored[:t].copy_(entry["dense"])
+            else:
+                la.stored_u[:t].copy_(entry["u"])
+                la.stored_v[:t].copy_(entry["v"])
+            if la.bias is not None:
+                la.stored_bias[:t].copy_(entry["bias"])
+            la._cache = None
+        self.bn_states = [dict(s) for s in artifact["bn"]]
+        heads = artifact["heads"]
+        for i in range(t):
+            self.model.heads[i].load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items()
+                                                 if k.split(".", 1)[0] == str(i)})
+        self.n_done = t
+
     def task_metrics(self, task: int) -> dict[str, float]:
-        out: dict[str, float] = {f"rank/{n}": float(k) for n, k in self.ranks().items() if k}
-        out |= {f"energy_removed/{n}": e for n, e in self.removed.items()}
+        # layers by their path in the model (``body.<path>``), as every strategy names them
+        out: dict[str, float] = {f"rank/body.{n}": float(k) for n, k in self.ranks().items() if k}
+        out |= {f"energy_removed/body.{n}": e for n, e in self.removed.items()}
         return out
 
     def extra_results(self) -> dict[str, Any]:

@@ -23,14 +23,22 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
 from ..compress import masks
 from ..errors import ConfigError
 from ..models import ContinualModel
-from .base import CompressionStats, Phase, Strategy, StrategyConfig, StreamInfo, TaskData, hp
+from .base import (
+    CompressionStats,
+    Phase,
+    Strategy,
+    StrategyConfig,
+    StreamInfo,
+    TaskData,
+    check_format,
+    hp,
+)
 from .registry import register
 
 PRUNABLE = (nn.Linear, nn.modules.conv._ConvNd)
@@ -57,15 +65,18 @@ class PackNetConfig(StrategyConfig):
             raise ConfigError(f"strategy.retrain_epochs={self.retrain_epochs!r} must be an integer >= 0")
 
 
-class _NormsInEvalMode(L.Callback):
-    """Keeps frozen normalisation layers in eval mode (running stats fixed) while training."""
+def _norms_in_eval_mode(modules: list[nn.Module]):
+    """A callback that keeps frozen normalisation layers in eval mode (running stats fixed)
+    while training (Lightning is imported here: importing a strategy stays light, so a
+    config is validated before Lightning loads)."""
+    import lightning as L
 
-    def __init__(self, modules: list[nn.Module]):
-        self.modules = modules
+    class _NormsInEvalMode(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            for m in modules:
+                m.eval()
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for m in self.modules:
-            m.eval()
+    return _NormsInEvalMode()
 
 
 @register("packnet")
@@ -193,7 +204,7 @@ class PackNet(Strategy):
     def callbacks(self) -> list:
         if self.trains_norms(self.task) or not self.norms:
             return []
-        return [_NormsInEvalMode(list(self.norms.values()))]
+        return [_norms_in_eval_mode(list(self.norms.values()))]
 
     # --- exact freezing ------------------------------------------------------------------------
     def after_backward(self) -> None:
@@ -262,6 +273,24 @@ class PackNet(Strategy):
         return {"format": "packnet-v1", "index_bits": b, "tasks": self.tasks_done, "layers": layers,
                 "biases": self.bias_states, "norms": self.norm_states,
                 "heads": [_clone(self.model.head(j).state_dict()) for j in range(self.tasks_done)]}
+
+    @torch.no_grad()
+    def load_artifact(self, artifact: dict[str, Any]) -> None:
+        assert self.model is not None
+        check_format(artifact, "packnet-v1", self.name)
+        for n, (w, owner) in decode_artifact(artifact).items():
+            self.layers[n].weight.copy_(w)
+            self.owners[n] = owner
+        self._load_side_state(artifact)
+
+    def _load_side_state(self, artifact: dict[str, Any]) -> None:
+        """Biases, normalisation states, heads and the task count of an artifact."""
+        assert self.model is not None
+        self.tasks_done = int(artifact["tasks"])
+        self.bias_states = {int(t): dict(s) for t, s in artifact["biases"].items()}
+        self.norm_states = {int(t): dict(s) for t, s in artifact["norms"].items()}
+        for j, head in enumerate(artifact["heads"]):
+            self.model.head(j).load_state_dict(head)
 
     def task_metrics(self, task: int) -> dict[str, float]:
         code = masks.owner_code(task)

@@ -1,0 +1,142 @@
+"""The typed settings of every config group, and their checks, without importing torch,
+Lightning or Avalanche: the command line validates a config before any heavy import
+(``cl_compress.train``), and ``make list`` reads the catalogue from here. The modules that
+use them re-export them (``strategies.base.TrainSettings``, ``runner.TrainerSettings``,
+``tracking.TrackerSettings``, ``benchmarks.BenchmarkSpec``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+SCENARIOS = ("task", "class")
+
+
+SCHEDULERS = ("none", "multistep", "cosine")
+
+
+@dataclass
+class TrainSettings:
+    """Default optimisation settings (``train`` config group); phases may override.
+
+    The training budget of a task is exactly one of ``steps_per_task`` (default: optimiser
+    steps in total over the task's phases, split between them in proportion to their
+    epochs: PackNet's main phase weighs ``phase_epochs`` = 2 and ``retrain_epochs`` = 1, so
+    2/3 of the steps train and 1/3 retrain) or ``epochs`` (per phase). Steps are the unit
+    that a comparison across datasets and strategies can hold equal (``runner.Budget``
+    records the work done).
+
+    ``scheduler`` shapes the learning rate inside every phase over that phase's own steps:
+    ``multistep`` multiplies it by ``gamma`` at each fraction in ``milestones``, ``cosine``
+    anneals it to 0; ``warmup_steps`` first ramps it linearly up to ``lr``.
+    """
+
+    epochs: int | None = None
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+    steps_per_task: int | None = 1000
+    scheduler: str = "none"
+    milestones: list = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    nesterov: bool = False
+
+    @property
+    def phase_epochs(self) -> int:
+        """Epochs of a default phase: ``epochs``, or 2 as the phase's weight when the budget
+        is given in steps."""
+        return self.epochs if self.epochs is not None else DEFAULT_PHASE_WEIGHT
+
+
+DEFAULT_PHASE_WEIGHT = 2
+
+
+@dataclass
+class TrainerSettings:
+    """``trainer`` config group: how Lightning runs each phase."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    progress_bar: bool = True
+    deterministic: bool = True
+
+
+@dataclass
+class TrackerSettings:
+    """``logger`` config group."""
+
+    wandb: bool = True
+    project: str = "cl_compress"
+    entity: str | None = None
+    mode: str | None = None  # online | offline | disabled; None -> $WANDB_MODE or offline
+    group: str | None = None  # default: the benchmark name
+    tags: list[str] = field(default_factory=list)
+
+
+# name -> (one-line description, default n_tasks, kind)
+BENCHMARKS: dict[str, tuple[str, int, str]] = {
+    "split_fmnist": ("Fashion-MNIST, 5 tasks x 2 classes (local files)", 5, "split"),
+    "permuted_fmnist": ("Fashion-MNIST, N tasks of pixel permutations, task 0 unpermuted", 5, "permuted"),
+    "split_digits": ("scikit-learn 8x8 digits, 5 tasks x 2 classes (always available)", 5, "split"),
+    "synthetic": ("tiny Gaussian-prototype images, 3 tasks x 2 classes (tests)", 3, "split"),
+    "split_mnist": ("Avalanche SplitMNIST (downloads MNIST)", 5, "classic"),
+    "permuted_mnist": ("Avalanche PermutedMNIST (downloads MNIST)", 10, "classic"),
+    "split_cifar100": ("Avalanche SplitCIFAR100, 10 or 20 tasks (downloads CIFAR-100)", 10, "classic"),
+}
+BACKENDS = ("avalanche", "native")
+
+
+@dataclass
+class BenchmarkSpec:
+    """Typed benchmark settings (the ``benchmark`` config group)."""
+
+    name: str
+    scenario: str = "task"
+    n_tasks: int | None = None
+    seed: int = 0
+    backend: str = "avalanche"
+    data_root: str | None = None
+    download: bool = True
+    class_order: list[int] | None = None
+    max_train_per_task: int | None = None
+    max_test_per_task: int | None = None
+    eval_split: str = "test"
+    val_fraction: float = 0.1
+
+
+EVAL_SPLITS = ("test", "val")
+
+
+def validate_spec(spec: BenchmarkSpec) -> None:
+    """Reject unknown names and out-of-range settings before anything is loaded."""
+    if spec.name not in BENCHMARKS:
+        raise ConfigError(
+            f"unknown benchmark {spec.name!r}; choose one of: {', '.join(sorted(BENCHMARKS))}"
+        )
+    if spec.scenario not in SCENARIOS:
+        raise ConfigError(f"benchmark.scenario={spec.scenario!r}; choose one of: {', '.join(SCENARIOS)}")
+    if spec.backend not in BACKENDS:
+        raise ConfigError(f"benchmark.backend={spec.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if spec.n_tasks is not None and spec.n_tasks < 1:
+        raise ConfigError(f"benchmark.n_tasks must be >= 1, got {spec.n_tasks}")
+    if spec.eval_split not in EVAL_SPLITS:
+        raise ConfigError(f"benchmark.eval_split={spec.eval_split!r}; choose one of: "
+                          f"{', '.join(EVAL_SPLITS)}")
+    if spec.eval_split == "val" and not (isinstance(spec.val_fraction, int | float)
+                                         and 0.0 < spec.val_fraction < 1.0):
+        raise ConfigError(f"benchmark.val_fraction={spec.val_fraction!r} must be in (0, 1)")
+    for key in ("max_train_per_task", "max_test_per_task"):
+        v = getattr(spec, key)
+        if v is not None and v < 1:
+            raise ConfigError(f"benchmark.{key} must be >= 1 or null, got {v}")
+
+
