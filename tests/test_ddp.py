@@ -35,7 +35,12 @@ def test_ddp_matches_single_process(tmp_path):
     assert abs(ddp["avg_acc"] - single["avg_acc"]) < TOLERANCE, (ddp["avg_acc"], single["avg_acc"])
 
 
-@pytest.mark.parametrize("name", [n for n in builtin_names() if n not in ("naive",)])
+# packnet (masks) and cacl (growing factors) in the default run; the others under -m slow
+DDP_DEFAULT = ("packnet", "cacl")
+
+
+@pytest.mark.parametrize("name", [n if n in DDP_DEFAULT else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in builtin_names() if n not in ("naive",)])
 def test_every_strategy_keeps_ranks_identical(name, tmp_path):
     """Weights, masks, factors and codebooks are bit-identical on both ranks after every
     task (the runner compares SHA-256 fingerprints of model + strategy state)."""
