@@ -225,7 +225,7 @@ def wandb_markdown(sweep: Sweep) -> str:
               "default logger, runs") + f" share the W&B group {' / '.join(f'`{g}`' for g in groups)} "
              "and are tagged with strategy, benchmark, scenario and seed (also in their config), so "
              "a W&B dashboard compares them without set-up: filter by the group and group runs by "
-             "`strategy.name`."]
+             "`method` (`strategy.name` would pool a strategy with its variants)."]
     if offline:
         lines.append(f"{len(offline)} run(s) were logged offline; upload them with\n\n```bash\n"
                      f"find {sweep.root} -type d -name 'offline-run-*' -exec wandb sync {{}} +\n```")
@@ -297,8 +297,10 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
           f"- command: `{m.get('command', 'python -m cl_compress.report ' + str(sweep.root))}`",
           f"- machine: {m.get('machine', 'unknown')}",
           *([f"- wall time of the sweep: {m['total_seconds'] / 60:.1f} min over {len(m['jobs'])} "
-             f"multirun(s), launcher `{m.get('launcher', 'basic')}`, {m.get('parallel', 1)} at a "
-             f"time, OMP_NUM_THREADS={m.get('threads') or 'unset'} (exit codes "
+             + (f"multirun(s), launcher `{m['launcher']}`, {m.get('parallel', 1)} run(s) at a time"
+                if m.get("launcher") else f"multirun(s) ({m.get('parallel', 1)} at a time; launcher "
+                "not recorded: a sweep from before launchers)")
+             + f", OMP_NUM_THREADS={m.get('threads') or 'unset'} (exit codes "
              f"{[j['rc'] for j in m['jobs']]})"
              + (f"; attempt {len(m['attempts']) + 1} of this sweep directory (finished runs of "
                 "earlier attempts kept)" if m.get("attempts") else "")]

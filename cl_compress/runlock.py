@@ -65,6 +65,10 @@ class RunLock:
         self.release()
 
 
+class RunDirTaken(ConfigError):
+    """A fresh run was refused: the directory holds another run's results or checkpoint."""
+
+
 def check_fresh_start(run_dir: str | Path, overwrite: bool) -> None:
     """A fresh run must not silently replace a finished or an interrupted run."""
     run_dir = Path(run_dir)
@@ -76,7 +80,7 @@ def check_fresh_start(run_dir: str | Path, overwrite: bool) -> None:
             (run_dir / name).unlink(missing_ok=True)
         return
     what = "a finished run (results.json)" if finished else "an unfinished run (checkpoint.pt)"
-    raise ConfigError(
+    raise RunDirTaken(
         f"{run_dir} already holds {what}; pass overwrite=true to replace it, resume=true to "
         f"continue it{'' if finished else ' (or resume=auto)'}, or choose another hydra.run.dir"
     )

@@ -167,6 +167,10 @@ def run_stream(
     ckpt_path = run_dir / CHECKPOINT
     T = stream.n_tasks
     reference_bits = individual_reference_bits(model.body, model.heads, T)
+    # per task: the t + 1 plain individual models seen so far, counted before setup() turns
+    # the body into a strategy's layers (factors, masks)
+    seen_reference_bits = [individual_reference_bits(model.body, model.heads, T, seen=t + 1)
+                           for t in range(T)]
     L.seed_everything(task_seed(seed, 0), workers=True, verbose=False)
     strategy.setup(model, StreamInfo(T, stream.scenario, stream.input_shape, stream.head_sizes))
 
@@ -276,7 +280,7 @@ def run_stream(
         timing["eval_seconds"] += time.perf_counter() - t0
         ddp_check = check_ranks_agree(model, strategy, t)
         timing["elapsed_seconds"] = time.perf_counter() - t_run
-        _log_task(tracker, strategy, R, t, reference_bits, spent, acc_before[t], T, ti_stats,
+        _log_task(tracker, strategy, R, t, seen_reference_bits[t], spent, acc_before[t], T, ti_stats,
                   _class_il_metrics(C, TI, t) if task_inference is not None else None, timing)
         tracker.log_accuracy_chart(R)
         if is_rank_zero():
@@ -367,8 +371,8 @@ def _resume(ckpt_path: Path, model: ContinualModel, strategy: Strategy, stream: 
     extra = {k: ck[k] for k in ("budget", "acc_before_compression", "class_il_matrix",
                                 "task_inference_acc", "task_inference_stats") if k in ck}
     done = int(ck["next_task"])
-    if len(extra.get("budget", {}).get("per_task", [None] * done)) != done or \
-            len(extra.get("acc_before_compression", [None] * done)) != done:
+    if len(extra.get("budget", {}).get("per_task", [])) != done or \
+            len(extra.get("acc_before_compression", [])) != done:
         raise CheckpointError(f"{ckpt_path} is inconsistent: its budget or acc_before_compression "
                               f"does not cover the {done} finished task(s)")
     return int(ck["next_task"]), [list(r) for r in ck["acc_matrix"]], dict(ck["timing"]), extra
@@ -398,12 +402,9 @@ def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_b
         m["stream/forgetting"] = metrics.forgetting(R)
     m["compress/stored_params"] = stats.stored_params
     m["compress/stored_bits"] = stats.stored_bits
-    # against the t + 1 individual models that answer for the tasks seen so far (the final
-    # figure, against all T, is in the summary and results.json)
-    model = strategy.model
-    seen_bits = reference_bits if model is None else individual_reference_bits(
-        model.body, model.heads, n_tasks, seen=t + 1)
-    m["compress/ratio_vs_individual"] = metrics.compression_ratio(seen_bits, stats.stored_bits)
+    # ``reference_bits``: the t + 1 plain individual models that answer for the tasks seen so
+    # far (the final figure, against all T, is in the summary and results.json)
+    m["compress/ratio_vs_individual"] = metrics.compression_ratio(reference_bits, stats.stored_bits)
     m |= {f"compress/{k}": float(v) for k, v in strategy.task_metrics(t).items()}
     m["eval/acc_before_compression"] = acc_before
     m["budget/train_steps"] = spent["train_steps"]

@@ -156,31 +156,53 @@ def check_budget(preset: dict[str, Any], benchmarks: list[str], extra: list[str]
     Equal budgets are counted in optimiser steps per task (``train.steps_per_task``, the
     default): every strategy then trains exactly that many steps per task over all its
     phases (retrain, fine-tune included). A budget in epochs gives strategies with extra
-    phases more steps, so it is refused unless the preset names the difference on purpose
-    in ``budget_exceptions: {<strategy or variant>: <reason>}`` (printed in the report).
-    Returns a one-line description of the budget.
+    phases more steps, so it is refused unless the preset says so on purpose with the entry
+    ``budget_exceptions: {"*": <reason>}`` (an exception naming one strategy, e.g.
+    Ada-QPacknet's search steps, does not unlock an epoch budget for all of them). Swept
+    values (``a,b``, ``range(..)``) are checked one by one. Returns a one-line description.
     """
     from .testing import compose_config
 
     exceptions = preset.get("budget_exceptions") or {}
     if not isinstance(exceptions, dict) or not all(isinstance(v, str) and v for v in exceptions.values()):
         raise ConfigError("preset budget_exceptions must map a strategy or variant to a reason (text)")
+    from hydra.errors import HydraException
+
     lines = []
     for bench in benchmarks:
         ovs = merge_overrides([f"benchmark={bench}"], preset.get("overrides") or [],
                               (preset.get("benchmark_overrides") or {}).get(bench, []), extra)
         ovs = [o for o in ovs if not o.lstrip("+~").startswith(("hydra.", "hydra/", "strategy."))]
-        train = compose_config(ovs)["train"]
-        if train.get("steps_per_task") is None and not exceptions:
-            raise ConfigError(
-                f"{bench}: the budget is train.epochs={train.get('epochs')} per phase, so strategies "
-                "with extra phases (PackNet retrain, LRPET truncate fine-tune) train more steps than "
-                "the others; set train.steps_per_task=N (equal optimiser steps per task) or name "
-                "the difference in the preset's budget_exceptions")
-        unit = (f"{train['steps_per_task']} optimiser steps/task" if train.get("steps_per_task")
-                else f"{train.get('epochs')} epoch(s)/phase")
-        lines.append(f"{bench}: {unit}, batch {train['batch_size']}")
+        for combo in _expand(ovs):
+            try:
+                train = compose_config(combo)["train"]
+            except HydraException as e:
+                raise ConfigError(f"{bench}: {str(e).splitlines()[0]}") from e
+            if train.get("steps_per_task") is None and "*" not in exceptions:
+                raise ConfigError(
+                    f"{bench}: the budget is train.epochs={train.get('epochs')} per phase, so "
+                    "strategies with extra phases (PackNet retrain, LRPET truncate fine-tune) train "
+                    "more steps than the others; set train.steps_per_task=N (equal optimiser steps "
+                    "per task) or say so on purpose in the preset: budget_exceptions: {'*': reason}")
+            unit = (f"{train['steps_per_task']} optimiser steps/task" if train.get("steps_per_task")
+                    else f"{train.get('epochs')} epoch(s)/phase")
+            line = f"{bench}: {unit}, batch {train['batch_size']}"
+            if line not in lines:
+                lines.append(line)
     return "; ".join(lines)
+
+
+def _expand(overrides: list[str]) -> list[list[str]]:
+    """Every combination of the swept values in ``overrides`` (Hydra's own parser).
+
+    >>> _expand(["a=1", "b=2,3"])
+    [['a=1', 'b=2'], ['a=1', 'b=3']]
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [list(c) for c in BasicSweeper.split_arguments(parsed, None)[0]]
 
 
 def strategy_config(strategy: str, overrides: list[str], label: str, variant: str | None = None) -> str:

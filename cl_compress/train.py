@@ -369,10 +369,24 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
         if (run_dir / CHECKPOINT).is_file() and old.get("config_hash") == digest:
             c = {**c, "resume": True}
             print(f"resuming {run_dir} from its checkpoint (skip_if_done=true)")
+    from .runlock import RunDirBusy, RunDirTaken
+
+    status_file = run_dir / status.STATUS
+    before = status_file.read_bytes() if status_file.is_file() else None  # another run's record
     if rank_zero:
         status.write_status(run_dir, "running", config_hash=digest)
     try:
         res = build_and_run(c, run_dir)
+    except (RunDirBusy, RunDirTaken) as e:  # refused: the directory's own run keeps its status
+        if rank_zero:
+            if before is None:
+                status_file.unlink(missing_ok=True)
+            else:
+                status_file.write_bytes(before)
+        print(f"error: {e}", file=sys.stderr)
+        if c.get("keep_going"):
+            return None
+        sys.exit(2)
     except Preempted as e:  # SIGTERM/SIGUSR1 (BaseException): stop, saying what is kept
         if rank_zero:
             status.write_status(run_dir, "failed", error=f"preempted: {e}")

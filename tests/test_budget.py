@@ -141,10 +141,18 @@ def test_sweep_refuses_epoch_budgets_unless_the_preset_names_the_difference(tmp_
     assert sweep.main(["--preset", _preset(tmp_path), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "train.steps_per_task=N" in err and "budget_exceptions" in err
-    named = _preset(tmp_path, budget_exceptions={"packnet": "retrain phase on purpose"})
+    # naming one strategy (e.g. Ada-QPacknet's search) does not unlock epochs for all of them
+    one = _preset(tmp_path, budget_exceptions={"packnet": "retrain phase on purpose"})
+    assert sweep.main(["--preset", one, "--dry-run"]) == 2
+    assert "budget_exceptions" in capsys.readouterr().err
+    named = _preset(tmp_path, budget_exceptions={"*": "epochs on purpose, to match a paper"})
     assert sweep.main(["--preset", named, "--dry-run"]) == 0
     steps = _preset(tmp_path, overrides=["logger=none", "train.steps_per_task=20"])
     assert sweep.main(["--preset", steps, "--dry-run"]) == 0
+    # a swept value is checked value by value, one line on error, no traceback
+    assert sweep.main(["--preset", steps, "--dry-run", "train.lr=0.001,0.01"]) == 0
+    assert sweep.main(["--preset", steps, "--dry-run", "train.steps_per_task=20,null"]) == 2
+    assert "train.steps_per_task=N" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in

@@ -531,3 +531,20 @@ def test_signal_before_any_task_finished_says_so_and_restores_handlers(tmp_path)
                             f"to start again, rerun the same command (resume=auto also works) "
                             f"hydra.run.dir={tmp_path}")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_refused_run_leaves_the_directory_runs_status_alone(tmp_path):
+    """A second, refused run into a finished run's directory must not mark that run failed
+    (sweeps count status.json)."""
+    from cl_compress.testing import QUICK, compose_config
+    from cl_compress.train import run_job
+
+    c = compose_config(QUICK + ONE)
+    assert run_job(c, tmp_path) is not None
+    before = (tmp_path / "status.json").read_text()
+    assert json.loads(before)["state"] == "done"
+    with pytest.raises(SystemExit) as e:
+        run_job(c, tmp_path)  # fresh run, no overwrite=true: refused
+    assert e.value.code == 2
+    assert (tmp_path / "status.json").read_text() == before
+    assert (tmp_path / "results.json").exists()
