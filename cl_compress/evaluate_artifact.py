@@ -42,12 +42,26 @@ def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED) -> dict[str, A
     path, cfg = run_config(run_dir, [])
     results = json.loads((path.parent / "results.json").read_text()) \
         if (path.parent / "results.json").is_file() else {}
-    stream = build_stream(BenchmarkSpec(**cfg["benchmark"]))
+    spec = BenchmarkSpec(**cfg["benchmark"])
+    extra = {}
+    class_il = "class_il" in results
+    if class_il:
+        # a class-IL run with task inference trained task-IL heads (with "not mine" / rotation
+        # outputs): rebuild that model and reproduce its task-IL row (task id given)
+        import dataclasses
+
+        from .task_inference import TaskInferenceSettings
+
+        ti = TaskInferenceSettings(**(cfg.get("eval") or {}))
+        spec = dataclasses.replace(spec, scenario="task")
+        extra = {"extra_outputs": ti.extra_outputs, "rotations": ti.rotations}
+    stream = build_stream(spec)
     kw = dict(cfg["model"])
     name = kw.pop("name")
     torch.manual_seed(init_seed)
     body, feat = build_backbone(name, stream.input_shape, **kw)
-    model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task")
+    model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task",
+                           **extra)
     params = {k: v for k, v in cfg["strategy"].items() if k not in ("name", "variant")}
     strategy = get_strategy(cfg["strategy"]["name"]).from_config(params, TrainSettings(**cfg["train"]))
     strategy.setup(model, StreamInfo(stream.n_tasks, stream.scenario, stream.input_shape,
@@ -66,8 +80,10 @@ def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED) -> dict[str, A
     for j, e in enumerate(stream.experiences):
         with strategy.task_context(j):
             row.append(evaluate(model, e.test_x, e.test_y, j, cfg["train"]["eval_batch_size"]))
-    expected = (results.get("acc_matrix") or [None])[-1]
+    matrix = (results.get("task_il") or {}).get("acc_matrix") if class_il else results.get("acc_matrix")
+    expected = (matrix or [None])[-1]
     return {"run_dir": str(path.parent), "strategy": strategy.name,
+            "row": "task-IL (task id given)" if class_il else results.get("scenario"),
             "format": art.get("format") if isinstance(art, dict) else None,
             "acc_row": row, "expected": expected, "reproduced": expected == row}
 

@@ -530,9 +530,9 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
         tracker.log_model(artifact, name=tracker.name or strategy.label, metadata={
             "format": exported.get("format"), "strategy": strategy.name, "method": strategy.label,
             "strategy_config": asdict(strategy.cfg), "benchmark": stream.name,
-            "scenario": stream.scenario, "n_tasks": stream.n_tasks, "seed": seed,
+            "scenario": results["scenario"], "n_tasks": stream.n_tasks, "seed": seed,
             "sha256": results["artifact_sha256"], "avg_acc": summary["avg_acc"],
-            "final_acc_row": R[-1], **{k: comp[k] for k in (
+            "final_acc_row": primary[-1], "task_il_final_row": R[-1], **{k: comp[k] for k in (
                 "stored_params", "stored_bits", "bits_per_param", "individual_bits",
                 "ratio_vs_individual", "model_bytes")},
             "load": "python -m cl_compress.evaluate_artifact <run_dir>"})

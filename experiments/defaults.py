@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"ratio {r['compression']['ratio_vs_individual']:.2f}x ({wall[name]:.0f} s)", flush=True)
     ind = rows.get("individual")
     lines = [
-        "| strategy | train steps/task | extra steps | avg acc % | forgetting % | stored params "
+        "| strategy | train steps/task | extra steps (whole run) | avg acc % | forgetting % | stored params "
         "| × fewer params than individual | ratio vs individual (bits) | wall s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -86,12 +86,15 @@ def main(argv: list[str] | None = None) -> int:
             f"| {extra_steps} | {100 * r['avg_acc']:.2f} | {100 * r['forgetting']:.2f} "
             f"| {c['stored_params']:,} | {fewer} | {c['ratio_vs_individual']:.2f} | {wall[name]:.0f} |")
     check = cacl_check(rows)
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     stamp = dt.datetime.now()
     cmd = shlex.join(["python", "-m", "experiments.defaults", *(argv if argv is not None else sys.argv[1:])])
     text = "\n".join([
         f"# Embedded defaults: `make exp STRATEGY=<name>` on {args.benchmark} (seed {args.seed})", "",
         f"- command: `{cmd}`", f"- date: {stamp:%Y-%m-%d %H:%M}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU, "
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
         "- budget: the default `train.steps_per_task` for every strategy (extra phases included); "
         "extra steps are taken outside it and shown apart", "",

@@ -219,3 +219,14 @@ def test_class_il_run_resumes_to_the_same_results(tmp_path):
     for key in ("acc_matrix", "task_il", "class_il"):
         assert resumed[key] == full[key], key
     assert resumed["compression"]["stored_params"] == full["compression"]["stored_params"]
+
+
+def test_evaluate_artifact_reproduces_the_task_il_row_of_a_class_il_run(tmp_path):
+    """A class-IL run trains task-IL heads with extra outputs: the artifact loader rebuilds
+    that model (not a shared head) and reproduces the run's task-IL row."""
+    from cl_compress.evaluate_artifact import evaluate_run
+
+    res = run_quick(tmp_path, ["strategy=packnet", "benchmark.scenario=class"])
+    out = evaluate_run(tmp_path)
+    assert out["row"] == "task-IL (task id given)"
+    assert out["expected"] == res["task_il"]["acc_matrix"][-1] and out["reproduced"]
