@@ -21,7 +21,10 @@ import torch
 from .errors import CheckpointError
 
 # output/logging keys: they may change between an interrupted run and its resumption
-NOT_COMPARED = ("logger", "hydra", "resume", "overwrite", "trainer.progress_bar", "strategy.variant")
+# keys that do not change what a run computes: ignored by resume and by a sweep's
+# ``skip_if_done`` (status.config_hash) alike
+NOT_COMPARED = ("logger", "hydra", "resume", "overwrite", "skip_if_done", "keep_going",
+                "trainer.progress_bar", "strategy.variant")
 REQUIRED = ("format", "next_task", "n_tasks", "seed", "strategy_name", "acc_matrix", "timing",
             "model", "strategy", "config")
 WANDB_ID_FILE = "wandb_run_id"

@@ -22,17 +22,14 @@ from .io import write_json
 
 STATUS = "status.json"
 # config keys that do not change what a run computes (logging, progress, sweep control)
-NEUTRAL_KEYS = ("logger", "resume", "skip_if_done", "keep_going")
-NEUTRAL_TRAINER_KEYS = ("progress_bar",)
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` without the keys that do not change the result (logger, progress bar,
     resume / skip / keep-going switches)."""
-    c = {k: v for k, v in config.items() if k not in NEUTRAL_KEYS}
-    if isinstance(c.get("trainer"), dict):
-        c["trainer"] = {k: v for k, v in c["trainer"].items() if k not in NEUTRAL_TRAINER_KEYS}
-    return json.loads(json.dumps(c, sort_keys=True, default=str))
+    from .resume import training_config  # one list of neutral keys for resume and skip
+
+    return json.loads(json.dumps(training_config(config), sort_keys=True, default=str))
 
 
 def config_hash(config: dict[str, Any]) -> str:
