@@ -100,9 +100,9 @@ def check_config(c: dict[str, Any]) -> None:
 
 
 def check_eval(e: Any) -> None:
-    """``eval`` (class-IL task inference): known keys, typed values, valid choices. Imports
-    torch (task_inference.py), so it runs last among the config checks."""
-    from .task_inference import TaskInferenceSettings
+    """``eval`` (class-IL task inference): known keys, typed values, valid choices (no
+    torch import: the settings live in settings.py)."""
+    from .settings import TaskInferenceSettings
 
     if not isinstance(e, dict):
         raise ConfigError(f"eval={e!r} must be a mapping of task-inference settings")

@@ -25,7 +25,6 @@ kept. See ``docs/task_inference.md``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,89 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import ConfigError
-
-SCORES = ("auto", "max_softmax", "entropy", "energy", "not_mine", "rotation")
-NEGATIVES = ("none", "rotate", "jigsaw", "rotate_jigsaw", "flip_jigsaw", "cutmix", "all",
-             "rotation_classes")
-
-
-@dataclass
-class TaskInferenceSettings:
-    """``eval`` config group (used only under ``benchmark.scenario=class`` by strategies
-    that answer through a task context: the isolation strategies and ``individual``).
-
-    ``task_inference``: the score that picks the task (``auto``: ``not_mine`` when the heads
-    are trained with negatives, else ``max_softmax``). ``negatives``: the self-made negatives
-    that train each head's extra "not mine" output (``none``: no extra output, plain
-    confidence). ``negative_weight``: weight of the negatives' cross-entropy.
-    ``refit_old_heads``: after each task ``t``, every old head ``j < t`` refits its "not mine"
-    row (``refit_steps`` Adam steps at ``refit_lr`` on features, class rows untouched) with
-    task ``t``'s training images, seen through task ``j``'s context, as negatives, and task
-    ``j``'s stored per-class feature mean and std as positives (``2 * classes * feat_dim``
-    numbers per task, counted in ``compression``).
-    """
-
-    task_inference: str = "auto"
-    negatives: str = "rotate_jigsaw"
-    negative_weight: float = 1.0
-    refit_old_heads: bool = True
-    refit_steps: int = 100
-    refit_lr: float = 0.01
-    refit_energy: float = 0.999
-    normalise_scores: bool = False
-
-    def validate(self) -> None:
-        if self.task_inference not in SCORES:
-            raise ConfigError(f"eval.task_inference={self.task_inference!r}; choose one of "
-                              f"{', '.join(SCORES)}")
-        if self.negatives not in NEGATIVES:
-            raise ConfigError(f"eval.negatives={self.negatives!r}; choose one of {', '.join(NEGATIVES)}")
-        w = self.negative_weight
-        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < float("inf"):
-            raise ConfigError(f"eval.negative_weight={w!r} must be a finite number > 0")
-        for key in ("refit_steps",):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"eval.{key}={v!r} must be an integer >= 1")
-        if isinstance(self.refit_lr, bool) or not isinstance(self.refit_lr, int | float) \
-                or not 0 < self.refit_lr < float("inf"):
-            raise ConfigError(f"eval.refit_lr={self.refit_lr!r} must be a finite number > 0")
-        if self.refit_old_heads not in (True, False):
-            raise ConfigError(f"eval.refit_old_heads={self.refit_old_heads!r} must be true or false")
-        e = self.refit_energy
-        if isinstance(e, bool) or not isinstance(e, int | float) or not 0 < e <= 1:
-            raise ConfigError(f"eval.refit_energy={e!r} must be in (0, 1]")
-        if self.normalise_scores not in (True, False):
-            raise ConfigError(f"eval.normalise_scores={self.normalise_scores!r} must be true or false")
-        if self.task_inference == "rotation" and self.negatives != "rotation_classes":
-            raise ConfigError("eval.task_inference=rotation goes with eval.negatives=rotation_classes "
-                              "(use task_inference=auto)")
-        if self.task_inference == "not_mine" and self.extra_outputs == 0:
-            raise ConfigError("eval.task_inference=not_mine needs heads trained with negatives: "
-                              "set eval.negatives (e.g. rotate_jigsaw)")
-
-    @property
-    def extra_outputs(self) -> int:
-        """Outputs every head has beyond its task's classes (the "not mine" logit)."""
-        return 0 if self.negatives in ("none", "rotation_classes") else 1
-
-    @property
-    def rotations(self) -> int:
-        """Outputs per class: 4 (one per quarter turn) with ``rotation_classes``, else 1."""
-        return 4 if self.negatives == "rotation_classes" else 1
-
-    @property
-    def refits(self) -> bool:
-        """Old heads' "not mine" rows are refitted (needs the extra output)."""
-        return bool(self.refit_old_heads) and self.extra_outputs > 0
-
-    @property
-    def score(self) -> str:
-        if self.task_inference != "auto":
-            return self.task_inference
-        if self.rotations > 1:
-            return "rotation"
-        return "not_mine" if self.extra_outputs else "max_softmax"
+from .settings import NEGATIVES, SCORES, TaskInferenceSettings  # noqa: E402,F401  (re-exported)
 
 
 # --- self-made negatives ------------------------------------------------------------------------
