@@ -166,11 +166,11 @@ def run_stream(
     run_dir = Path(run_dir)
     ckpt_path = run_dir / CHECKPOINT
     T = stream.n_tasks
-    reference_bits = individual_reference_bits(model.body, model.heads, T)
     # per task: the t + 1 plain individual models seen so far, counted before setup() turns
-    # the body into a strategy's layers (factors, masks)
+    # the body into a strategy's layers (factors, masks); the last one is the final reference
     seen_reference_bits = [individual_reference_bits(model.body, model.heads, T, seen=t + 1)
                            for t in range(T)]
+    reference_bits = seen_reference_bits[-1]
     L.seed_everything(task_seed(seed, 0), workers=True, verbose=False)
     strategy.setup(model, StreamInfo(T, stream.scenario, stream.input_shape, stream.head_sizes))
 
@@ -280,7 +280,7 @@ def run_stream(
         timing["eval_seconds"] += time.perf_counter() - t0
         ddp_check = check_ranks_agree(model, strategy, t)
         timing["elapsed_seconds"] = time.perf_counter() - t_run
-        _log_task(tracker, strategy, R, t, seen_reference_bits[t], spent, acc_before[t], T, ti_stats,
+        _log_task(tracker, strategy, R, t, seen_reference_bits[t], spent, acc_before[t], ti_stats,
                   _class_il_metrics(C, TI, t) if task_inference is not None else None, timing)
         tracker.log_accuracy_chart(R)
         if is_rank_zero():
@@ -389,7 +389,7 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
 
 
 def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_bits: int,
-              spent: dict[str, Any], acc_before: float, n_tasks: int, ti_stats: dict[int, Any],
+              spent: dict[str, Any], acc_before: float, ti_stats: dict[int, Any],
               extra: dict[str, float] | None = None,
               timing: dict[str, Any] | None = None) -> None:
     row = R[t]

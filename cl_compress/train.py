@@ -76,7 +76,7 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
 
 def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
                    stack: contextlib.ExitStack) -> dict[str, Any]:
-    from .benchmarks import BenchmarkSpec, build_stream, validate_spec
+    from .benchmarks import BenchmarkSpec, build_stream
     from .guards import check_model_fits
     from .models import ContinualModel, build_backbone
     from .runner import TrainerSettings, run_stream
@@ -86,14 +86,12 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     from .task_inference import TaskInferenceSettings
     from .tracking import Tracker, TrackerSettings
 
-    train = TrainSettings(**c["train"])
-    _check_train(train)
+    train = TrainSettings(**c["train"])  # checked by precheck (build_and_run)
     params = dict(c["strategy"])
     explicit = params.pop("variant", None)
     strategy = get_strategy(params.pop("name")).from_config(params, train)
     strategy.variant = str(explicit) if explicit not in (None, "") else variant_of(strategy.cfg)
     spec = BenchmarkSpec(**c["benchmark"])
-    validate_spec(spec)
     if spec.scenario not in strategy.scenarios:
         raise ConfigError(
             f"strategy {strategy.name!r} supports the {'/'.join(strategy.scenarios)}-incremental "
@@ -221,10 +219,7 @@ def _check_train(t) -> None:
     for name, v, lo in checks:
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ConfigError(f"{name}={v!r} must be an integer >= {lo}")
-    for name, v in (("train.lr", t.lr), ("train.weight_decay", t.weight_decay),
-                    ("train.momentum", t.momentum), ("train.gamma", t.gamma)):
-        if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
-            raise ConfigError(f"{name}={v!r} must be a number")
+    # number types (and NaN) are checked by guards.check_config before this; here: ranges
     if not 0 < t.lr < FLOAT32_MAX:  # torch casts lr to the weights' float32 in the step
         raise ConfigError(f"train.lr={t.lr!r} must be a finite number > 0 (below {FLOAT32_MAX:.3g})")
     if t.weight_decay < 0:

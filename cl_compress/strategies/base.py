@@ -22,6 +22,7 @@ validates them before anything trains.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
@@ -141,11 +142,11 @@ class Phase:
 
     @classmethod
     def default(cls, train: TrainSettings, name: str = "train", **overrides: Any) -> Phase:
-        base = dict(name=name, epochs=train.phase_epochs, lr=train.lr, optimizer=train.optimizer,
-                    momentum=train.momentum, weight_decay=train.weight_decay,
-                    scheduler=train.scheduler, milestones=list(train.milestones),
-                    gamma=train.gamma, warmup_steps=train.warmup_steps, nesterov=train.nesterov)
-        base.update(overrides)
+        """A phase with every setting it shares with ``train`` (optimiser, schedule), the
+        default phase length ``train.phase_epochs`` and ``overrides``."""
+        shared = {f.name for f in dataclasses.fields(cls)} & {f.name for f in dataclasses.fields(train)}
+        base = {k: copy.copy(getattr(train, k)) for k in shared}  # lists are not shared
+        base |= {"name": name, "epochs": train.phase_epochs, **overrides}
         return cls(**base)
 
 
