@@ -72,6 +72,26 @@ def make_trainer(s: TrainerSettings, epochs: int, steps: int | None = None) -> L
     )
 
 
+def engine_fitter(model: ContinualModel, strategy: Strategy, loader: Callable[[], Any], task: int,
+                  s: TrainerSettings, negatives: tuple[str, float] | None = None
+                  ) -> Callable[[Phase], int]:
+    """``TaskData.fitter``: train ``task`` for a phase outside the task's phases (a search
+    candidate) with the same engine as the phases: a fresh ``ContinualSystem`` (its
+    ``training_step``, every strategy hook, the phase's optimiser and lr schedule) and a
+    ``make_trainer`` Trainer. Its steps are recorded with ``strategy.count_steps(phase.name)``
+    and are not added to the run's step axes."""
+
+    def fit(phase: Phase) -> int:
+        system = ContinualSystem(model, strategy)
+        system.negatives = negatives
+        system.set_phase(task, phase)
+        make_trainer(s, phase.epochs, phase.steps).fit(system, loader())
+        strategy.count_steps(phase.name, system.phase_steps)
+        return system.phase_steps
+
+    return fit
+
+
 def task_phases(strategy: Strategy, task: int, train: TrainSettings) -> list[Phase]:
     """The strategy's phases of ``task``, with their steps set from ``train.steps_per_task``
     when the budget is given in optimiser steps."""
@@ -212,7 +232,9 @@ def run_stream(
                                seed=task_seed(seed, tt))
 
         data = TaskData(t, exp.n_outputs, loader, val,
-                        lambda x, y, tt=t: evaluate(model, x, y, tt, train.eval_batch_size))
+                        lambda x, y, tt=t: evaluate(model, x, y, tt, train.eval_batch_size),
+                        fitter=engine_fitter(model, strategy, loader, t, trainer, system.negatives),
+                        seed=task_seed(seed, t))
         model.set_trainable_heads(t)
         system.strategy_seconds = 0.0
         t_task = time.perf_counter()

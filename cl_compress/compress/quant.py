@@ -17,6 +17,7 @@ rebuilt by :func:`linear_levels`, bit-identically. Codes are stored with
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -93,7 +94,9 @@ def kmeans_1d(x: Tensor, k: int, iters: int = 300) -> tuple[Tensor, Tensor]:
     sorted values: the assignment step is a ``searchsorted`` of the mid-points
     between centroids and the update step uses prefix sums, so one iteration is
     ``O(k log n)`` after an ``O(n log n)`` sort (a million weights take well under a
-    second). Stops when no assignment changes. Empty clusters keep their centroid.
+    second). Stops when no assignment changes (converged); when ``iters`` iterations end
+    first, a ``RuntimeWarning`` names the change still under way (moved boundaries and the
+    largest centroid move of the last iteration). Empty clusters keep their centroid.
     When ``x`` has at most ``k`` distinct values the codebook is exact.
     """
     if k < 1:
@@ -110,17 +113,28 @@ def kmeans_1d(x: Tensor, k: int, iters: int = 300) -> tuple[Tensor, Tensor]:
     csum = torch.cat([x.new_zeros(1), torch.cumsum(xs, 0)])
     q = (torch.arange(k, dtype=torch.float64) + 0.5) / k
     cent = xs[(q * n).long().clamp_(max=n - 1)]
-    cuts = None
+    cuts, converged, moved, shift = None, False, 0, 0.0
     for _ in range(max(1, iters)):
         new_cuts = torch.searchsorted(xs, (cent[1:] + cent[:-1]) / 2, right=True)
         if cuts is not None and torch.equal(new_cuts, cuts):
+            converged = True
             break
+        moved = int((new_cuts != cuts).sum()) if cuts is not None else new_cuts.numel()
         cuts = new_cuts
         start = torch.cat([cuts.new_zeros(1), cuts])
         end = torch.cat([cuts, cuts.new_full((1,), n)])
         count = (end - start).double()
         sums = csum[end] - csum[start]
-        cent = torch.where(count > 0, sums / count.clamp(min=1), cent).sort().values
+        new_cent = torch.where(count > 0, sums / count.clamp(min=1), cent).sort().values
+        shift = float((new_cent - cent).abs().max())
+        cent = new_cent
+    if not converged:  # one more assignment step tells whether the last update settled it
+        last = torch.searchsorted(xs, (cent[1:] + cent[:-1]) / 2, right=True)
+        if not torch.equal(last, cuts):
+            warnings.warn(f"k-means (k={k}, n={n}) stopped at kmeans_iters={iters} before "
+                          f"converging: {moved} of {k - 1} cluster boundaries still moved in the "
+                          f"last iteration, largest centroid move {shift:.3g}; raise "
+                          f"strategy.kmeans_iters", RuntimeWarning, stacklevel=2)
     cent = cent.float()
     return cent, _assign(x, cent)
 
@@ -131,23 +145,27 @@ def _assign(x: Tensor, cent: Tensor) -> Tensor:
     return torch.bucketize(x.double(), mids, right=False).to(torch.int64)
 
 
-def quantize(x: Tensor, bits: int, method: str, iters: int = 300) -> tuple[Tensor, Tensor, Tensor]:
+def quantize(x: Tensor, bits: int, method: str, iters: int = 300,
+             zeros: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Quantise a 1-D tensor: ``(codes, levels, params)``.
 
     ``levels[codes]`` are the dequantised values; ``params`` is what must be stored
     besides the codes: the codebook for ``kmeans``, ``[scale]`` for ``linear_sym`` and
-    ``[scale, offset]`` for ``linear_asym``.
+    ``[scale, offset]`` for ``linear_asym``. ``zeros``: that many extra zero values take
+    part in fitting the codebook/scale (not coded), e.g. the rest of the layer when the
+    codebook is fitted on the whole masked layer as the Ada-QPacknet authors do.
     """
     if method not in METHODS:
         raise ValueError(f"unknown quantisation method {method!r}; choose one of {METHODS}")
     if not 1 <= bits <= 16:
         raise ValueError(f"bit-width must be in [1, 16], got {bits}")
     x = x.detach().reshape(-1)
+    fit = torch.cat([x, x.new_zeros(zeros)]) if zeros > 0 else x
     if method == "kmeans":
-        levels, codes = kmeans_1d(x, 2 ** bits, iters)
-        return codes, levels, levels.clone()
+        levels, _ = kmeans_1d(fit, 2 ** bits, iters)
+        return _assign(x.double(), levels), levels, levels.clone()
     symmetric = method == "linear_sym"
-    params = linear_params(x, bits, symmetric)
+    params = linear_params(fit, bits, symmetric)
     codes = linear_codes(x, params, bits, symmetric)
     return codes, linear_levels(params, bits, symmetric), params
 
@@ -210,5 +228,67 @@ def dequantise_tasks(owners: dict[str, Tensor], records: dict[int, dict], task: 
             rec, layer = records[t], records[t]["layers"][name]
             levels = levels_from_params(layer["params"], rec["bits"], rec["method"])
             w[owner == t + 1] = levels[unpack_bits(layer["codes"], rec["bits"], layer["n"])]
+        out[name] = w
+    return out
+
+
+def claimable(used: Tensor, reserve: int) -> Tensor:
+    """Positions a new task may claim under shared bit capacity: those whose used bits
+    leave room for ``reserve`` more in a 32-bit slot (``used < 32 - reserve``, the authors'
+    rule)."""
+    return used < 32 - reserve
+
+
+def pack_shared_maps(held: list[Tensor], bits: list[int], reserve: int) -> list[Tensor]:
+    """Encode which positions hold a code of each task (shared bit capacity): per task
+    ``t`` a packed 1-bit map over the positions claimable when ``t`` started (derived from
+    the earlier maps and bit-widths, so the decoder rebuilds them)."""
+    used = torch.zeros(held[0].numel() if held else 0, dtype=torch.int32)
+    out = []
+    for h, b in zip(held, bits):
+        h = h.reshape(-1).bool()
+        claim = claimable(used, reserve)
+        if bool((h & ~claim).any()):
+            raise ValueError("a task holds codes at positions it could not claim")
+        out.append(pack_bits(h[claim].to(torch.int64), 1))
+        used += h.to(torch.int32) * b
+    return out
+
+
+def unpack_shared_maps(maps: list[Tensor], bits: list[int], reserve: int,
+                       shape: tuple[int, ...] | list[int]) -> list[Tensor]:
+    """Inverse of :func:`pack_shared_maps`: one boolean map of ``shape`` per task."""
+    n = math.prod(shape)
+    used = torch.zeros(n, dtype=torch.int32)
+    out = []
+    for packed, b in zip(maps, bits):
+        idx = torch.nonzero(claimable(used, reserve)).flatten()
+        h = torch.zeros(n, dtype=torch.bool)
+        h[idx[unpack_bits(packed, 1, idx.numel()).bool()]] = True
+        out.append(h.view(*shape))
+        used += h.to(torch.int32) * b
+    return out
+
+
+def shared_map_bits(held: list[Tensor], bits: list[int], reserve: int) -> int:
+    """Bits of :func:`pack_shared_maps` before byte padding (sum of claimable counts)."""
+    used = torch.zeros(held[0].numel() if held else 0, dtype=torch.int32)
+    total = 0
+    for h, b in zip(held, bits):
+        total += int(claimable(used, reserve).sum())
+        used += h.reshape(-1).to(torch.int32) * b
+    return total
+
+
+def dequantise_own(held: dict[str, Tensor], record: dict) -> dict[str, Tensor]:
+    """Dense weights of one task under shared bit capacity: its own dequantised codes where
+    it holds them, zero elsewhere (the authors answer task ``j`` with task ``j``'s
+    sub-network only)."""
+    out = {}
+    for name, h in held.items():
+        layer = record["layers"][name]
+        levels = levels_from_params(layer["params"], record["bits"], record["method"])
+        w = torch.zeros(h.shape)
+        w[h] = levels[unpack_bits(layer["codes"], record["bits"], layer["n"])]
         out[name] = w
     return out

@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..compress import masks, quant
 from ..errors import ConfigError
 from ..models import ContinualModel
-from .base import CompressionStats, Phase, StrategyConfig, TaskData, build_optimizer, check_format, hp
-from .packnet import PackNet, _clone, _latest
+from .base import CompressionStats, Phase, StrategyConfig, TaskData, check_format, hp
+from .helpers import clone_state, latest
+from .packnet import PackNet
 from .registry import register
 
 
@@ -48,7 +49,17 @@ class AdaQPacknetConfig(StrategyConfig):
     population: int = hp(4, 1, 256, doc="candidate prune-ratio vectors per task")
     search_epochs: int = hp(1, 0, None, doc="fine-tuning epochs per candidate before scoring")
     fitness_acc_weight: float = hp(0.8, 0.0, 1.0, doc="fitness = w*acc + (1-w)*pruned fraction")
-    search_seed: int = hp(0, 0, None, doc="seed of the candidate draws and re-initialisation")
+    search_seed: int = hp(0, 0, None, doc="offset added to the run's task seed for the candidate "
+                                          "draws and re-initialisations")
+    search_mode: str = hp("prune_trained", choices=("prune_trained", "authors"),
+                          doc="prune_trained: prune the trained weights, fine-tune, score; authors: "
+                              "re-initialise U(-1,1), prune, train at train.lr, score")
+    capacity: str = hp("shared_bits", choices=("shared_bits", "exclusive"),
+                       doc="shared_bits: a 32-bit slot holds several tasks' codes (authors); "
+                           "exclusive: one owner per weight (PackNet index)")
+    codebook: str = hp("owned_nonzero", choices=("owned_nonzero", "layer_with_zeros"),
+                       doc="values the codebook/scale is fitted on: the task's kept weights, or "
+                           "the whole masked layer with its zeros (authors)")
     quant_method: str = hp("kmeans", choices=quant.METHODS, doc="kmeans | linear_sym | linear_asym")
     start_bits: int = hp(0, 0, 16, doc="first bit-width tried; 0: 6 for kmeans, 8 for linear")
     min_bits: int = hp(1, 1, 16, doc="lowest bit-width tried (linear_sym needs 2)")
@@ -99,7 +110,8 @@ class AdaQPacknet(PackNet):
                   "v_max": {"low": 0.6, "high": 0.95}, "population": None, "search_epochs": None,
                   "search_seed": None, "quant_method": None, "start_bits": None, "min_bits": None,
                   "kmeans_iters": None, "val_fraction": None, "reinit_free": None,
-                  "tolerance": {"low": 0.5, "high": 5.0}}
+                  "tolerance": {"low": 0.5, "high": 5.0}, "search_mode": None, "capacity": None,
+                  "codebook": None}
 
     def __init__(self, cfg: AdaQPacknetConfig, train):
         super().__init__(cfg, train)  # type: ignore[arg-type]
@@ -108,27 +120,95 @@ class AdaQPacknet(PackNet):
         self.ratios: dict[int, dict[str, float]] = {}
         self.quantised: dict[int, dict[str, Any]] = {}
         self.search_log: dict[int, list[dict[str, Any]]] = {}
+        # shared_bits: the positions holding a code of task t (bool, CPU), per layer
+        self.held: dict[int, dict[str, Tensor]] = {}
+        # capacity when each task started (usable positions, free bits); claimed counts
+        self.capacity_log: dict[int, dict[str, Any]] = {}
+        self.claimed: dict[int, dict[str, int]] = {}
+        self._seed = 0
+
+    @property
+    def shared(self) -> bool:
+        return self.cfg.capacity == "shared_bits"
+
+    def reserve_bits(self) -> int:
+        """Bits a task reserves in a slot when it starts: the widest its bit-width search can
+        choose, so the chosen width always fits (the authors use the previous task's width)."""
+        return self.cfg.first_bits()
 
     # --- PackNet policy overrides ----------------------------------------------------------------
     def prune_fraction(self, task: int) -> float:
-        """Mean searched ratio (before the search: the middle of the range, always > 0)."""
-        r = self.ratios.get(task)
-        return sum(r.values()) / len(r) if r else (self.cfg.v_min + self.cfg.v_max) / 2
+        """Share of the task's claimed weights it released, counted in weights (not a mean over
+        layers); before the search, the middle of the range (always > 0)."""
+        if task in self.pruned and task in self.claimed:
+            return sum(self.pruned[task].values()) / max(1, sum(self.claimed[task].values()))
+        return (self.cfg.v_min + self.cfg.v_max) / 2
 
     def layer_prune_fraction(self, task: int, name: str) -> float:
         return self.ratios[task][name]
 
+    @torch.no_grad()
+    def prune(self, task: int) -> None:
+        code = masks.owner_code(task)
+        self.claimed[task] = {n: int((o == code).sum()) for n, o in self.owners.items()}
+        super().prune(task)
+
+    def used_bits(self) -> dict[str, Tensor]:
+        """Bits of stored codes at every weight position (int32, CPU): the sum of the widths
+        of the tasks holding a code there."""
+        used = {n: torch.zeros(m.weight.shape, dtype=torch.int32) for n, m in self.layers.items()}
+        for t, q in self.quantised.items():
+            for n in used:
+                here = self.held[t][n] if self.shared else self.owners[n].cpu() == masks.owner_code(t)
+                used[n] += here.to(torch.int32) * int(q["bits"])
+        return used
+
     def before_task(self, task: int, data: TaskData) -> None:
-        fresh = {n: self.owners[n] == masks.FREE for n in self.layers}
-        super().before_task(task, data)
+        self._seed = int(data.seed) + 1000003 * int(self.cfg.search_seed)
+        used = self.used_bits()
+        total = sum(u.numel() for u in used.values())
+        free_bits = 32 * total - sum(int(u.sum()) for u in used.values())
+        if self.shared:
+            usable = {n: quant.claimable(u, self.reserve_bits()) for n, u in used.items()}
+        else:
+            usable = {n: (o == masks.FREE).cpu() for n, o in self.owners.items()}
+        self.capacity_log[task] = {
+            "usable_positions": sum(int(u.sum()) for u in usable.values()) / max(1, total),
+            "free_bits": free_bits / max(1, 32 * total), "free_bits_total": free_bits,
+            "positions": total, "reserve_bits": self.reserve_bits() if self.shared else None}
+        if not self.shared:
+            fresh = {n: self.owners[n] == masks.FREE for n in self.layers}
+            super().before_task(task, data)
+            if task > 0 and self.cfg.reinit_free:
+                self._reinit(fresh, self._generator(0))
+            return
+        # shared bit capacity: task t claims every position with room for its codes; it sees
+        # only its own values (zero elsewhere), as the authors' task-t sub-network
+        self.task = task
+        code = masks.owner_code(task)
+        with torch.no_grad():
+            for n, m in self.layers.items():
+                claim = usable[n].to(m.weight.device)
+                self.owners[n] = torch.where(claim, code, masks.FREE).to(torch.uint8)
+                m.weight.masked_fill_(~claim, 0.0)
         if task > 0 and self.cfg.reinit_free:
-            gen = torch.Generator().manual_seed(self.cfg.search_seed * 100003 + task)
-            with torch.no_grad():
-                for n, m in self.layers.items():
-                    w = m.weight
-                    bound = 1.0 / math.sqrt(max(1, w[0].numel()))  # PyTorch's default init range
-                    noise = (torch.rand(w.shape, generator=gen) * 2 - 1) * bound
-                    w.copy_(torch.where(fresh[n].to(w.device), noise.to(w.device), w))
+            self._reinit({n: o == code for n, o in self.owners.items()}, self._generator(0))
+        for p in self._biases().values():
+            p.requires_grad_(self.trains_biases(task))
+        for m in self.norms.values():
+            m.requires_grad_(self.trains_norms(task))
+
+    def _generator(self, purpose: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self._seed * 8 + purpose)
+
+    @torch.no_grad()
+    def _reinit(self, where: dict[str, Tensor], gen: torch.Generator, bound: float | None = None) -> None:
+        """Re-initialise ``where`` uniformly: PyTorch's default layer range, or ``±bound``."""
+        for n, m in self.layers.items():
+            w = m.weight
+            b = bound if bound is not None else 1.0 / math.sqrt(max(1, w[0].numel()))
+            noise = (torch.rand(w.shape, generator=gen) * 2 - 1) * b
+            w.copy_(torch.where(where[n].to(w.device), noise.to(w.device, w.dtype), w))
 
     def before_phase(self, task: int, phase: Phase, data: TaskData) -> None:
         if phase.name == "retrain" and task not in self.ratios:
@@ -146,55 +226,50 @@ class AdaQPacknet(PackNet):
         """Score ``population`` per-layer ratio vectors on held-out data; keep the fittest."""
         assert self.model is not None
         val = _require_val(data)
-        gen = torch.Generator().manual_seed(self.cfg.search_seed * 1000003 + task)
         names = list(self.layers)
         span = self.cfg.v_max - self.cfg.v_min
-        draws = self.cfg.v_min + span * torch.rand(self.cfg.population, len(names), generator=gen)
-        state = _clone(self.model.state_dict())
+        draws = self.cfg.v_min + span * torch.rand(self.cfg.population, len(names),
+                                                   generator=self._generator(1))
+        init = self._generator(2)
+        state = clone_state(self.model.state_dict())
         owners = dict(self.owners)
+        code = masks.owner_code(task)
         w, log = self.cfg.fitness_acc_weight, []
         for cand in draws.tolist():
             self.ratios[task] = dict(zip(names, cand))
+            if self.cfg.search_mode == "authors":  # fresh U(-1, 1) weights, as the authors do
+                self._reinit({n: o == code for n, o in self.owners.items()}, init, bound=1.0)
+            # authors: the per-batch re-prune keeps this first mask (pruned weights stay zero
+            # and rank lowest), so pruning once before training is the same mask
             self.prune(task)
-            self._finetune(task, data, self.cfg.search_epochs)
+            t0 = time.perf_counter()
+            steps = self._search_fit(task, data)
+            seconds = time.perf_counter() - t0
             acc = data.evaluate(*val)
-            pruned = sum(self.pruned[task].values()) / max(1, sum(
-                int((o == masks.owner_code(task)).sum()) for o in owners.values()))
+            pruned = sum(self.pruned[task].values()) / max(1, sum(self.claimed[task].values()))
             log.append({"ratios": self.ratios[task], "val_acc": acc, "pruned_fraction": pruned,
-                        "fitness": w * acc + (1 - w) * pruned})
+                        "fitness": w * acc + (1 - w) * pruned, "steps": steps,
+                        "seconds": seconds})
             self.model.load_state_dict(state)
             self.owners = dict(owners)
-            del self.pruned[task]
+            del self.pruned[task], self.claimed[task]
         best = max(range(len(log)), key=lambda i: (log[i]["fitness"], -i))
         self.ratios[task] = dict(log[best]["ratios"])
         self.search_log[task] = log
 
-    def _finetune(self, task: int, data: TaskData, epochs: int) -> None:
-        """Plain loop with the phase's exact freezing (used to score search candidates)."""
-        assert self.model is not None
-        if epochs <= 0:
-            return
-        model = self.model
-        phase = Phase.default(self.train, "search", epochs=epochs,
-                              lr=self.train.lr * self.cfg.retrain_lr_scale)
+    def _search_fit(self, task: int, data: TaskData) -> int:
+        """Train the pruned candidate with the engine's training step (``TaskData.fit``):
+        the phase's exact freezing through this strategy's hooks; steps counted as search."""
+        if self.cfg.search_epochs <= 0:
+            return 0
+        scale = 1.0 if self.cfg.search_mode == "authors" else self.cfg.retrain_lr_scale
+        phase = Phase.default(self.train, "search", epochs=self.cfg.search_epochs,
+                              lr=self.train.lr * scale)
         PackNet.before_phase(self, task, phase, data)
-        opt = build_optimizer((p for p in model.parameters() if p.requires_grad), phase)
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.train()
-        if not self.trains_norms(task):
-            for m in self.norms.values():
-                m.eval()
-        for _ in range(epochs):
-            for x, y, _t in data.train_loader():
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x.to(device), task), y.to(device)).backward()
-                self.after_backward()
-                opt.step()
-                self.after_optimizer_step(0)
-                self.count_steps("search")
-        model.train(was_training)
-        self._train, self._frozen = {}, {}
+        try:
+            return data.fit(phase)
+        finally:
+            self._train, self._frozen = {}, {}
 
     # --- adaptive bit-width ---------------------------------------------------------------------
     @torch.no_grad()
@@ -204,11 +279,13 @@ class AdaQPacknet(PackNet):
         code = masks.owner_code(task)
         own = {n: self.owners[n].to(m.weight.device) == code for n, m in self.layers.items()}
         fp = {n: m.weight.detach().clone() for n, m in self.layers.items()}
+        zeros = {n: int(o.numel() - o.sum()) if self.cfg.codebook == "layer_with_zeros" else 0
+                 for n, o in own.items()}
         base = data.evaluate(*val)
         trials, chosen = [], None
         for bits in range(self.cfg.first_bits(), self.cfg.last_bits() - 1, -1):
             q = {n: quant.quantize(fp[n][own[n]].cpu(), bits, self.cfg.quant_method,
-                                   self.cfg.kmeans_iters) for n in self.layers}
+                                   self.cfg.kmeans_iters, zeros[n]) for n in self.layers}
             self._write(task, {n: lv[c] for n, (c, lv, _) in q.items()}, own)
             acc = data.evaluate(*val)
             drop = 100 * (base - acc)
@@ -227,13 +304,18 @@ class AdaQPacknet(PackNet):
             "layers": {n: {"codes": quant.pack_bits(c, bits), "n": int(c.numel()), "params": p}
                        for n, (c, _, p) in q.items()},
         }
+        if self.shared:
+            self.held[task] = {n: o.cpu() for n, o in own.items()}
 
     def _write(self, task: int, values: dict[str, Tensor], own: dict[str, Tensor]) -> None:
         for n, m in self.layers.items():
             m.weight[own[n]] = values[n].to(m.weight.device, m.weight.dtype)
 
     def decoded(self, task: int) -> dict[str, Tensor]:
-        """Task ``task``'s weights rebuilt from what is stored (codes, codebooks, owner index)."""
+        """Task ``task``'s weights rebuilt from what is stored (codes, codebooks and the owner
+        index or, under shared bit capacity, the task's own position map)."""
+        if self.shared:
+            return quant.dequantise_own(self.held[task], self.quantised[task])
         return quant.dequantise_tasks({n: o.cpu() for n, o in self.owners.items()}, self.quantised, task)
 
     @contextlib.contextmanager
@@ -251,25 +333,42 @@ class AdaQPacknet(PackNet):
         return sum(q["bits"] * lq["n"] + 32 * lq["params"].numel()
                    for q in self.quantised.values() for lq in q["layers"].values())
 
+    def _shared_lists(self, name: str) -> tuple[list[Tensor], list[int]]:
+        ts = sorted(self.held)
+        return [self.held[t][name] for t in ts], [int(self.quantised[t]["bits"]) for t in ts]
+
     def _bitmaps_smaller(self, owner: Tensor) -> bool:
         return quant.owner_bitmap_bits(owner, self.tasks_done) < self.index_bits() * owner.numel()
 
     def index_bits_total(self) -> int:
-        """Owner index bits: per-task bitmaps over the still-unclaimed entries, or the
-        fixed-width packed index where that is smaller (chosen per layer)."""
+        """Position index bits. exclusive: per-task bitmaps over the still-unclaimed entries, or
+        the fixed-width packed owner index where that is smaller (per layer); shared_bits: one
+        bitmap per task over the positions it could claim."""
+        if self.shared:
+            return sum(quant.shared_map_bits(*self._shared_lists(n), self.reserve_bits())
+                       for n in self.layers)
         return sum(min(quant.owner_bitmap_bits(o.cpu(), self.tasks_done),
                        self.index_bits() * o.numel()) for o in self.owners.values())
 
     def compression_stats(self) -> CompressionStats:
+        assert self.model is not None
         stats = super().compression_stats()
         entries = stats.details["shared_entries"]
-        stats.stored_bits += self.index_bits_total() - self.index_bits() * entries
         qs = [(q["bits"], lq) for q in self.quantised.values() for lq in q["layers"].values()]
         used = sum(lq["n"] for _, lq in qs)
-        stats.stored_params += sum(lq["params"].numel() for _, lq in qs)
+        books = sum(lq["params"].numel() for _, lq in qs)
+        # PackNet counts the weights its owner index marks and a fixed-width index; replace both
+        # with every stored code (one per task and position) and the index actually stored
+        stats.stored_bits += self.index_bits_total() - self.index_bits() * entries
+        stats.stored_params += used - stats.details["stored_weights"] + books
+        used_bits = self.used_bits()
         stats.details |= {
+            "stored_weights": used, "capacity": self.cfg.capacity,
+            "free_fraction": sum(int((u == 0).sum()) for u in used_bits.values()) / max(1, entries),
+            "free_bits_fraction": 1 - sum(int(u.sum()) for u in used_bits.values())
+            / max(1, 32 * entries),
             "index_bits": self.index_bits_total() / max(1, entries),
-            "codebook_params": sum(lq["params"].numel() for _, lq in qs),
+            "codebook_params": books,
             "bits_per_task": [q["bits"] for q in self.quantised.values()],
             "mean_code_bits": sum(b * lq["n"] for b, lq in qs) / max(1, used),
             "body_bits_per_used_weight":
@@ -278,18 +377,38 @@ class AdaQPacknet(PackNet):
 
     def export_artifact(self) -> dict[str, Any]:
         assert self.model is not None
-        return {"format": "ada-qpacknet-v1", "tasks": self.tasks_done,
-                "owners": {n: self._encode_owner(o.cpu()) for n, o in self.owners.items()},
-                "quantised": {t: {"bits": q["bits"], "method": q["method"], "layers": q["layers"]}
-                              for t, q in self.quantised.items()},
-                "biases": self.bias_states, "norms": self.norm_states,
-                "heads": [_clone(self.model.head(j).state_dict()) for j in range(self.tasks_done)]}
+        art: dict[str, Any] = {
+            "format": "ada-qpacknet-v1", "tasks": self.tasks_done, "capacity": self.cfg.capacity,
+            "quantised": {t: {"bits": q["bits"], "method": q["method"], "layers": q["layers"]}
+                          for t, q in self.quantised.items()},
+            "biases": self.bias_states, "norms": self.norm_states,
+            "heads": [clone_state(self.model.head(j).state_dict()) for j in range(self.tasks_done)]}
+        if self.shared:
+            art["reserve_bits"] = self.reserve_bits()
+            art["maps"] = {n: {"shape": list(m.weight.shape), "bitmaps": quant.pack_shared_maps(
+                *self._shared_lists(n), self.reserve_bits())} for n, m in self.layers.items()}
+        else:
+            art["owners"] = {n: self._encode_owner(o.cpu()) for n, o in self.owners.items()}
+        return art
 
     @torch.no_grad()
     def load_artifact(self, artifact: dict[str, Any]) -> None:
         check_format(artifact, "ada-qpacknet-v1", self.name)
-        self.owners = decode_owners(artifact)
+        if artifact.get("capacity", "exclusive") != self.cfg.capacity:
+            from ..errors import CheckpointError
+
+            raise CheckpointError(f"the artifact was written with strategy.capacity="
+                                  f"{artifact.get('capacity', 'exclusive')}, this run has "
+                                  f"{self.cfg.capacity}")
         self.quantised = {int(t): dict(q) for t, q in artifact["quantised"].items()}
+        if self.shared:
+            self.held = decode_held(artifact)
+            last = max(self.held) if self.held else None
+            self.owners = {n: torch.where(self.held[last][n], masks.owner_code(last), masks.FREE)
+                           .to(torch.uint8) if last is not None else o
+                           for n, o in self.owners.items()}
+        else:
+            self.owners = decode_owners(artifact)
         self._load_side_state(artifact)
         if self.tasks_done:
             for n, w in self.decoded(self.tasks_done - 1).items():
@@ -304,14 +423,30 @@ class AdaQPacknet(PackNet):
 
     def task_metrics(self, task: int) -> dict[str, float]:
         out = super().task_metrics(task)
-        q = self.quantised[task]
+        if self.shared:  # the owner index only shows the last task: count held codes instead
+            used = self.used_bits()
+            out = {}
+            for n, h in self.held[task].items():
+                out[f"owned_fraction/{n}"] = float(h.float().mean())
+                out[f"free_fraction/{n}"] = float((used[n] == 0).float().mean())
+        q, cap = self.quantised[task], self.capacity_log.get(task, {})
         out |= {f"bits/task_{task}": q["bits"], f"quant_drop_points/task_{task}":
                 100 * (q["val_acc_fp32"] - q["val_acc"])}
+        if cap:
+            out |= {f"usable_positions/task_{task}": cap["usable_positions"],
+                    f"free_bits/task_{task}": cap["free_bits"]}
         out |= {f"prune_ratio/{n}": r for n, r in self.ratios[task].items()}
         return out
 
     def extra_results(self) -> dict[str, Any]:
         out = super().extra_results()
+        if self.shared:
+            out["owned"] = {n: [int(self.held[t][n].sum()) for t in sorted(self.held)]
+                            for n in self.layers}
+            used = self.used_bits()
+            out["free"] = {n: int((u == 0).sum()) for n, u in used.items()}
+        out["capacity_mode"] = self.cfg.capacity
+        out["capacity"] = {str(t): c for t, c in self.capacity_log.items()}
         out["index_bits"] = self.compression_stats().details["index_bits"]
         out["bits_per_task"] = [self.quantised[t]["bits"] for t in sorted(self.quantised)]
         out["quantisation"] = {str(t): {k: v for k, v in q.items() if k != "layers"}
@@ -322,13 +457,17 @@ class AdaQPacknet(PackNet):
 
     def state_dict(self) -> dict[str, Any]:
         return super().state_dict() | {"ratios": self.ratios, "quantised": self.quantised,
-                                       "search_log": self.search_log}
+                                       "search_log": self.search_log, "held": self.held,
+                                       "capacity_log": self.capacity_log, "claimed": self.claimed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.ratios = {int(t): dict(r) for t, r in state["ratios"].items()}
         self.quantised = {int(t): dict(q) for t, q in state["quantised"].items()}
         self.search_log = {int(t): list(v) for t, v in state["search_log"].items()}
+        self.held = {int(t): dict(h) for t, h in state.get("held", {}).items()}
+        self.capacity_log = {int(t): dict(c) for t, c in state.get("capacity_log", {}).items()}
+        self.claimed = {int(t): dict(c) for t, c in state.get("claimed", {}).items()}
 
 
 def _require_val(data: TaskData) -> tuple[Tensor, Tensor]:
@@ -342,13 +481,16 @@ def load_artifact(model: ContinualModel, art: dict[str, Any], task: int) -> None
     normalisation state and head), e.g. in a fresh process after ``torch.load(weights_only=True)``."""
     if art.get("format") != "ada-qpacknet-v1":
         raise ConfigError(f"not an ada-qpacknet artifact (format {art.get('format')!r})")
-    owners = decode_owners(art)
+    if art.get("capacity", "exclusive") == "shared_bits":
+        weights = quant.dequantise_own(decode_held(art)[task], art["quantised"][task])
+    else:
+        weights = quant.dequantise_tasks(decode_owners(art), art["quantised"], task)
     with torch.no_grad():
-        for n, w in quant.dequantise_tasks(owners, art["quantised"], task).items():
+        for n, w in weights.items():
             model.get_submodule(n).weight.copy_(w)
-        for n, b in _latest(art["biases"], task).items():
+        for n, b in latest(art["biases"], task).items():
             model.get_submodule(n).bias.copy_(b)
-        for k, v in _latest(art["norms"], task).items():
+        for k, v in latest(art["norms"], task).items():
             module, attr = k.rsplit(".", 1)
             getattr(model.get_submodule(module), attr).copy_(v)
         model.head(task).load_state_dict(art["heads"][task])
@@ -360,3 +502,15 @@ def decode_owners(art: dict[str, Any]) -> dict[str, Tensor]:
     return {n: quant.unpack_owner_bitmaps(o["bitmaps"], o["shape"]) if "bitmaps" in o else
             masks.unpack_bits(o["packed"], o["bits"], math.prod(o["shape"])).view(o["shape"])
             for n, o in art["owners"].items()}
+
+
+def decode_held(art: dict[str, Any]) -> dict[int, dict[str, Tensor]]:
+    """Shared bit capacity: ``{task: {layer: bool map of the positions holding its codes}}``."""
+    ts = sorted(int(t) for t in art["quantised"])
+    bits = [int(art["quantised"][t]["bits"]) for t in ts]
+    out: dict[int, dict[str, Tensor]] = {t: {} for t in ts}
+    for n, m in art["maps"].items():
+        for t, h in zip(ts, quant.unpack_shared_maps(m["bitmaps"], bits, int(art["reserve_bits"]),
+                                                      m["shape"])):
+            out[t][n] = h
+    return out

@@ -205,7 +205,10 @@ class TaskData:
 
     ``train_loader()`` gives a fresh seeded loader of the task's training data;
     ``val`` is held out from the training split when ``Strategy.val_fraction > 0``;
-    ``evaluate(x, y)`` returns the current model's accuracy for this task on (x, y).
+    ``evaluate(x, y)`` returns the current model's accuracy for this task on (x, y);
+    ``fit(phase)`` trains the current task for ``phase`` outside the task's own phases
+    (e.g. a search candidate) with the engine's training step; ``seed`` is the task's
+    seed, derived from the run seed (same on every DDP rank and on resume).
     """
 
     task: int
@@ -213,6 +216,20 @@ class TaskData:
     train_loader: Callable[[], DataLoader]
     val: tuple[Tensor, Tensor] | None
     evaluate: Callable[[Tensor, Tensor], float]
+    fitter: Callable[[Phase], int] | None = None
+    seed: int = 0
+
+    def fit(self, phase: Phase) -> int:
+        """Train the current task for ``phase`` (its ``epochs``, or ``steps`` when set) with
+        the engine's own training step: the strategy's ``training_loss``, ``after_backward``
+        and ``after_optimizer_step`` hooks, its ``parameters_to_optimize`` and callbacks and
+        the phase's optimiser and lr schedule, as in the task's phases. The strategy prepares
+        its masks first (``before_phase``-like). The steps are recorded as extra steps under
+        ``phase.name`` (:meth:`Strategy.count_steps`) and returned."""
+        if self.fitter is None:
+            raise RuntimeError("this TaskData has no training engine attached (fitter=None): "
+                               "cl_compress.runner.engine_fitter makes one")
+        return self.fitter(phase)
 
 
 @dataclass

@@ -39,6 +39,8 @@ from .base import (
     check_format,
     hp,
 )
+from .helpers import clone_state as _clone
+from .helpers import latest as _latest
 from .registry import register
 
 PRUNABLE = (nn.Linear, nn.modules.conv._ConvNd)
@@ -322,15 +324,6 @@ class PackNet(Strategy):
     def _norm_tensors(self) -> dict[str, Tensor]:
         return {f"{n}.{k}": v for n, m in self.norms.items()
                 for k, v in [*m.named_parameters(), *m.named_buffers()] if v is not None}
-
-
-def _clone(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in tensors.items()}
-
-
-def _latest(states: dict[int, dict[str, Tensor]], task: int) -> dict[str, Tensor]:
-    """The state stored by the latest task ``<= task`` (shared state is stored once, by task 0)."""
-    return states[max(t for t in states if t <= task)] if any(t <= task for t in states) else {}
 
 
 def decode_artifact(art: dict[str, Any]) -> dict[str, tuple[Tensor, Tensor]]:
