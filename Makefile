@@ -9,7 +9,7 @@ BENCHMARK ?= split_fmnist
 ARGS ?=
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup data exp list test test-slow lint bench bench-gpu bench-defaults bench-packnet bench-lrpet bench-cacl bench-ada-qpacknet clean
+.PHONY: help setup data exp list test test-slow lint bench bench-gpu bench-defaults bench-packnet bench-lrpet bench-cacl bench-ada-qpacknet bench-capacity clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ bench-cacl: setup ## CACL vs individual vs packnet on split_fmnist
 
 bench-ada-qpacknet: setup ## Ada-QPacknet vs PackNet on split_fmnist
 	$(PY) -m experiments.bench_ada_qpacknet $(ARGS)
+
+bench-capacity: setup ## capacity per task: Ada-QPacknet shared bits vs exclusive vs PackNet, 10 tasks
+	$(PY) -m experiments.capacity $(ARGS)
 
 clean: ## remove run outputs (keeps .venv)
 	rm -rf runs multirun outputs wandb .pytest_cache

@@ -64,7 +64,7 @@ class AdaQPacknetConfig(StrategyConfig):
     start_bits: int = hp(0, 0, 16, doc="first bit-width tried; 0: 6 for kmeans, 8 for linear")
     min_bits: int = hp(1, 1, 16, doc="lowest bit-width tried (linear_sym needs 2)")
     tolerance: float = hp(2.0, 0.0, 100.0, low_open=True, doc="max held-out accuracy drop, points")
-    kmeans_iters: int = hp(300, 1, None, doc="maximum Lloyd iterations of the 1-D k-means")
+    kmeans_iters: int = hp(3000, 1, None, doc="maximum Lloyd iterations of the 1-D k-means")
     val_fraction: float = hp(0.1, 0.0, 1.0, low_open=True, high_open=True,
                              doc="held-out share of each task's training split")
     retrain_epochs: int = hp(1, 0, None, doc="epochs of retraining after pruning")

@@ -1,0 +1,135 @@
+"""``make bench-capacity``: how much of the network each task may use, Ada-QPacknet with shared
+bit capacity (the authors' scheme) vs exclusive ownership vs PackNet, on permuted_fmnist.
+
+Three runs on the same stream (10 tasks by default, a reduced per-task training set, the same
+optimiser-step budget per task): ``ada_qpacknet`` with ``capacity=shared_bits`` (a 32-bit slot
+holds several tasks' low-bit codes; a task claims every position with room for its codes),
+``ada_qpacknet`` with ``capacity=exclusive`` (one owner per weight, PackNet's index) and
+``packnet`` with ``prune_ratio=0.5`` (fp32 weights). Per task it reports the usable positions
+(share of the body's weight positions the task may train) and the free bits (share of the
+body's 32 bits x positions holding no stored code) when the task starts, and the final
+accuracy row; per run avg acc, stored bits, model bytes and the optimiser steps (training and
+search). Writes the table with the command and date to ``experiments/results/``.
+
+Usage: python -m experiments.capacity [--tasks 10] [--train-per-task 2000] [--steps 200]
+       [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+
+from cl_compress.testing import compose_config
+from cl_compress.train import build_and_run
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+RUNS = REPO / "runs" / "capacity"
+
+
+def packnet_capacity(res: dict) -> list[dict[str, float]]:
+    """PackNet's capacity at each task's start from its final owned counts (frozen after the
+    task): usable = free positions; free bits = the same share (fp32 weights, 32 bits each)."""
+    owned = res["strategy_extra"]["owned"]
+    total = res["compression"]["shared_entries"]
+    out = []
+    for t in range(len(res["acc_matrix"])):
+        taken = sum(sum(c[:t]) for c in owned.values())
+        out.append({"usable_positions": 1 - taken / total, "free_bits": 1 - taken / total})
+    return out
+
+
+def capacity_of(res: dict) -> list[dict[str, float]]:
+    if res["strategy"] == "packnet":
+        return packnet_capacity(res)
+    cap = res["strategy_extra"]["capacity"]
+    return [cap[str(t)] for t in range(len(res["acc_matrix"]))]
+
+
+def table(results: list[dict]) -> str:
+    lines = []
+    for r in results:
+        cap, row = capacity_of(r), r["acc_matrix"][-1]
+        x, c, b = r["strategy_extra"], r["compression"], r["budget"]
+        bits = x.get("bits_per_task") or [32] * len(row)
+        search = [t["extra_steps"].get("search", 0) for t in b["per_task"]]
+        lines += [f"### {r['tag']}", "",
+                  "| task | usable positions | free bits | bits | kept weights | final acc | "
+                  "train steps | search steps |", "|" + "---|" * 8]
+        kept = [sum(v[t] for v in x["owned"].values()) for t in range(len(row))]
+        for t, a in enumerate(row):
+            lines.append(f"| {t} | {cap[t]['usable_positions']:.4f} | {cap[t]['free_bits']:.4f} | "
+                         f"{bits[t]} | {kept[t]} | {a:.4f} | {b['per_task'][t]['train_steps']} | "
+                         f"{search[t]} |")
+        lines += ["", f"avg_acc **{r['avg_acc']:.4f}**, forgetting {r['forgetting']:.4f}, stored "
+                  f"bits {c['stored_bits']:,} ({c['stored_bits'] / 8e3:.1f} kB), model_bytes "
+                  f"{c['model_bytes']:,}, train steps {b['train_steps']}, search steps "
+                  f"{b['extra_steps'].get('search', 0)}", ""]
+    return "\n".join(lines)
+
+
+def summary(results: list[dict]) -> str:
+    head = ("| run | avg acc | usable positions at last task | free bits at last task | "
+            "stored bits | model bytes | train steps | search steps |")
+    lines = [head, "|" + "---|" * 8]
+    for r in results:
+        cap, c, b = capacity_of(r)[-1], r["compression"], r["budget"]
+        lines.append(f"| {r['tag']} | {r['avg_acc']:.4f} | {cap['usable_positions']:.4f} | "
+                     f"{cap['free_bits']:.4f} | {c['stored_bits']:,} | {c['model_bytes']:,} | "
+                     f"{b['train_steps']} | {b['extra_steps'].get('search', 0)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--train-per-task", type=int, default=2000)
+    ap.add_argument("--test-per-task", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=200, help="train.steps_per_task")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    for noisy in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    base = ["benchmark=permuted_fmnist", f"benchmark.n_tasks={args.tasks}",
+            f"benchmark.max_train_per_task={args.train_per_task}",
+            f"benchmark.max_test_per_task={args.test_per_task}", f"train.steps_per_task={args.steps}",
+            "logger=none", "trainer.progress_bar=false", "seed=0", "overwrite=true"]
+    runs = [("ada_qpacknet capacity=shared_bits", ["strategy=ada_qpacknet"]),
+            ("ada_qpacknet capacity=exclusive",
+             ["strategy=ada_qpacknet", "strategy.capacity=exclusive"]),
+            ("packnet prune_ratio=0.5", ["strategy=packnet", "strategy.prune_ratio=0.5"])]
+    results = []
+    for tag, extra in runs:
+        res = build_and_run(compose_config(base + extra), RUNS / tag.split()[-1].replace("=", "-"))
+        res["tag"] = tag
+        results.append(res)
+        print(f"{tag}: avg_acc={res['avg_acc']:.4f} row={res['acc_matrix'][-1]}", flush=True)
+    text = summary(results) + "\n\n" + table(results)
+    print(text)
+    today = dt.date.today().isoformat()
+    cmd = "python -m experiments.capacity " + " ".join(sys.argv[1:])
+    doc = (f"# Capacity per task: Ada-QPacknet shared bits vs exclusive vs PackNet\n\n"
+           f"- command: `{cmd.strip()}` (`make bench-capacity`)\n- date: {today}\n"
+           f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU; "
+           f"Python {platform.python_version()}\n"
+           f"- setup: permuted_fmnist, {args.tasks} tasks, {args.train_per_task} training / "
+           f"{args.test_per_task} test images per task, MLP 784-256-256, Adam lr 1e-3, batch "
+           f"128, train.steps_per_task={args.steps} (split over train + retrain phases), seed 0; "
+           f"Ada-QPacknet defaults otherwise (population 4, 1 search epoch, k-means, "
+           f"tolerance 2 points); search steps are counted apart\n"
+           f"- usable positions: share of the body's weight positions the task may train when it "
+           f"starts; free bits: share of 32 bits x positions that hold no stored code then\n\n"
+           f"{text}\n")
+    out = args.out or RESULTS / f"capacity-{args.tasks}task-{today}.md"
+    out.write_text(doc)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
