@@ -11,8 +11,12 @@ body's 32 bits x positions holding no stored code) when the task starts, and the
 accuracy row; per run avg acc, stored bits, model bytes and the optimiser steps (training and
 search). Writes the table with the command and date to ``experiments/results/``.
 
+``--time-search``: instead, time one search candidate (one epoch of training on split_fmnist
+task 0, 2000 images) through ``TaskData.fit`` (a fresh Lightning Trainer running the engine's
+training step) and through the plain loop Ada-QPacknet used before (same hooks, no Trainer).
+
 Usage: python -m experiments.capacity [--tasks 10] [--train-per-task 2000] [--steps 200]
-       [--out PATH]
+       [--out PATH] | [--time-search [--reps 5]]
 """
 
 from __future__ import annotations
@@ -86,6 +90,70 @@ def summary(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def time_search(reps: int) -> None:
+    """Seconds per search candidate: engine Trainer (``TaskData.fit``) vs a plain loop."""
+    import time
+
+    import torch.nn.functional as F
+
+    from cl_compress.benchmarks import BenchmarkSpec, build_stream, make_loader
+    from cl_compress.models import ContinualModel, build_backbone
+    from cl_compress.runner import engine_fitter, evaluate
+    from cl_compress.settings import TrainerSettings
+    from cl_compress.strategies import StreamInfo, TaskData, TrainSettings, get_strategy
+    from cl_compress.strategies.base import Phase, build_optimizer
+    from cl_compress.strategies.packnet import PackNet
+
+    cfg = compose_config(["benchmark=split_fmnist", "benchmark.max_train_per_task=2000"])
+    stream = build_stream(BenchmarkSpec(**cfg["benchmark"]))
+    train = TrainSettings(**cfg["train"])
+    kw = dict(cfg["model"])
+    body, feat = build_backbone(kw.pop("name"), stream.input_shape, **kw)
+    model = ContinualModel(body, feat, stream.head_sizes, multi_head=True)
+    s = get_strategy("ada_qpacknet").from_config({}, train)
+    s.setup(model, StreamInfo(stream.n_tasks, "task", stream.input_shape, stream.head_sizes))
+    e = stream.experiences[0]
+
+    def loader():
+        return make_loader(e.train_x, e.train_y, 0, train.batch_size, shuffle=True, seed=0)
+
+    data = TaskData(0, e.n_outputs, loader, (e.test_x, e.test_y),
+                    lambda x, y: evaluate(model, x, y, 0, 256),
+                    fitter=engine_fitter(model, s, loader, 0, TrainerSettings(progress_bar=False)))
+    s.before_task(0, data)
+    s.ratios[0] = {n: 0.5 for n in s.layers}
+    s.prune(0)
+    phase = Phase.default(train, "search", epochs=1, lr=train.lr * 0.1)
+
+    def plain() -> int:  # the loop Ada-QPacknet had before TaskData.fit
+        opt = build_optimizer((p for p in model.parameters() if p.requires_grad), phase)
+        model.train()
+        n = 0
+        for x, y, _t in loader():
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x, 0), y).backward()
+            s.after_backward()
+            opt.step()
+            s.after_optimizer_step(0)
+            n += 1
+        return n
+
+    out = {}
+    for name, fn in (("engine Trainer (TaskData.fit)", lambda: data.fit(phase)), ("plain loop", plain)):
+        times = []
+        for _ in range(reps + 1):  # the first is a warm-up
+            PackNet.before_phase(s, 0, phase, data)
+            t0 = time.perf_counter()
+            steps = fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = (sorted(times[1:])[len(times[1:]) // 2], steps)
+    for name, (sec, steps) in out.items():
+        print(f"{name}: median {sec:.3f} s per candidate ({steps} steps, {1e3 * sec / steps:.1f} "
+              f"ms per step)")
+    a, b = (v[0] for v in out.values())
+    print(f"Trainer overhead per candidate: {a - b:+.3f} s ({a / b:.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=10)
@@ -93,9 +161,14 @@ def main() -> None:
     ap.add_argument("--test-per-task", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=200, help="train.steps_per_task")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--time-search", action="store_true")
+    ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
     for noisy in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.time_search:
+        time_search(args.reps)
+        return
     base = ["benchmark=permuted_fmnist", f"benchmark.n_tasks={args.tasks}",
             f"benchmark.max_train_per_task={args.train_per_task}",
             f"benchmark.max_test_per_task={args.test_per_task}", f"train.steps_per_task={args.steps}",

@@ -87,7 +87,7 @@ def linear_codes(x: Tensor, params: Tensor, bits: int, symmetric: bool) -> Tenso
     return q.clamp_(0, 2 ** bits - 1).to(torch.int64)
 
 
-def kmeans_1d(x: Tensor, k: int, iters: int = 300) -> tuple[Tensor, Tensor]:
+def kmeans_1d(x: Tensor, k: int, iters: int = 3000) -> tuple[Tensor, Tensor]:
     """1-D k-means: ``(centroids, codes)`` with centroids sorted ascending.
 
     Quantile initialisation (deterministic), then Lloyd iterations computed on the
@@ -145,7 +145,7 @@ def _assign(x: Tensor, cent: Tensor) -> Tensor:
     return torch.bucketize(x.double(), mids, right=False).to(torch.int64)
 
 
-def quantize(x: Tensor, bits: int, method: str, iters: int = 300,
+def quantize(x: Tensor, bits: int, method: str, iters: int = 3000,
              zeros: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Quantise a 1-D tensor: ``(codes, levels, params)``.
 

@@ -1,25 +1,63 @@
 """Ada-QPacknet (Pietroń, Żurek, Faber, Corizzo, ECAI 2023): PackNet sub-networks with an
-adaptive per-layer sparsity and an adaptive bit-width for each task's own weights.
+adaptive per-layer sparsity and an adaptive bit-width per task.
 
 Per task ``t`` (on top of :class:`~cl_compress.strategies.packnet.PackNet`):
 
-1. claim every free weight (re-initialised like a fresh layer, as the authors do) and train;
-2. **sparsity search**: ``population`` candidate vectors of per-layer prune ratios drawn from
-   ``U[v_min, v_max]`` (seeded, so every DDP rank draws the same); each candidate prunes the
-   trained weights by magnitude, fine-tunes ``search_epochs`` and is scored on held-out data
-   from the task's training split with ``fitness = w * acc + (1 - w) * pruned_fraction``;
-   the fittest ratios prune the real network, which is then retrained;
-3. **bit-width search**: the task's own weights of every layer are quantised (1-D k-means
-   codebook, or linear symmetric/asymmetric, one codebook/scale per layer) starting from 64
-   clusters (6 bits; 8 bits for linear) and the bit-width is lowered while the held-out
-   accuracy stays within ``tolerance`` points of the float sub-network (the authors' rule);
-4. the dequantised values replace the task's weights and are frozen: what is evaluated is
-   exactly what is stored (packed codes + codebooks + the packed owner index).
+1. **claim** weight positions and train them. ``capacity=shared_bits`` (default, the authors'
+   scheme, ``pruner.py:55,69,74,253-263``): every position keeps a count of the bits its stored
+   codes use; task ``t`` claims every position whose count is ``< 32 - r`` (``r`` = the
+   widest bit-width its search may choose, ``first_bits()``), re-initialises it and trains it;
+   positions without room are zero for task ``t``. ``capacity=exclusive``: PackNet's owner
+   index, a task claims only the free (never kept) positions;
+2. **sparsity search**: ``population`` vectors of per-layer prune ratios drawn from
+   ``U[v_min, v_max]`` with a generator seeded from the run's task seed (``TaskData.seed``,
+   plus ``search_seed``), so every DDP rank and a resumed run draw the same. Each candidate is
+   pruned by magnitude and trained ``search_epochs`` through ``TaskData.fit`` (the engine's
+   own training step: strategy hooks, optimiser, lr schedule; its steps are counted as
+   ``budget.extra_steps.search``), then scored on held-out data from the task's training
+   split: ``fitness = w * acc + (1 - w) * pruned share`` (share counted in weights). The
+   fittest ratios prune the real network, which is then retrained;
+3. **bit-width search**: the task's kept weights of every layer are quantised (1-D k-means
+   codebook, or linear symmetric/asymmetric, one codebook/scale per layer) from 64 clusters
+   (6 bits; 8 for linear) down while the held-out accuracy stays within ``tolerance`` points
+   of the float sub-network, stopping at the first miss (the authors' rule);
+4. the codes are stored and are what is evaluated: task ``j`` is answered with exactly its own
+   stored codes (shared_bits: task ``j``'s codes only, zero elsewhere, as the authors' task-``j``
+   sub-network; exclusive: the codes of tasks ``<= j`` at the positions they own), its biases
+   and normalisation state (fp32, per task) and head ``j``. Zero forgetting: no task's codes
+   change after it ends. Storage counts every code (one per task and position), every
+   codebook/scale and the position index (shared_bits: one bitmap per task over the positions
+   it could claim; exclusive: the owner index, as per-task bitmaps or packed, the smaller).
 
-Task ``j`` is answered with the dequantised weights of tasks ``<= j``, its own biases and
-normalisation state (stored fp32 per task) and head ``j``. The authors' snapshot retrains each
-candidate from a random re-initialisation with a per-batch prune (which makes its masks random);
-here candidates are scored after pruning the trained weights, which is the method as described.
+Deviations from the authors' code (lifelonglab/adaq-packnet @56aa93a), each named and, where
+marked, measured (``experiments/results/capacity-10task-2026-12-02.md``,
+``experiments/results/ada-options-2026-12-02.md``):
+
+- *claim reserve*: the authors test ``capacity < 32 - b`` with ``b`` the previous task's width
+  (6 before the first) and then search widths from 6 bits regardless, so a slot can exceed 32
+  bits; here ``b = first_bits()`` (6 for k-means), so the chosen width always fits.
+- *capacity added only where a code is stored*: the authors add ``b`` to every position of a
+  layer, pruned ones included (``pruner.py:263``), so a layer is closed to new tasks after
+  ~26 bits of widths whatever the sparsity; here a pruned position stays as free as before.
+  CAPACITY_FIGURES
+- *candidate scoring* (``search_mode``): default ``prune_trained`` prunes the trained weights,
+  fine-tunes at ``retrain_lr_scale * lr`` and scores; ``authors`` re-initialises the task's
+  weights U(-1, 1), prunes them by magnitude and trains at ``train.lr`` (their per-batch
+  re-prune keeps the first mask, since pruned weights are held at zero and rank lowest, so one
+  prune before training gives the same mask). SEARCH_FIGURES
+- held-out data from the training split, not the test set, scores candidates and bit-widths;
+  the argmax keeps the fittest candidate (theirs keeps the last: the same dict is appended).
+- the final sub-network is trained dense, searched, pruned and retrained (theirs: trained from
+  the re-initialisation with the fitted ratios re-pruned every batch); not measured.
+- *codebook* (``codebook``): default ``owned_nonzero`` fits the codebook on the task's kept
+  weights; the authors fit it on the whole masked layer with its zeros (``layer_with_zeros``),
+  which spends a centroid on zero. CODEBOOK_FIGURES
+- k-means: deterministic quantile initialisation and exact 1-D Lloyd iterations to
+  convergence (a warning names the remaining change if ``kmeans_iters`` ends first); theirs:
+  sklearn k-means++ with ``n_init=1``. Linear quantisers are extra options of ours.
+- compute: population 4 and 1 search epoch by default (theirs: 2 and 30), Adam with
+  ``train.weight_decay`` (theirs: 1e-3); claimed positions are re-initialised in PyTorch's
+  default layer range (theirs: U(-1, 1)), ``reinit_free=false`` keeps the previous values.
 """
 
 from __future__ import annotations
