@@ -318,3 +318,31 @@ def test_artifact_reloads_in_fresh_process(quick_run):
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     assert row == quick_run["results"]["acc_matrix"][-1]
     assert quick_run["results"]["compression"]["model_bytes"] == art.stat().st_size
+
+
+KILLER = """
+import os, signal, sys
+from cl_compress.testing import run_quick
+def die(t, model, strategy):
+    if t == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+run_quick(sys.argv[1], sys.argv[2:], on_task_end=die)
+"""
+
+
+def test_resume_carries_the_shared_capacity(quick_run, tmp_path):
+    """A run killed after task 1 and resumed ends exactly as the uninterrupted run: the held
+    positions, codes and capacity log travel in the checkpoint."""
+    if quick_run["capacity"] != "shared_bits":
+        pytest.skip("the shared-capacity state is what this checks")
+    import signal
+
+    run = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(run), *QUICK, *quick_run["fast"]],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    resumed = run_quick(run, quick_run["fast"] + ["resume=true"])
+    full = quick_run["results"]
+    assert resumed["acc_matrix"] == full["acc_matrix"]
+    assert resumed["compression"]["stored_bits"] == full["compression"]["stored_bits"]
+    assert resumed["strategy_extra"]["capacity"] == full["strategy_extra"]["capacity"]
