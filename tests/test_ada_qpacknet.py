@@ -31,6 +31,10 @@ def _strategy(**params):
     ({"quant_method": "log"}, "choose one of"),
     ({"quant_method": "linear_sym", "start_bits": 1}, "below the lowest usable bit-width 2"),
     ({"population": 2.5}, "must be an integer"),
+    ({"capacity": "both"}, r"strategy.capacity='both' is invalid; choose one of \['shared_bits', "
+                           r"'exclusive'\]"),
+    ({"codebook": "all"}, r"strategy.codebook='all' is invalid; choose one of"),
+    ({"search_mode": "random"}, r"strategy.search_mode='random' is invalid; choose one of"),
 ])
 def test_config_errors(params, message):
     with pytest.raises(ConfigError, match=message):
@@ -110,6 +114,36 @@ def test_sparsity_search_picks_fittest_and_restores_state():
     s3.before_task(0, other)
     s3.search_ratios(0, other)
     assert [c["ratios"] for c in s3.search_log[0]] != [c["ratios"] for c in log]
+
+
+def test_authors_search_mode_trains_each_candidate_through_taskdata_fit():
+    """search_mode=authors: every candidate starts from fresh U(-1, 1) weights, is pruned and
+    trained with TaskData.fit (the engine); the model and owners are restored afterwards."""
+    model, s = _tiny(population=3, search_mode="authors")
+    seen = []
+
+    def fitter(phase):
+        w = s.layers["body.1"].weight.detach()
+        own = s.owners["body.1"] == masks.owner_code(0)
+        seen.append((phase.name, phase.lr, float(w[own].abs().max()), float(w[~own].abs().max())))
+        return 7
+
+    data = TaskData(0, 2, lambda: [], (torch.zeros(4, 1, 4, 4), torch.zeros(4, dtype=torch.long)),
+                    lambda x, y: 0.5, fitter=fitter)
+    s.before_task(0, data)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s.search_ratios(0, data)
+    assert len(seen) == 3 and all(n == "search" and lr == s.train.lr for n, lr, _, _ in seen)
+    # re-initialised U(-1, 1) (far beyond the default init range 1/sqrt(16) = 0.25); pruned are zero
+    assert all(0.5 < big <= 1.0 and pruned == 0.0 for _, _, big, pruned in seen)
+    assert all(c["steps"] == 7 for c in s.search_log[0])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_taskdata_fit_without_an_engine_is_an_error():
+    data = _data(0, lambda x, y: 1.0)
+    with pytest.raises(RuntimeError, match="no training engine"):
+        data.fit(None)
 
 
 def _timeless(log):
