@@ -90,3 +90,59 @@ def _layer_ranks(res, strategy, name, t):
         ranks = res["strategy_extra"]["ranks"]
         return [((m.fan_in, m.out), ranks[f"layer{i}"][t]) for i, m in enumerate(strategy.layers)]
     return [((la.shape[1], la.shape[0]), (t + 1) * la.k) for la in strategy.layers.values()]
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("cacl", ["strategy.factorize=[conv]", "strategy.growth=none"]),
+    ("lrpet", ["strategy.rank=2"]),
+])
+def test_conv_layers_thin_forward_matches(name, extra, tmp_path):
+    """Conv: a r-channel conv then a 1x1 conv gives the model's output; the count is the
+    analytic one (dense where r * (fan_in + out) >= fan_in * out)."""
+    final = {}
+
+    def keep(t, model, strategy):
+        final["m"], final["s"] = model, strategy
+
+    res = run_quick(tmp_path / "run", [f"strategy={name}", "model=cnn", "model.channels=[8,16]",
+                                       "train.epochs=1", *extra], on_task_end=keep)
+    model, strategy = final["m"], final["s"]
+    x = build_stream(BenchmarkSpec("synthetic")).experiences[0].test_x[:3]
+    for t in range(3):
+        with strategy.task_context(t):
+            want = model(x, t)
+            with deployed(model):
+                got = model(x, t)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        assert res["inference"]["flops_per_task"][t] == _analytic(model, strategy, x[:1], t)
+    assert "error" not in res["inference"]
+
+
+def _analytic(model, strategy, x, t):
+    """2 * per output position min(r * (fan_in + out), fan_in * out) for factorised layers,
+    fan_in * out for dense conv/linear ones, from shapes and the output sizes seen."""
+    from cl_compress.compress.svd import SVDFactorized
+    from cl_compress.strategies.lrpet import TaskResidualLayer
+
+    sizes, hooks = {}, []
+    for m in model.modules():
+        if isinstance(m, SVDFactorized | TaskResidualLayer | nn.Linear | nn.Conv2d):
+            hooks.append(m.register_forward_hook(
+                lambda mod, i, o: sizes.__setitem__(mod, (o[0, 0].numel(),
+                                                          getattr(mod, "active_rank", None)))))
+    with torch.no_grad(), strategy.task_context(t):
+        model(x, t)
+    for h in hooks:
+        h.remove()
+    total = 0
+    for m, (positions, r) in sizes.items():
+        if isinstance(m, SVDFactorized):
+            fan, out = m.fan_in, m.out
+            cost = min(r * (fan + out), fan * out)
+        elif isinstance(m, TaskResidualLayer):
+            out, fan = m.shape[0], int(torch.tensor(m.shape[1:]).prod())
+            cost = min((t + 1) * m.k * (fan + out), fan * out)
+        else:
+            cost = m.weight[0].numel() * m.weight.shape[0]
+        total += 2 * cost * positions
+    return total
