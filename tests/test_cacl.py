@@ -146,6 +146,12 @@ def test_growth_authors_average_is_the_default_and_pinned(tmp_path):
         assert list(s) == [r[t] + base[name] for t in range(3)]
         assert s[0] > base[name]  # full grows at task 0 already
     assert full_slots != slots
+    # authors_full (their get_avg off CIFAR-100/miniImageNet): task 0 as above, later tasks
+    # at least the initial rank of fresh slots
+    af_ranks, af_slots, _ = _ranks_and_slots(tmp_path / "c", GROWTH + ["strategy.growth=authors_full"])
+    for (name, r), s in zip(af_ranks.items(), af_slots):
+        assert s[0] == base[name]
+        assert all(s[t] == r[t] + max(s[t - 1] - r[t], base[name]) for t in (1, 2))
 
 
 def test_surgery_and_validation():
