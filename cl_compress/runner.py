@@ -21,6 +21,7 @@ from . import metrics
 from .benchmarks import Stream, make_loader
 from .compress.accounting import individual_reference_bits
 from .finite import check_state as check_finite_state
+from .flops import flops_per_task
 from .io import CheckpointError, load_torch, save_torch, write_json
 from .models import ContinualModel
 from .progress import RunProgress
@@ -509,6 +510,17 @@ def class_il_results(R: list, class_il: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _inference_cost(stream: Stream, strategy: Strategy) -> dict[str, Any]:
+    """Forward FLOPs of one sample and nonzero weights per task (:mod:`cl_compress.flops`);
+    a strategy the counter cannot handle gets its error recorded, not a crash at the end."""
+    try:
+        return flops_per_task(strategy.model, strategy,
+                              [e.test_x[:1] for e in stream.experiences])
+    except Exception as e:  # noqa: BLE001 - the run's results matter more than this figure
+        log.warning("inference FLOPs not counted: %s", e)
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
 def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference_bits: int,
             run_dir: Path, seed: int, tracker: Tracker, config: dict | None,
             ddp_check: dict[str, Any], budget: dict[str, Any],
@@ -521,6 +533,7 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
     # task-IL one (task id given) is kept under ``task_il``
     primary = class_il["acc_matrix"] if class_il else R
     summary = metrics.summarize(primary)
+    inference = _inference_cost(stream, strategy)
     results: dict[str, Any] = {
         "strategy": strategy.name, "benchmark": stream.name,
         "scenario": "class" if class_il else stream.scenario,
@@ -535,6 +548,7 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
             "model_bytes": model_bytes, "artifact": artifact.name, **stats.details,
         },
         "train_seconds": timing["train_seconds"], "timing": timing,
+        "inference": inference,
         "strategy_extra": strategy.extra_results(), "strategy_config": asdict(strategy.cfg),
         "stream_source": stream.source, "ddp": ddp_check, "config": config or {},
         "artifact_sha256": file_sha256(artifact) if is_rank_zero() else None,  # reload checks it
@@ -567,6 +581,8 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
                         | {f"final/compress/{k}": v for k, v in results["compression"].items()
                            if isinstance(v, int | float)}
                 | {f"budget/{k}": v for k, v in budget.items() if isinstance(v, int | float)}
+                | {f"final/inference/flops/task_{t}": v
+                   for t, v in enumerate(inference.get("flops_per_task", []))}
                 | {f"budget/extra_steps/{k}": v for k, v in budget["extra_steps"].items()})
         write_json(run_dir / "results.json", results)
     return results

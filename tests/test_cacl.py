@@ -109,6 +109,51 @@ def test_resume_matches_uninterrupted_run(shared, tmp_path):
     assert resumed["compression"]["stored_params"] == full["compression"]["stored_params"]
 
 
+GROWTH = SMALL + ["strategy.energy_sv=0.05", "strategy.sigma_lr_scale=5"]
+
+
+def _ranks_and_slots(run_dir, overrides):
+    """Cumulative rank per task and the layer's component count (slots) after each task."""
+    slots = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # pinned figures: one thread, fixed seed
+    try:
+        res = run_quick(run_dir, overrides,
+                        on_task_end=lambda t, model, s: slots.append([m.rank for m in s.layers]))
+    finally:
+        torch.set_num_threads(threads)
+    extra = res["strategy_extra"]
+    return extra["ranks"], list(zip(*slots)), extra["initial_ranks"]
+
+
+def test_growth_authors_average_is_the_default_and_pinned(tmp_path):
+    """The authors' rule (SVDNet.arrange_model + get_avg): task 0 only refills its truncated
+    slots (the layer keeps its initial size); after task t > 0 the fresh slots are at least
+    int(mean of the cumulative ranks of tasks < t), capped at the initial rank, and the
+    truncated slots are always refilled. ``full`` adds the initial rank after every task."""
+    ranks, slots, base = _ranks_and_slots(tmp_path / "a", GROWTH)
+    # one seed, one thread, synthetic stream: the sequence this rule gives (not a target)
+    assert ranks == {"layer0": [13, 20, 26], "layer1": [12, 15, 21]}
+    assert dict(zip(ranks, map(list, slots))) == {"layer0": [21, 33, 42], "layer1": [16, 27, 34]}
+    for (name, r), s in zip(ranks.items(), slots):
+        assert s[0] == base[name]  # no growth at task 0
+        for t in (1, 2):
+            target = int(min(sum(r[:t]) / t, base[name]))
+            refill = s[t - 1] - r[t]
+            assert s[t] == r[t] + max(refill, target)
+    full_ranks, full_slots, _ = _ranks_and_slots(tmp_path / "b", GROWTH + ["strategy.growth=full"])
+    for (name, r), s in zip(full_ranks.items(), full_slots):
+        assert list(s) == [r[t] + base[name] for t in range(3)]
+        assert s[0] > base[name]  # full grows at task 0 already
+    assert full_slots != slots
+    # authors_full (their get_avg off CIFAR-100/miniImageNet): task 0 as above, later tasks
+    # at least the initial rank of fresh slots
+    af_ranks, af_slots, _ = _ranks_and_slots(tmp_path / "c", GROWTH + ["strategy.growth=authors_full"])
+    for (name, r), s in zip(af_ranks.items(), af_slots):
+        assert s[0] == base[name]
+        assert all(s[t] == r[t] + max(s[t - 1] - r[t], base[name]) for t in (1, 2))
+
+
 def test_surgery_and_validation():
     cls = get_strategy("cacl")
     with pytest.raises(ConfigError, match=r"strategy.energy_sv=1.5 is out of range; valid range is"):

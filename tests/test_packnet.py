@@ -120,6 +120,88 @@ def test_zero_forgetting_with_per_task_biases_and_sgd_momentum(tmp_path):
     assert all(torch.equal(o, outs[0]) for o in outs[1:])
 
 
+def _start_of_training(monkeypatch):
+    """Patch PackNet so the weights, owners and biases at the start of every task's training
+    phase (after claiming, before the first step) are recorded."""
+    from cl_compress.strategies.packnet import PackNet
+
+    seen = {}
+    original = PackNet.before_phase
+
+    def record(self, task, phase, data):
+        original(self, task, phase, data)
+        if phase.name == "train":
+            seen[task] = ({n: m.weight.detach().clone() for n, m in self.layers.items()},
+                          {n: o.clone() for n, o in self.owners.items()},
+                          {n: b.detach().clone() for n, b in self._biases().items()})
+    monkeypatch.setattr(PackNet, "before_phase", record)
+    return seen
+
+
+@pytest.mark.parametrize("reinit", [False, True])
+def test_reinit_free_and_per_task_biases(reinit, monkeypatch, tmp_path):
+    """reinit_free=false (authors): a task's claimed weights start at 0, where pruning left
+    them; true: drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Either way the weights of
+    earlier tasks are untouched. The same runs check train_biases (false: task 0's biases,
+    shared; true: one trained set per task, each task answered with its own)."""
+    seen = _start_of_training(monkeypatch)
+    ends = []
+
+    def grab(t, model, strategy):
+        ends.append(({n: m.weight.detach().clone() for n, m in strategy.layers.items()},
+                     {t: dict(v) for t, v in strategy.bias_states.items()}))
+
+    over = ["strategy=packnet", f"strategy.reinit_free={str(reinit).lower()}",
+            f"strategy.train_biases={str(reinit).lower()}"]
+    res = run_quick(tmp_path / "run", over, on_task_end=grab)
+    assert res["forgetting"] == 0.0 and res["plasticity"] > 0.8
+    for t in (1, 2):
+        weights, owners, _ = seen[t]
+        for n, w in weights.items():
+            claimed = owners[n] == masks.owner_code(t)
+            older = (owners[n] != masks.FREE) & ~claimed
+            assert claimed.any() and older.any()
+            assert torch.equal(w[older], ends[t - 1][0][n][older])  # earlier tasks untouched
+            if reinit:
+                bound = 1 / math.sqrt(w[0].numel())
+                assert (w[claimed] != 0).all() and (w[claimed].abs() <= bound).all()
+                assert w[claimed].std() > 0.4 * bound  # uniform: std = bound / sqrt(3)
+            else:
+                assert (w[claimed] == 0).all()
+    biases = ends[-1][1]
+    if reinit:  # train_biases=true: three different stored sets
+        assert sorted(biases) == [0, 1, 2]
+        for k in biases[0]:
+            assert not torch.equal(biases[0][k], biases[2][k])
+    else:  # shared: stored once; the live biases never move after task 0
+        assert sorted(biases) == [0]
+        for t in (1, 2):
+            assert all(torch.equal(seen[t][2][k], biases[0][k]) for k in biases[0])
+
+
+@pytest.mark.parametrize("override,fractions", [
+    ("strategy.prune_share=equal", [2 / 3, 1 / 2, 0.0]),
+    ("strategy.prune_schedule=[0.25,0.5,0]", [0.25, 0.5, 0.0]),
+])
+def test_prune_share_and_schedule(override, fractions, tmp_path):
+    """equal: p_t = 1 - 1/(T - t), every task ends up owning 1/T of each layer; a schedule
+    prunes task t's own weights by its t-th entry (0: no pruning, no retrain phase)."""
+    res = run_quick(tmp_path / "run", ["strategy=packnet", override])
+    assert res["strategy_extra"]["prune_fraction"] == pytest.approx(fractions)
+    assert list(res["budget"]["per_task"][2]["phases"]) == ["train"]
+    for n, counts in res["strategy_extra"]["owned"].items():
+        total = sum(counts) + res["strategy_extra"]["free"][n]
+        left, expect = total, []
+        for p in fractions:
+            keep = left - masks.prune_count(left, p)
+            expect.append(keep)
+            left -= keep
+        assert counts == expect
+        if "equal" in override:
+            assert max(counts) - min(counts) <= 1  # 1/3 each, up to rounding
+        assert res["strategy_extra"]["free"][n] == 0  # the last task keeps everything left
+
+
 @pytest.mark.parametrize("policy", ["per_task", "frozen"])
 def test_batchnorm_policies(policy, tmp_path):
     x0 = build_stream(BenchmarkSpec("synthetic")).experiences[0].test_x
