@@ -227,11 +227,8 @@ class AdaQPacknet(PackNet):
             "usable_positions": sum(int(u.sum()) for u in usable.values()) / max(1, total),
             "free_bits": free_bits / max(1, 32 * total), "free_bits_total": free_bits,
             "positions": total, "reserve_bits": self.reserve_bits() if self.shared else None}
-        if not self.shared:
-            fresh = {n: self.owners[n] == masks.FREE for n in self.layers}
+        if not self.shared:  # PackNet's claim; its reinit_free calls reinit_weights below
             super().before_task(task, data)
-            if task > 0 and self.cfg.reinit_free:
-                self._reinit(fresh, self._generator(0))
             return
         # shared bit capacity: task t claims every position with room for its codes; it sees
         # only its own values (zero elsewhere), as the authors' task-t sub-network
@@ -248,6 +245,10 @@ class AdaQPacknet(PackNet):
             p.requires_grad_(self.trains_biases(task))
         for m in self.norms.values():
             m.requires_grad_(self.trains_norms(task))
+
+    def reinit_weights(self, task: int, free: dict[str, Tensor]) -> None:
+        """Exclusive capacity: the claimed free weights, drawn from this run's search seed."""
+        self._reinit(free, self._generator(0))
 
     def _generator(self, purpose: int) -> torch.Generator:
         return torch.Generator().manual_seed(self._seed * 8 + purpose)
