@@ -278,6 +278,8 @@ def test_projection_stats_alpha_and_removed_energy(transfer, rho):
     assert st["alpha_min"] == pytest.approx(min(alphas)) and st["alpha_max"] == pytest.approx(max(alphas))
     assert st["removed_mean"] == pytest.approx(sum(removed) / 3, rel=1e-9)
     assert st["removed_max"] == pytest.approx(max(removed))
+    assert (st["alpha_first"], st["alpha_last"]) == pytest.approx((alphas[0], alphas[-1]))
+    assert (st["removed_first"], st["removed_last"]) == pytest.approx((removed[0], removed[-1]))
     assert 0.0 < st["removed_mean"] < 1.0
     if transfer:  # the removed share is handed back: alpha * (1 - removed) == 1
         # the removed share is handed to the head: alpha * head == head + removed

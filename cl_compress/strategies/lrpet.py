@@ -322,20 +322,25 @@ class LRPET(Strategy):
         if st is None:
             st = self.proj_stats[str(self.task)][name] = {
                 "count": 0, "alpha_sum": 0.0, "alpha_min": alpha, "alpha_max": alpha,
-                "removed_sum": 0.0, "removed_max": removed}
+                "removed_sum": 0.0, "removed_max": removed, "alpha_first": alpha,
+                "removed_first": removed}
         st["count"] += 1
         st["alpha_sum"] += alpha
         st["removed_sum"] += removed
         st["alpha_min"], st["alpha_max"] = min(st["alpha_min"], alpha), max(st["alpha_max"], alpha)
         st["removed_max"] = max(st["removed_max"], removed)
+        st["alpha_last"], st["removed_last"] = alpha, removed
 
     def projection_summary(self) -> dict[str, dict[str, dict[str, float]]]:
-        """``{task: {layer: {count, alpha_mean, alpha_min, alpha_max, removed_mean,
-        removed_max}}}`` over every LRPET projection (epoch-end or every N steps, and the
-        final one before storing). ``removed`` is the fraction of the (BN-rectified) weight's
-        energy the projection takes from the tail, ``(1 - rho^2) * ||s[k:]||^2 / ||s||^2``;
-        ``alpha`` is the factor the kept energy is multiplied by (with energy transfer and
-        ``rho = 0``: ``1 / (1 - removed)``; 1 without energy transfer)."""
+        """``{task: {layer: {count, alpha_mean, alpha_min, alpha_max, alpha_first, alpha_last,
+        removed_mean, removed_max, removed_first, removed_last}}}`` over every LRPET
+        projection of the task (epoch-end or every N steps, and the final one before
+        storing; the first one of a freshly initialised weight removes most).
+
+        ``removed``: the fraction of the (BN-rectified) weight's energy the projection takes
+        from the tail, ``(1 - rho^2) * ||s[k:]||^2 / ||s||^2``. ``alpha``: the factor the kept
+        energy is multiplied by (with energy transfer and ``rho = 0``: ``1 / (1 - removed)``;
+        1 without energy transfer)."""
         out: dict[str, dict[str, dict[str, float]]] = {}
         for task, layers in self.proj_stats.items():
             out[task] = {}
@@ -343,8 +348,11 @@ class LRPET(Strategy):
                 n = st["count"]
                 out[task][name] = {"count": n, "alpha_mean": st["alpha_sum"] / n,
                                    "alpha_min": st["alpha_min"], "alpha_max": st["alpha_max"],
+                                   "alpha_first": st["alpha_first"], "alpha_last": st["alpha_last"],
                                    "removed_mean": st["removed_sum"] / n,
-                                   "removed_max": st["removed_max"]}
+                                   "removed_max": st["removed_max"],
+                                   "removed_first": st["removed_first"],
+                                   "removed_last": st["removed_last"]}
         return out
 
     @torch.no_grad()
