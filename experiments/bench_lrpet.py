@@ -21,6 +21,12 @@ truncate-then-fine-tune at the same rank k (hence the same stored size); a table
 test accuracy, stored parameters and forward FLOPs per image.
 
 Usage: python -m experiments.bench_lrpet --single-task [--steps 1500] [--ranks 52,8] [--seeds 0,1,2]
+
+``--sharing``: the default ``strategy=lrpet`` run on split_fmnist with ``sharing=residual``
+and ``sharing=independent`` (accuracy, stored params) and, per task and layer, the
+energy-transfer factor alpha and the removed energy of its projections.
+
+Usage: python -m experiments.bench_lrpet --sharing [--seed 0]
 """
 
 from __future__ import annotations
@@ -255,13 +261,8 @@ def single_task(args) -> None:
     today = dt.date.today().isoformat()
     out = Path(args.out) if args.out else RESULTS / f"lrpet-single-task-{today}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    argv = list(sys.argv[1:] if args.argv is None else args.argv)
-    if "--run-root" in argv:  # where the runs went does not change a figure: not recorded
-        i = argv.index("--run-root")
-        del argv[i:i + 2]
-    cmd = "python -m experiments.bench_lrpet " + " ".join(argv)
     out.write_text(
-        f"# LRPET on one task: Fashion-MNIST, 10 classes\n\nCommand: `{cmd.strip()}`  \n"
+        f"# LRPET on one task: Fashion-MNIST, 10 classes\n\nCommand: `{_record_cmd(args)}`  \n"
         f"Date: {today}  \nMachine: {os.cpu_count()} CPU cores shared with other jobs, no GPU "
         f"(train s is noisy); whole command {wall / 60:.1f} min at `nice -n 15`, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}.  \n"
@@ -276,6 +277,83 @@ def single_task(args) -> None:
         f"Stored params: body factors (k*(in+out) per layer) + biases + head; FLOPs: 2 per "
         f"multiply-add of the layers and head, per image.\n\n{text}\n\n## Checks\n\n"
         + "\n".join(found) + "\n")
+    print(f"\nwritten: {out}")
+
+
+def _record_cmd(args) -> str:
+    argv = list(sys.argv[1:] if args.argv is None else args.argv)
+    if "--run-root" in argv:  # where the runs went does not change a figure: not recorded
+        i = argv.index("--run-root")
+        del argv[i:i + 2]
+    return ("python -m experiments.bench_lrpet " + " ".join(argv)).strip()
+
+
+def sharing(args) -> None:
+    """``--sharing``: the default LRPET run on split_fmnist (default budget and optimiser),
+    ``sharing=residual`` vs ``independent``, and every projection's alpha and removed energy."""
+    t0 = time.perf_counter()
+    root = Path(args.run_root) / "sharing"
+    base = ["benchmark=split_fmnist", "benchmark.scenario=task", "model=mlp", "logger=none",
+            "trainer.progress_bar=false", "strategy=lrpet", f"seed={args.seed}"]
+    res = {sh: run(f"sharing {sh}", base + [f"strategy.sharing={sh}"], root)
+           for sh in ("residual", "independent")}
+    lines = ["| sharing | optimiser steps/task | avg acc % | final acc per task % | BWT % | stored params "
+             "| train s |", "|" + "---|" * 7]
+    for sh, r in res.items():
+        b = r["budget"]
+        final = ", ".join(f"{100 * a:.2f}" for a in r["acc_matrix"][-1])
+        lines.append(f"| {sh} | {', '.join(str(x) for x in b['train_steps_per_task'])} | "
+                     f"{100 * r['avg_acc']:.2f} | {final} | "
+                     f"{100 * r['bwt']:+.2f} | {r['compression']['stored_params']:,} | "
+                     f"{r['train_seconds']:.0f} |")
+    proj = ["| sharing | task | layer | projections | alpha mean | alpha max | alpha last "
+            "| removed mean % | removed max % | removed first % | removed last % |", "|" + "---|" * 11]
+    found = []
+    for sh, r in res.items():
+        stats = r["strategy_extra"]["projection_stats"]
+        for t, layers in stats.items():
+            for name, st in layers.items():
+                proj.append(f"| {sh} | {t} | body.{name} | {st['count']} | {st['alpha_mean']:.4f} | "
+                            f"{st['alpha_max']:.4f} | {st['alpha_last']:.4f} | "
+                            f"{100 * st['removed_mean']:.2f} | {100 * st['removed_max']:.2f} | "
+                            f"{100 * st['removed_first']:.2f} | {100 * st['removed_last']:.2f} |")
+        later = [st for t, la in stats.items() if t != "0" for st in la.values()]
+        first = list(stats["0"].values())
+        found.append(
+            f"- {sh}: task 0 removes {100 * min(s['removed_mean'] for s in first):.2f}-"
+            f"{100 * max(s['removed_mean'] for s in first):.2f} % of the energy per projection on "
+            f"average (first projection {100 * max(s['removed_first'] for s in first):.1f} %, alpha up "
+            f"to {max(s['alpha_max'] for s in first):.3f}); tasks 1-{len(stats) - 1}: "
+            f"{100 * min(s['removed_mean'] for s in later):.2f}-"
+            f"{100 * max(s['removed_mean'] for s in later):.2f} % on average, at most "
+            f"{100 * max(s['removed_max'] for s in later):.2f} %, alpha "
+            f"<= {max(s['alpha_max'] for s in later):.4f}; the last projection of a task removes "
+            f"{100 * max(s['removed_last'] for s in first):.2f} % (task 0) vs at most "
+            f"{100 * max(s['removed_last'] for s in later):.2f} % (later tasks).")
+    a, b = res["residual"], res["independent"]
+    cfg = a["config"]
+    found.append(f"- residual vs independent: avg acc {100 * a['avg_acc']:.2f} vs {100 * b['avg_acc']:.2f} % "
+                 f"({100 * (a['avg_acc'] - b['avg_acc']):+.2f} points), stored params "
+                 f"{a['compression']['stored_params']:,} vs {b['compression']['stored_params']:,}.")
+    wall = time.perf_counter() - t0
+    text = "\n".join(lines) + "\n\n## Projections (alpha, removed energy)\n\n" + "\n".join(proj)
+    print("\n" + text + "\n\n" + "\n".join(found))
+    today = dt.date.today().isoformat()
+    out = Path(args.out) if args.out else RESULTS / f"lrpet-sharing-{today}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        f"# LRPET on split_fmnist: residual vs independent, alpha and removed energy\n\n"
+        f"Command: `{_record_cmd(args)}`  \nDate: {today}  \nMachine: {os.cpu_count()} CPU cores "
+        f"shared with other jobs, no GPU; whole command {wall / 60:.1f} min.  \nSetup: the default "
+        f"`strategy=lrpet` run ({cfg['train']['optimizer']} lr {cfg['train']['lr']}, batch "
+        f"{cfg['train']['batch_size']}, {cfg['train']['steps_per_task']} steps per task, MLP "
+        f"{cfg['model']['hidden']}, rank_ratio {cfg['strategy']['rank_ratio']}: k per layer "
+        f"{a['strategy_extra']['ranks']}, projection at every epoch end and before storing), "
+        f"split_fmnist task-IL, seed {args.seed}. `residual`: later tasks train a rank-k residual on "
+        f"the frozen sum (this project's continual reading); `independent`: every task its own "
+        f"rank-k model from a fresh initialisation. alpha and removed energy from results.json "
+        f"`strategy_extra.projection_stats` (removed: share of the weight's energy in the cut "
+        f"tail at each projection).\n\n{text}\n\n## Checks\n\n" + "\n".join(found) + "\n")
     print(f"\nwritten: {out}")
 
 
@@ -296,8 +374,14 @@ def main(argv: list[str] | None = None) -> None:
                     help="one 10-class Fashion-MNIST task: dense vs LRPET vs truncate+fine-tune")
     ap.add_argument("--steps", type=int, default=1500, help="--single-task: optimiser steps per method")
     ap.add_argument("--seeds", default="0,1,2", help="--single-task: comma-separated seeds")
+    ap.add_argument("--sharing", action="store_true",
+                    help="default LRPET on split_fmnist: sharing=residual vs independent, alpha "
+                         "and removed energy per projection")
     args = ap.parse_args(argv)
     args.argv = argv
+    if args.sharing:
+        sharing(args)
+        return
     if args.single_task:
         args.ranks = args.ranks or "52,8"
         single_task(args)

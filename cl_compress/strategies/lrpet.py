@@ -1,20 +1,44 @@
 """LRPET as a continual learner: low-rank projection with energy transfer per task.
 
 Guo et al. (2022), "Compact model training by low-rank projection with energy transfer".
-Task 0 trains every Linear/Conv2d weight of the body with LRPET: optimiser steps alternated
+The paper and the authors' code are single-task; the continual form below is this
+project's reading, not the authors'.
+
+Every Linear/Conv2d weight of the body is trained with LRPET: optimiser steps alternated
 with a projection onto rank ``k`` whose removed energy goes to the kept singular values
-(``compress.lowrank.project``), every N steps or at the end of every epoch. Each later
-task ``t`` trains a dense residual (initialised at zero) on top of the frozen weights of
-tasks ``0..t-1`` with the same alternation. After each task the projected term is stored
-as thin factors ``U_t V_t``; task ``j`` is answered with ``sum_{i<=j} U_i V_i``, its own
-bias, BatchNorm state and head, so old tasks are untouched (zero forgetting by
+(``compress.lowrank.project``), every N steps or at the end of every epoch. Task 0 trains
+the body from its initialisation. Each later task ``t`` then depends on ``sharing``:
+
+* ``residual`` (default): a dense residual (initialised at zero) trained on top of the
+  frozen weights of tasks ``0..t-1`` with the same alternation; task ``j`` is answered
+  with ``sum_{i<=j} U_i V_i``.
+* ``independent``: a rank-``k`` model of its own, weights, biases and BatchNorm drawn
+  afresh (as ``individual`` does), nothing shared; task ``j`` is answered with
+  ``U_j V_j``. Same rank, same stored size per task as ``residual``: the pair separates
+  "sharing" from "LRPET itself".
+
+After each task the projected term is stored as thin factors ``U_t V_t`` with the task's
+own bias, BatchNorm state and head, so old tasks are untouched (zero forgetting by
 construction). Evaluation always uses the stored (projected, factorised) weights.
+``mode=truncate`` is the baseline "train dense, truncate by SVD, fine-tune the factors".
 
 Policies: biases, BatchNorm affine parameters and running statistics are per task
-(trained dense, initialised from the previous task, stored dense, as in the authors' code
-they are never projected); a conv followed by BN is projected in the BN-rectified space,
-and after each task the BN statistics are re-estimated for the stored weights.
-``mode=truncate`` is the baseline "train dense, truncate by SVD, fine-tune the factors".
+(trained dense, initialised from the previous task under ``residual``, stored dense, as in
+the authors' code they are never projected); a conv followed by BN is projected in the
+BN-rectified space, and after each task the BN statistics are re-estimated for the stored
+weights.
+
+Deliberate deviations from the authors' code (canyyang/LRPET,
+``ImageClassification/cifar10/cifar10_train.py`` ~175-225): the continual form above;
+Linear layers are projected too (their CNN code keeps FC layers dense; their ViT code
+projects Linear layers); conv-BN pairs are found by data flow, not by position; one more
+projection before storing and a BN re-estimation of the stored weights (their script
+evaluates before the projection); no skip of layers with ``sigma_1 < 1e-4`` (a weight
+without energy is left as it is); rank ``k = int(rank_ratio * min(out, fan_in))``, the
+floor where theirs ``n - int(n * prun_goal)`` is the ceiling (``rank`` sets k exactly).
+
+Measured (split_fmnist, MLP 784-256-256, default 1000 steps/task, seed 0; see
+experiments/results/lrpet-sharing-2026-12-02.md): MEASURED_FIGURES
 """
 
 from __future__ import annotations
