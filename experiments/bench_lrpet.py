@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from cl_compress import claims
+from cl_compress.system import NonFiniteLossError
 from cl_compress.testing import compose_config
 from cl_compress.train import build_and_run
 
@@ -211,19 +212,25 @@ def single_task(args) -> None:
 
     def add(label: str, k: int | None, ov: list[str], seed: int) -> None:
         name = f"single {label.split(' ')[0]}{'' if k is None else f' k{k}'} s{seed}"
-        r = run(name, common + ov + [f"seed={seed}"], root)
+        key = (label, "full" if k is None else str(k))
+        row = rows.setdefault(key, {"method": label, "k": key[1], "acc": {}, "train_s": [],
+                                    "diverged": {}, "flops": mlp_flops(sizes, [k] * (len(sizes) - 1), 10)})
+        try:
+            r = run(name, common + ov + [f"seed={seed}"], root)
+        except NonFiniteLossError as e:  # a divergence is a result: recorded, not hidden
+            row["diverged"][seed] = str(e).split(";")[0]
+            print(f"   diverged: {e}", flush=True)
+            return
         assert r["n_tasks"] == 1 and len(r["acc_matrix"][0]) == 1, "expected ONE task"
         b = r["budget"]
-        key = (label, "full" if k is None else str(k))
-        row = rows.setdefault(key, {
-            "method": label, "k": key[1], "steps": b["train_steps"],
-            "phases": " + ".join(f"{n} {p['steps']}" for n, p in b["per_task"][0]["phases"].items()),
-            "epochs": b["per_task"][0]["epochs"], "params": r["compression"]["stored_params"],
-            "flops": mlp_flops(sizes, [k] * (len(sizes) - 1), 10), "acc": [], "train_s": [],
-            "projections": (r.get("strategy_extra") or {}).get("projections")})
-        if (row["steps"], row["params"]) != (b["train_steps"], r["compression"]["stored_params"]):
+        meta = {"steps": b["train_steps"],
+                "phases": " + ".join(f"{n} {p['steps']}" for n, p in b["per_task"][0]["phases"].items()),
+                "epochs": b["per_task"][0]["epochs"], "params": r["compression"]["stored_params"],
+                "projections": (r.get("strategy_extra") or {}).get("projections")}
+        if any(row.get(m, v) != v for m, v in meta.items() if m in ("steps", "params")):
             raise SystemExit(f"{name}: steps or stored params differ between seeds")
-        row["acc"].append(100 * r["acc_matrix"][0][0])
+        row.update(meta)
+        row["acc"][seed] = 100 * r["acc_matrix"][0][0]
         row["train_s"].append(r["train_seconds"])
 
     for seed in seeds:
@@ -238,24 +245,37 @@ def single_task(args) -> None:
     lines = [head, "|" + "---|" * 11]
     dense = rows[(DENSE, "full")]
     for r in rows.values():
+        if not r["acc"]:
+            lines.append(f"| {r['method']} | {r['k']} | diverged at every seed |" + " |" * 8)
+            continue
         proj = "-" if not r["projections"] or r["method"] != LRPET else str(r["projections"])
+        per_seed = ", ".join(f"{r['acc'][sd]:.2f}" if sd in r["acc"] else f"s{sd}: diverged" for sd in seeds)
         lines.append(f"| {r['method']} | {r['k']} | {r['steps']:,} ({r['phases']}) | {r['epochs']:.2f} | "
-                     f"{_mean_sd(r['acc'])} | {', '.join(f'{a:.2f}' for a in r['acc'])} | "
+                     f"{_mean_sd(list(r['acc'].values()))} | {per_seed} | "
                      f"{r['params']:,} | {dense['params'] / r['params']:.2f} | {r['flops']:,} | {proj} | "
                      f"{sum(r['train_s']) / len(r['train_s']):.0f} |")
     text = "\n".join(lines)
     found = []
+    for r in rows.values():
+        for sd, msg in r["diverged"].items():
+            found.append(f"- {r['method']}, k={r['k']}, seed {sd}: diverged ({msg}); left out of its mean.")
     for k in ranks:
         et, tr = rows[(LRPET, str(k))], rows[(TRUNC, str(k))]
+        if not et["acc"] or not tr["acc"]:
+            found.append(f"- k={k}: no comparison (a method diverged at every seed).")
+            continue
         if et["params"] != tr["params"] or et["steps"] != tr["steps"]:
             raise SystemExit(f"k={k}: LRPET and truncate differ in stored params or steps: not comparable")
-        diffs = [a - b for a, b in zip(et["acc"], tr["acc"])]
-        wins = sum(d > 0 for d in diffs)
+        both = [sd for sd in seeds if sd in et["acc"] and sd in tr["acc"]]
+        diffs = [et["acc"][sd] - tr["acc"][sd] for sd in both]
+        cmp = (f"LRPET - truncate per seed {_mean_sd(diffs)} points, LRPET higher at "
+               f"{sum(d > 0 for d in diffs)} of {len(diffs)} seed(s) where both finished") if diffs \
+            else "no seed where both finished"
         found.append(f"- k={k} ({et['params']:,} stored params each, {et['steps']:,} steps each): LRPET "
-                     f"{_mean_sd(et['acc'])} % vs truncate-then-fine-tune {_mean_sd(tr['acc'])} %; "
-                     f"LRPET - truncate per seed {_mean_sd(diffs)} points, LRPET higher at {wins} of "
-                     f"{len(diffs)} seed(s); dense {_mean_sd(dense['acc'])} % at {dense['params']:,} "
-                     f"params.")
+                     f"{_mean_sd(list(et['acc'].values()))} % (n={len(et['acc'])}) vs "
+                     f"truncate-then-fine-tune {_mean_sd(list(tr['acc'].values()))} % "
+                     f"(n={len(tr['acc'])}); {cmp}; dense {_mean_sd(list(dense['acc'].values()))} % "
+                     f"at {dense['params']:,} params.")
     wall = time.perf_counter() - t0
     print("\n" + text + "\n\n" + "\n".join(found) + f"\n\nwall time {wall / 60:.1f} min")
     today = dt.date.today().isoformat()
@@ -275,8 +295,13 @@ def single_task(args) -> None:
         f"storing; truncate-then-fine-tune trains dense, truncates by SVD and fine-tunes the thin "
         f"factors, the steps split between its phases as its default phase epochs (2 : 1) say. "
         f"Stored params: body factors (k*(in+out) per layer) + biases + head; FLOPs: 2 per "
-        f"multiply-add of the layers and head, per image.\n\n{text}\n\n## Checks\n\n"
-        + "\n".join(found) + "\n")
+        f"multiply-add of the layers and head, per image. Scope: "
+        f"{dense.get('epochs', float('nan')):.1f} epochs, a "
+        f"short budget against the authors' 400 epochs of ResNet-56 on CIFAR-10 (93.27 % at 0.39 M "
+        f"params), so this checks the paper's ordering (LRPET vs truncate at equal size and "
+        f"steps), not its figure. The fine-tuning phase of the baseline runs at the same lr as "
+        f"training (the strategy has no separate fine-tuning lr); a divergence is listed as such."
+        f"\n\n{text}\n\n## Checks\n\n" + "\n".join(found) + "\n")
     print(f"\nwritten: {out}")
 
 
