@@ -54,11 +54,34 @@ def energy_transfer(s: Tensor, k: int, rho: float = 0.0) -> Tensor:
     ``||s'||^2 == ||s||^2``. A head without energy is left unchanged.
     """
     head, tail = s[:k], rho * s[k:]
-    head_energy = head.square().sum()
+    return torch.cat([head * transfer_alpha(s, k, rho) ** 0.5, tail])
+
+
+def transfer_alpha(s: Tensor, k: int, rho: float = 0.0) -> float:
+    """Energy-transfer factor ``alpha = (||s||^2 - ||rho * s[k:]||^2) / ||s[:k]||^2`` of
+    singular values ``s`` (descending); 1.0 for a head without energy. The kept singular
+    values are multiplied by ``sqrt(alpha)``: ``alpha * ||s[:k]||^2 = ||s[:k]||^2 + removed *
+    ||s||^2`` with ``removed = removed_energy(s, k, rho)`` (``alpha = 1 / (1 - removed)`` when
+    ``rho == 0``).
+
+    >>> transfer_alpha(torch.tensor([3.0, 1.0]), 1)
+    1.1111111111111112
+    """
+    sd = s.double()
+    head_energy = float(sd[:k].square().sum())
     if head_energy <= 0:
-        return torch.cat([head, tail])
-    alpha = (s.square().sum() - tail.square().sum()) / head_energy
-    return torch.cat([head * alpha.sqrt(), tail])
+        return 1.0
+    return (float(sd.square().sum()) - rho * rho * float(sd[k:].square().sum())) / head_energy
+
+
+def removed_energy(s: Tensor, k: int, rho: float = 0.0) -> float:
+    """Fraction of the energy a projection removes from the tail ``s[k:]`` (scaled by
+    ``rho``): ``(1 - rho^2) * tail_energy(s, k)``; 0 if ``s`` is 0.
+
+    >>> round(removed_energy(torch.tensor([3.0, 1.0]), 1, rho=0.5), 12)
+    0.075
+    """
+    return (1.0 - rho * rho) * tail_energy(s, k)
 
 
 def bn_row_scale(bn: nn.modules.batchnorm._BatchNorm) -> Tensor:
