@@ -223,11 +223,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # --- helpers --------------------------------------------------------------------------------------
 
+# a setting missing from a run's config (written before the setting existed) had this value
+ABSENT_MEANS: dict[str, object] = {"sharing": "residual", "capacity": "exclusive"}
+
+
 def pick(groups: Groups, strategy: str, **where: object) -> list[Run]:
     """Runs of ``strategy`` whose config matches ``where``; the plain (default) variant
     first, else the variant with most seeds; [] when absent."""
     found = [(lab, rs) for lab, rs in groups.items() if rs and rs[0].strategy == strategy
-             and all(rs[0].config.get(k) == v for k, v in where.items())]
+             and all(rs[0].config.get(k, ABSENT_MEANS.get(k)) == v for k, v in where.items())]
     if not found:
         return []
     found.sort(key=lambda x: (x[0] != strategy, -len(x[1])))
@@ -386,8 +390,8 @@ def lrpet(groups: Groups, th: Thresholds = THRESHOLDS) -> Claim:
     paper = "LRPET (Guo et al. 2022)"
     text = ("low-rank projection + energy transfer beats truncate-then-fine-tune (equal steps "
             "and stored size)")
-    et = pick(groups, "lrpet", mode="lrpet", energy_transfer=True)
-    tr = pick(groups, "lrpet", mode="truncate")
+    et = pick(groups, "lrpet", mode="lrpet", energy_transfer=True, sharing="residual")
+    tr = pick(groups, "lrpet", mode="truncate", sharing="residual")
     if not et or not tr:
         missing = [n for n, g in (("lrpet", et), ("lrpet[mode=truncate]", tr)) if not g]
         return Claim(paper, text, "not measured", f"{' and '.join(missing)} not in this sweep "
@@ -396,7 +400,7 @@ def lrpet(groups: Groups, th: Thresholds = THRESHOLDS) -> Claim:
     pe, pt = stat(et, "compression.stored_params")[0], stat(tr, "compression.stored_params")[0]
     ev = (f"avg acc {_pct(et)} vs truncate {_pct(tr)}: {d:+.2f} pts (noise {noise:.2f}); stored "
           f"params {pe:.0f} vs {pt:.0f}; {_steps(et)} vs {_steps(tr)}")
-    noet = pick(groups, "lrpet", mode="lrpet", energy_transfer=False)
+    noet = pick(groups, "lrpet", mode="lrpet", energy_transfer=False, sharing="residual")
     if noet:
         d2, noise2, _ = diff_points(et, noet, th=th)
         ev += f"; energy transfer on vs off: {d2:+.2f} pts (noise {noise2:.2f})"

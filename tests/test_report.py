@@ -212,6 +212,18 @@ def test_lrpet_claim(tmp_path):
     fake_run(tmp_path / "y", "lrpet", 0, cfg=lr, steps=100)
     fake_run(tmp_path / "y", "lrpet", 0, cfg=tr, sub="t", steps=100)
     assert verdict(report_claims.lrpet, tmp_path / "y").verdict == "inconclusive"  # one seed
+    # the truncate baseline is the shared (residual) one, even when an independent-per-task
+    # truncate variant has more seeds; a run written before `sharing` existed counts as residual
+    pair(tmp_path / "i", better)
+    for s in range(4):
+        fake_run(tmp_path / "i", "lrpet", s, R=[[1.0], [1.0, 1.0], [0.99] * 3], steps=100,
+                 cfg=tr | {"sharing": "independent"}, sub="lrpet-truncate-independent")
+    assert verdict(report_claims.lrpet, tmp_path / "i").verdict == "supported"
+    for s, (a, b) in enumerate(better):
+        for cfg, acc, sub in ((lr, a, None), (tr, b, "lrpet-truncate")):
+            fake_run(tmp_path / "o", "lrpet", s, R=[[1.0], [1.0, 1.0], [acc] * 3], steps=100,
+                     cfg={k: v for k, v in cfg.items() if k != "sharing"}, sub=sub)
+    assert verdict(report_claims.lrpet, tmp_path / "o").verdict == "supported"
 
 
 def test_cacl_claim(tmp_path):
