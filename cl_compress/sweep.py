@@ -40,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from .config import compose_config
 from .errors import ConfigError
 from .io import write_json
 
@@ -161,8 +162,6 @@ def check_budget(preset: dict[str, Any], benchmarks: list[str], extra: list[str]
     Ada-QPacknet's search steps, does not unlock an epoch budget for all of them). Swept
     values (``a,b``, ``range(..)``) are checked one by one. Returns a one-line description.
     """
-    from .testing import compose_config
-
     exceptions = preset.get("budget_exceptions") or {}
     if not isinstance(exceptions, dict) or not all(isinstance(v, str) and v for v in exceptions.values()):
         raise ConfigError("preset budget_exceptions must map a strategy or variant to a reason (text)")

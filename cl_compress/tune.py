@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from .config import compose_config
 from .errors import ConfigError, UserError
 from .io import write_json
 
@@ -271,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from .strategies.base import validate_config
-    from .testing import compose_config
     from .train import build_and_run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

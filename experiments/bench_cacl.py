@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from cl_compress import claims
+from cl_compress.config import compose_config
 from cl_compress.strategies import builtin_names
-from cl_compress.testing import compose_config
 from cl_compress.train import build_and_run
 
 RESULTS = Path(__file__).parent / "results"

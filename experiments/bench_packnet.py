@@ -28,10 +28,10 @@ from torch import nn
 
 from cl_compress import claims, metrics
 from cl_compress.benchmarks import BenchmarkSpec, Stream, build_stream
+from cl_compress.config import compose_config
 from cl_compress.models import ContinualModel, build_backbone
 from cl_compress.runner import TrainerSettings, run_stream
 from cl_compress.strategies import TrainSettings, get_strategy
-from cl_compress.testing import compose_config
 from cl_compress.tracking import Tracker, TrackerSettings
 from experiments.avalanche_ref import accuracy_matrix, avalanche_benchmark
 
@@ -45,12 +45,12 @@ def avalanche_global_benchmark(stream: Stream):
     Avalanche's generator numbers the classes of experience ``i`` after those of ``0..i-1``."""
     from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
 
-    from cl_compress.benchmarks.avalanche_streams import _Targets, preserved_rng
+    from cl_compress.benchmarks.avalanche_streams import TargetsDataset, preserved_rng
 
     exps = stream.experiences
     with preserved_rng():
-        bench = nc_benchmark([_Targets(e.train_x, e.train_y) for e in exps],
-                             [_Targets(e.test_x, e.test_y) for e in exps],
+        bench = nc_benchmark([TargetsDataset(e.train_x, e.train_y) for e in exps],
+                             [TargetsDataset(e.test_x, e.test_y) for e in exps],
                              n_experiences=stream.n_tasks, task_labels=True, shuffle=False,
                              one_dataset_per_exp=True, class_ids_from_zero_in_each_exp=False)
     offset = 0

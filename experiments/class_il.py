@@ -22,8 +22,8 @@ import sys
 import tempfile
 import time
 
+from cl_compress.config import compose_config
 from cl_compress.task_inference import class_il_row
-from cl_compress.testing import compose_config
 from cl_compress.train import build_and_run
 
 STRATEGIES = ["naive", "individual", "packnet", "ada_qpacknet", "lrpet", "cacl"]

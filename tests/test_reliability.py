@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from cl_compress.config import compose_config
 from cl_compress.errors import CheckpointError, ConfigError, DataError
 from cl_compress.finite import NonFiniteWeightsError
 from cl_compress.io import load_torch, save_torch
 from cl_compress.runlock import RunDirBusy, RunLock
 from cl_compress.system import NonFiniteLossError
-from cl_compress.testing import compose_config, run_quick
+from cl_compress.testing import run_quick
 from cl_compress.train import build_and_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -536,7 +537,7 @@ def test_signal_before_any_task_finished_says_so_and_restores_handlers(tmp_path)
 def test_refused_run_leaves_the_directory_runs_status_alone(tmp_path):
     """A second, refused run into a finished run's directory must not mark that run failed
     (sweeps count status.json)."""
-    from cl_compress.testing import QUICK, compose_config
+    from cl_compress.testing import QUICK
     from cl_compress.train import run_job
 
     c = compose_config(QUICK + ONE)

@@ -14,10 +14,10 @@ import yaml
 
 from cl_compress import claims, metrics, report, report_claims, report_plots, sweep
 from cl_compress.benchmarks import BENCHMARKS
+from cl_compress.config import compose_config
 from cl_compress.errors import ConfigError
 from cl_compress.io import write_json
 from cl_compress.strategies import builtin_names, get_strategy
-from cl_compress.testing import compose_config
 
 PRESETS = Path(__file__).resolve().parents[1] / "experiments" / "presets"
 PERFECT = [[1.0], [1.0, 1.0], [1.0, 1.0, 1.0]]
