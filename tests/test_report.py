@@ -19,7 +19,6 @@ from cl_compress.errors import ConfigError
 from cl_compress.io import write_json
 from cl_compress.strategies import builtin_names, get_strategy
 
-PRESETS = Path(__file__).resolve().parents[1] / "experiments" / "presets"
 PERFECT = [[1.0], [1.0, 1.0], [1.0, 1.0, 1.0]]
 
 
@@ -327,7 +326,7 @@ def test_sweep_variants_are_validated_before_running(tmp_path, overrides, match)
 
 
 def test_presets_are_valid():
-    names = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+    names = sorted(sweep.shipped_presets())
     assert "cpu" in names and len(names) >= 4
     for name in names:
         p = sweep.load_preset(name)
@@ -375,3 +374,21 @@ def test_run_jobs_records_exit_codes_and_threads(tmp_path):
     assert json.loads((tmp_path / "sweep.json").read_text())["jobs"][1]["rc"] == 3
     expected = os.environ.get("OMP_NUM_THREADS", "1")  # an explicit environment setting wins
     assert (tmp_path / "multirun-0.log").read_text().strip() == f"threads {expected}"
+
+
+def test_preset_resolves_by_name_through_package_resources(tmp_path, monkeypatch):
+    """Presets are package data: found through importlib.resources, not the source tree, so a
+    non-editable install resolves them too; ./presets/<name>.yaml (make tune's output) next."""
+    from importlib import resources
+
+    monkeypatch.chdir(tmp_path)  # no source checkout around the working directory
+    cpu = resources.files("cl_compress").joinpath("presets", "cpu.yaml")
+    assert cpu.is_file() and "cpu" in sweep.shipped_presets()
+    loaded = sweep.load_preset("cpu")
+    assert loaded["preset"] == "cpu"
+    assert loaded["description"] == yaml.safe_load(cpu.read_text())["description"]
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "mine.yaml").write_text("description: mine\nseeds: [0]\n")
+    assert sweep.load_preset("mine") == {"description": "mine", "seeds": [0], "preset": "mine"}
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'.*'cpu'.*'mine'"):
+        sweep.load_preset("nope")
