@@ -4,6 +4,7 @@ weights, one run per directory, bad config and data before training, reload, W&B
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -413,7 +414,10 @@ def test_resume_keeps_one_metrics_history_and_the_wandb_run_id(tmp_path, monkeyp
     assert epochs == sorted(epochs) and len(set(epochs)) == 3  # 3 tasks x 1 epoch, continued
     assert (run / "wandb_run_id").read_text().strip() == run_id
     runs = list((run / "wandb").glob("offline-run-*"))
-    assert runs and all(p.name.endswith(run_id) for p in runs)  # one id across both sessions
+    # one id across both sessions; W&B adds "-1" to the folder of a second session that
+    # starts within the same second as the first (offline-run-<time>-<id>-1)
+    assert runs and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", p.name)
+                        for p in runs), [p.name for p in runs]
 
 
 # --- 6. reload -------------------------------------------------------------------------
