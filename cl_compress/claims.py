@@ -31,7 +31,7 @@ Project targets checked by the bench scripts (not paper claims): ``targets`` map
 limits (``min_ratio`` fewer stored params than ``individual``, ``max_points_below`` it; Ada-
 QPacknet vs PackNet: ``max_points_gap``, ``max_code_bits``, ``min_bytes_ratio``).
 
-Imports run one way: :mod:`cl_compress.report` → this module → :mod:`cl_compress.runs`.
+Imports run one way: :mod:`cl_compress.runs` → this module → :mod:`cl_compress.report`.
 """
 
 from __future__ import annotations

@@ -16,3 +16,7 @@ class DataError(UserError, RuntimeError):
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, truncated or incompatible."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite (raised by :mod:`cl_compress.system`)."""

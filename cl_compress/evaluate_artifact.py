@@ -63,7 +63,8 @@ def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED) -> dict[str, A
     model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task",
                            **extra)
     params = {k: v for k, v in cfg["strategy"].items() if k not in ("name", "variant")}
-    strategy = get_strategy(cfg["strategy"]["name"]).from_config(params, TrainSettings(**cfg["train"]))
+    strategy = get_strategy(cfg["strategy"]["name"]).from_config(
+        params, TrainSettings(**cfg["train"]), name=cfg["strategy"]["name"])
     strategy.setup(model, StreamInfo(stream.n_tasks, stream.scenario, stream.input_shape,
                                      stream.head_sizes))
     art = load_torch(path)  # weights_only: a tampered file is refused in one line

@@ -1,6 +1,9 @@
 """Non-finite weights never reach disk: a checkpoint or an artifact is written only from
 finite tensors, and a run whose weights turn NaN/inf stops, naming the last finite
-checkpoint (training can diverge without a NaN loss, e.g. one huge step per task)."""
+checkpoint (training can diverge without a NaN loss, e.g. one huge step per task).
+
+The checks here import nothing of the engine (io uses them before every write); the check
+of a run's state, which names its last checkpoint, is :func:`cl_compress.resume.check_state`."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .system import NonFiniteLossError
+from .errors import NonFiniteLossError
 
 
 class NonFiniteWeightsError(NonFiniteLossError):
@@ -31,21 +34,6 @@ def first_nonfinite(obj: Any, prefix: str = "") -> tuple[str, int, int] | None:
         if hit:
             return hit
     return None
-
-
-def check_state(model: torch.nn.Module, strategy: Any, task: int, run_dir: str | Path) -> None:
-    """Raise :class:`NonFiniteWeightsError` if the model or the strategy state is not finite."""
-    from .resume import describe_checkpoint
-
-    hit = first_nonfinite({"model": model.state_dict(), "strategy": strategy.state_dict()})
-    if hit:
-        name, bad, n = hit
-        raise NonFiniteWeightsError(
-            f"weights became non-finite during task {task} ({name}: {bad} of {n} values NaN/inf), "
-            f"so nothing was saved for it; last finite checkpoint: {describe_checkpoint(run_dir)}; "
-            f"the same settings diverge again: lower the learning rate (train.lr) and start "
-            f"afresh with overwrite=true"
-        )
 
 
 def refuse_nonfinite(path: str | Path, obj: Any) -> None:

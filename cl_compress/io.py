@@ -67,6 +67,12 @@ def write_json(path: str | Path, obj: Any) -> None:
     _atomic(Path(path), lambda f: f.write(data))
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically (UTF-8): readers see the old file or the whole new one."""
+    data = text.encode()
+    _atomic(Path(path), lambda f: f.write(data))
+
+
 def save_torch(path: str | Path, obj: Any) -> int:
     """``torch.save`` atomically; returns the size of the file in bytes. Tensors holding
     NaN/inf are refused (``finite.NonFiniteWeightsError``): they are never written."""

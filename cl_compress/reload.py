@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .config import compose_config
 from .errors import CheckpointError, ConfigError, UserError
 
 CHECKED = ("benchmark", "model", "strategy", "seed")  # what decides the stream and the model
@@ -49,8 +50,6 @@ def _sha256(path: Path) -> str:
 
 def run_config(path: str | Path, overrides: list[str]) -> tuple[Path, dict[str, Any]]:
     """The artifact's path and the config to rebuild its stream and model with."""
-    from .testing import compose_config
-
     p = Path(path)
     run_dir, artifact = (p, p / "model_artifact.pt") if p.is_dir() else (p.parent, p)
     if not artifact.is_file():

@@ -19,10 +19,12 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
+from .finite import NonFiniteWeightsError, first_nonfinite
 
 # output/logging keys: they may change between an interrupted run and its resumption
 # keys that do not change what a run computes: ignored by resume and by a sweep's
 # ``skip_if_done`` (status.config_hash) alike
+CKPT_FORMAT = 1  # checkpoint.pt layout version (runner writes it, check_structure reads it)
 NOT_COMPARED = ("logger", "hydra", "resume", "overwrite", "skip_if_done", "keep_going",
                 "trainer.progress_bar", "strategy.variant")
 REQUIRED = ("format", "next_task", "n_tasks", "seed", "strategy_name", "acc_matrix", "timing",
@@ -68,8 +70,6 @@ def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
 
 def check_structure(ck: Any, path: Path, n_tasks: int | None = None) -> None:
     """Format, required keys and task counters consistent with the accuracy matrix."""
-    from .runner import CKPT_FORMAT
-
     if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{path} is not a cl_compress checkpoint (format {CKPT_FORMAT})")
     missing = [k for k in REQUIRED if k not in ck]
@@ -201,3 +201,17 @@ def wandb_run_id(run_dir: Path, resume: bool) -> str:
     rid = secrets.token_hex(4)
     path.write_text(rid + "\n")
     return rid
+
+
+def check_state(model: torch.nn.Module, strategy: Any, task: int, run_dir: str | Path) -> None:
+    """Raise :class:`~cl_compress.finite.NonFiniteWeightsError` if the model or the strategy
+    state is not finite, naming the last finite checkpoint."""
+    hit = first_nonfinite({"model": model.state_dict(), "strategy": strategy.state_dict()})
+    if hit:
+        name, bad, n = hit
+        raise NonFiniteWeightsError(
+            f"weights became non-finite during task {task} ({name}: {bad} of {n} values NaN/inf), "
+            f"so nothing was saved for it; last finite checkpoint: {describe_checkpoint(run_dir)}; "
+            f"the same settings diverge again: lower the learning rate (train.lr) and start "
+            f"afresh with overwrite=true"
+        )

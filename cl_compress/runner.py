@@ -20,12 +20,23 @@ from torchmetrics.classification import MulticlassAccuracy
 from . import metrics
 from .benchmarks import Stream, make_loader
 from .compress.accounting import individual_reference_bits
+<<<<<<< HEAD
 from .finite import check_state as check_finite_state
 from .flops import flops_per_task
+=======
+>>>>>>> house
 from .io import CheckpointError, load_torch, save_torch, write_json
 from .models import ContinualModel
 from .progress import RunProgress
-from .resume import check_model_shapes, check_structure, describe_checkpoint, file_sha256, training_config
+from .resume import (
+    CKPT_FORMAT,
+    check_model_shapes,
+    check_structure,
+    describe_checkpoint,
+    file_sha256,
+    training_config,
+)
+from .resume import check_state as check_finite_state
 from .settings import TrainerSettings
 from .strategies.base import (
     CompressionStats,
@@ -51,7 +62,6 @@ log = logging.getLogger(__name__)
 # raised inside Lightning by the installed torch on every fit; nothing a user can act on
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 CHECKPOINT = "checkpoint.pt"
-CKPT_FORMAT = 1
 
 
 def task_seed(seed: int, task: int) -> int:

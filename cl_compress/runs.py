@@ -1,8 +1,8 @@
 """A finished run as the report and the claim checks see it (its ``results.json`` plus the
 per-task ``compress/*`` figures of its ``metrics.csv``), and statistics over runs.
 
-Imported by :mod:`cl_compress.report`, :mod:`cl_compress.claims` and
-:mod:`cl_compress.report_plots`; it imports none of them.
+Imported by :mod:`cl_compress.report` (its load, tables and plots) and :mod:`cl_compress.claims`;
+it imports none of them.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ as failed in sweep.json and the report). Progress (done / failed / running / pen
 printed as it changes and written to sweep.json ``progress``.
 
 Default: every registered strategy (``builtin_names()``), seeds 0 1 2, split_fmnist. A preset
-(``experiments/presets/<name>.yaml``, see experiments/README.md) names the benchmarks, seeds,
+(``cl_compress/presets/<name>.yaml``, see experiments/README.md) names the benchmarks, seeds,
 shared overrides, per-strategy overrides and variants (e.g. LRPET's truncate baseline).
 """
 
@@ -35,15 +35,19 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .config import compose_config
 from .errors import ConfigError
 from .io import write_json
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "experiments" / "presets"
+PRESET_PACKAGE = "cl_compress"  # the shipped presets: package data cl_compress/presets/*.yaml
+LOCAL_PRESET_DIR = Path("presets")  # your own (make tune writes here): ./presets/<name>.yaml
 PRESET_KEYS = {"description", "target", "benchmarks", "strategies", "seeds", "overrides",
                "benchmark_overrides", "strategy_overrides", "variants", "out", "parallel", "threads",
                "budget_exceptions", "launcher", "tuning"}
@@ -73,21 +77,30 @@ def launcher_overrides(launcher: str, parallel: int) -> list[str]:
     return ovs
 
 
+def shipped_presets() -> dict[str, Traversable]:
+    """The presets shipped with the package (``cl_compress/presets/<name>.yaml``), read through
+    importlib.resources so they resolve in an installed wheel as in a source checkout."""
+    root = resources.files(PRESET_PACKAGE).joinpath("presets")
+    return {p.name.removesuffix(".yaml"): p for p in root.iterdir() if p.name.endswith(".yaml")}
+
+
 def load_preset(name: str | None) -> dict[str, Any]:
-    """A preset by name (``experiments/presets/<name>.yaml``) or path; ``{}`` for none."""
+    """A preset by path, by name of a shipped one (``cl_compress/presets/<name>.yaml``) or of
+    one in ``./presets/``; ``{}`` for none."""
     if not name:
         return {}
-    path = Path(name)
+    shipped = shipped_presets()
+    path: Path | Traversable = Path(name)
     if not path.is_file():
-        path = PRESET_DIR / f"{name}.yaml"
+        path = shipped.get(name) or LOCAL_PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        known = sorted(set(shipped) | {p.stem for p in LOCAL_PRESET_DIR.glob("*.yaml")})
         raise ConfigError(f"unknown preset {name!r}; choose one of {known} or give a YAML path")
     data = yaml.safe_load(path.read_text()) or {}
     unknown = sorted(set(data) - PRESET_KEYS)
     if unknown:
         raise ConfigError(f"preset {path} has unknown key(s) {unknown}; valid: {sorted(PRESET_KEYS)}")
-    return data | {"preset": path.stem}
+    return data | {"preset": path.name.removesuffix(".yaml")}
 
 
 def merge_overrides(*groups: list[str]) -> list[str]:
@@ -161,8 +174,6 @@ def check_budget(preset: dict[str, Any], benchmarks: list[str], extra: list[str]
     Ada-QPacknet's search steps, does not unlock an epoch budget for all of them). Swept
     values (``a,b``, ``range(..)``) are checked one by one. Returns a one-line description.
     """
-    from .testing import compose_config
-
     exceptions = preset.get("budget_exceptions") or {}
     if not isinstance(exceptions, dict) or not all(isinstance(v, str) and v for v in exceptions.values()):
         raise ConfigError("preset budget_exceptions must map a strategy or variant to a reason (text)")
@@ -507,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     from .strategies import builtin_names
 
     p = argparse.ArgumentParser(prog="python -m cl_compress.sweep", description=__doc__.split("\n")[0])
-    p.add_argument("--preset", help="experiments/presets/<name>.yaml (or a path)")
+    p.add_argument("--preset",
+                   help="a shipped preset (cl_compress/presets/<name>.yaml), one in ./presets/, or a path")
     p.add_argument("--benchmarks", help="space-separated benchmark names")
     p.add_argument("--strategies", help="space-separated strategy names (default: all registered)")
     p.add_argument("--seeds", help="space-separated seeds (default: 0 1 2)")

@@ -22,15 +22,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from .errors import NonFiniteLossError  # noqa: F401  (re-exported)
 from .models import ContinualModel
 from .strategies.base import Phase, Strategy, build_optimizer, lr_factor  # noqa: F401  (re-exported)
 
 PROG_BAR_EVERY = 25  # steps between progress-bar loss updates
 CUDA_FINITE_CHECK_EVERY = 32  # on accelerators, checking every step would sync every step
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
 
 
 class ContinualSystem(L.LightningModule):

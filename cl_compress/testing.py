@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
+from .config import compose_config
 from .train import build_and_run
+
+__all__ = ["QUICK", "compose_config", "old_task_outputs", "run_quick"]
 
 QUICK = [
     "benchmark=synthetic", "logger=none", "trainer.progress_bar=false", "train.epochs=2",
     "train.steps_per_task=null", "train.batch_size=32",
 ]
-
-
-def compose_config(overrides: list[str] | None = None) -> dict[str, Any]:
-    """The resolved config that ``python -m cl_compress.train <overrides>`` would use."""
-    with initialize_config_module(config_module="cl_compress.configs", version_base=None):
-        cfg = compose(config_name="train", overrides=list(overrides or []))
-    out = OmegaConf.to_container(cfg, resolve=False)
-    out.pop("hydra", None)
-    return OmegaConf.to_container(OmegaConf.create(out), resolve=True)  # type: ignore[return-value]
 
 
 def run_quick(run_dir: str | Path, overrides: list[str] | None = None, on_task_end=None) -> dict:

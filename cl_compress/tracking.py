@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 import re
 import time
@@ -36,34 +35,11 @@ def is_rank_zero() -> bool:
 
 
 def heatmap_png(matrix: list[list[float | None]], path: Path, title: str) -> Path:
-    """Draw the accuracy matrix (rows: after training task i; cols: task j) as a PNG."""
-    import matplotlib
+    """Draw the accuracy matrix (rows: after training task i; cols: task j) as a PNG, with
+    the report's drawing (:func:`cl_compress.report.plots.matrix_figure`)."""
+    from .report.plots import matrix_figure  # matplotlib: only when a matrix is logged
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    T = len(matrix)
-    arr = np.full((T, max(len(r) for r in matrix)), np.nan)
-    for i, row in enumerate(matrix):
-        for j, v in enumerate(row):
-            if v is not None:
-                arr[i, j] = 100 * v
-    fig, ax = plt.subplots(figsize=(1.1 + 0.6 * arr.shape[1], 0.9 + 0.55 * T))
-    im = ax.imshow(arr, vmin=0, vmax=100, cmap="viridis")
-    for (i, j), v in np.ndenumerate(arr):
-        if not math.isnan(v):
-            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8,
-                    color="white" if v < 60 else "black")
-    ax.set_xlabel("evaluated on task j")
-    ax.set_ylabel("after training task i")
-    ax.set_xticks(range(arr.shape[1]))
-    ax.set_yticks(range(T))
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, label="accuracy (%)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    matrix_figure(matrix, title).savefig(path, dpi=110)
     return path
 
 

@@ -89,7 +89,8 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     train = TrainSettings(**c["train"])  # checked by precheck (build_and_run)
     params = dict(c["strategy"])
     explicit = params.pop("variant", None)
-    strategy = get_strategy(params.pop("name")).from_config(params, train)
+    name = params.pop("name")
+    strategy = get_strategy(name).from_config(params, train, name=name)
     strategy.variant = str(explicit) if explicit not in (None, "") else variant_of(strategy.cfg)
     spec = BenchmarkSpec(**c["benchmark"])
     if spec.scenario not in strategy.scenarios:
@@ -156,11 +157,12 @@ def check_strategy(c: dict[str, Any]) -> None:
     from .strategies import get_strategy
 
     params = {k: v for k, v in c["strategy"].items() if k not in ("name", "variant")}
-    cls = get_strategy(c["strategy"]["name"])
-    cls.from_config(params, TrainSettings(**c["train"]))
+    name = c["strategy"]["name"]
+    cls = get_strategy(name)
+    cls.from_config(params, TrainSettings(**c["train"]), name=name)
     scenario = c["benchmark"].get("scenario", "task")
     if scenario not in cls.scenarios:
-        raise ConfigError(f"strategy {cls.name!r} supports the {'/'.join(cls.scenarios)}-incremental "
+        raise ConfigError(f"strategy {name!r} supports the {'/'.join(cls.scenarios)}-incremental "
                           f"scenario(s), not benchmark.scenario={scenario!r}")
 
 

@@ -15,7 +15,7 @@
   that name the same study and storage share it, each taking the next trial number until the
   study holds ``--trials`` trials.
 * Output: ``<dir>/tune.json`` (every trial, the best one, the Pareto front) and a preset
-  (default ``experiments/presets/tuned_<strategy>_<benchmark>.yaml``) with the best
+  (default ``presets/tuned_<strategy>_<benchmark>.yaml`` in the working directory) with the best
   hyper-parameters as ``strategy_overrides`` and the number of trials in ``tuning``, which
   ``make compare PRESET=...`` runs on the test split. A preset that exists already is extended
   (so tuning several strategies into one file gives one comparison).
@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from .config import compose_config
 from .errors import ConfigError, UserError
 from .io import write_json
 
@@ -214,7 +215,7 @@ def redact(url: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from .strategies import builtin_names
-    from .sweep import PRESET_DIR, check_budget, load_preset, merge_overrides
+    from .sweep import LOCAL_PRESET_DIR, check_budget, load_preset, merge_overrides
 
     p = argparse.ArgumentParser(prog="python -m cl_compress.tune", description=__doc__.split("\n")[0])
     p.add_argument("--strategy", required=True, help="the strategy to tune")
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-fraction", type=float, help="held-out share of each task's training data")
     p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (default random)")
     p.add_argument("--dir", help="trial run directories (default runs/tune/<study>)")
-    p.add_argument("--out", help="preset to write (default experiments/presets/tuned_<strategy>_"
+    p.add_argument("--out", help="preset to write (default presets/tuned_<strategy>_"
                                  "<benchmark>.yaml; an existing one is extended)")
     args, extra = p.parse_known_args(argv)
     try:
@@ -271,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from .strategies.base import validate_config
-    from .testing import compose_config
     from .train import build_and_run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     if best is None:
         print(f"error: no trial of study {study_name} finished; see {run_root}", file=sys.stderr)
         return 1
-    out = Path(args.out) if args.out else PRESET_DIR / f"tuned_{args.strategy}_{bench}.yaml"
+    out = Path(args.out) if args.out else LOCAL_PRESET_DIR / f"tuned_{args.strategy}_{bench}.yaml"
     write_preset(out, base, args, bench, fixed, best, summary)
     print(f"[tune] {summary['complete']} of {args.trials} trials finished "
           f"({summary['failed']} failed), workers {summary['workers']}\n[tune] best (trial "

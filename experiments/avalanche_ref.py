@@ -19,10 +19,10 @@ def avalanche_benchmark(stream: Stream):
     """A task-incremental Avalanche benchmark with one experience per stream experience."""
     from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
 
-    from cl_compress.benchmarks.avalanche_streams import _Targets, preserved_rng
+    from cl_compress.benchmarks.avalanche_streams import TargetsDataset, preserved_rng
 
-    train = [_Targets(e.train_x, e.train_y) for e in stream.experiences]
-    test = [_Targets(e.test_x, e.test_y) for e in stream.experiences]
+    train = [TargetsDataset(e.train_x, e.train_y) for e in stream.experiences]
+    test = [TargetsDataset(e.test_x, e.test_y) for e in stream.experiences]
     with preserved_rng():
         return nc_benchmark(train, test, n_experiences=stream.n_tasks, task_labels=True,
                             shuffle=False, one_dataset_per_exp=True,
@@ -108,13 +108,13 @@ def run_avalanche_replay(stream: Stream, mem_size: int, epochs: int, lr: float, 
     from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
     from avalanche.training.supervised import Naive
 
-    from cl_compress.benchmarks.avalanche_streams import _Targets, preserved_rng
+    from cl_compress.benchmarks.avalanche_streams import TargetsDataset, preserved_rng
     from cl_compress.models.backbones import mlp
 
     if stream.scenario != "class":
         raise ValueError("run_avalanche_replay needs a class-incremental stream (global labels)")
-    train = [_Targets(e.train_x, e.train_y) for e in stream.experiences]
-    test = [_Targets(e.test_x, e.test_y) for e in stream.experiences]
+    train = [TargetsDataset(e.train_x, e.train_y) for e in stream.experiences]
+    test = [TargetsDataset(e.test_x, e.test_y) for e in stream.experiences]
     with preserved_rng():
         bench = nc_benchmark(train, test, n_experiences=stream.n_tasks, task_labels=False,
                              shuffle=False, one_dataset_per_exp=True)

@@ -13,9 +13,7 @@ Usage: python -m experiments.bench [--quick] [--strategies a,b] [--out PATH]
 
 from __future__ import annotations
 
-import argparse
 import cProfile
-import datetime as dt
 import io
 import os
 import platform
@@ -31,12 +29,13 @@ import torch.nn.functional as F
 
 from cl_compress import metrics
 from cl_compress.benchmarks import BenchmarkSpec, build_stream, make_loader
+from cl_compress.config import compose_config
 from cl_compress.models import ContinualModel, build_backbone
 from cl_compress.runner import TrainerSettings, make_trainer
 from cl_compress.strategies import Phase, TrainSettings, builtin_names, get_strategy
 from cl_compress.system import ContinualSystem
-from cl_compress.testing import compose_config
 from cl_compress.train import build_and_run
+from experiments import harness
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -238,19 +237,18 @@ def versus_avalanche(stream, epochs: int, seeds: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser("experiments.bench", __doc__, "bench-<date>.md")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, 1 epoch")
     ap.add_argument("--strategies", default=",".join(builtin_names()))
     ap.add_argument("--skip", default="", help="sections to skip, e.g. b,c")
     ap.add_argument("--naive-seeds", type=int, default=None,
                     help="seeds of the Naive comparison (c); default 3 with --quick, else 5")
-    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     L.seed_everything(0, verbose=False)
     stream = build_stream(BenchmarkSpec("split_fmnist", backend="native"))
-    date = dt.date.today().isoformat()
+    date = harness.today()
     head = [
         f"# cl_compress benchmark, {date}",
         "",
@@ -276,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         out += versus_avalanche(stream, epochs=1 if args.quick else 2, seeds=seeds)
     text = "\n".join(out)
     print(text)
-    path = Path(args.out) if args.out else RESULTS / f"bench-{date}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-    print(f"\nwritten to {path}")
+    harness.write_results(text, args.out, f"bench-{date}.md")
     return 0
 
 

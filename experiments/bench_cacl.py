@@ -16,21 +16,16 @@ Usage: python -m experiments.bench_cacl [--quick] [--steps N] [--tuned] [--out P
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import logging
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from cl_compress import claims
 from cl_compress.strategies import builtin_names
-from cl_compress.testing import compose_config
-from cl_compress.train import build_and_run
+from experiments import harness
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs/bench_cacl")
@@ -44,14 +39,8 @@ RUNS_DEFAULT = [("individual", ["strategy=individual"]), ("packnet", ["strategy=
 def run_one(name: str, overrides: list[str], quick: bool, steps: int = 1000) -> dict:
     extra = [f"train.steps_per_task={steps}"]
     extra += ["benchmark.max_train_per_task=2000"] if quick else []
-    cfg = compose_config(COMMON + overrides + extra + ["overwrite=true"])
     run_dir = RUNS / name.split(" ")[0] / ("quick" if quick else "full") / name.replace(" ", "_")
-    for f in ("checkpoint.pt", "metrics.csv"):  # a fresh run every time
-        (run_dir / f).unlink(missing_ok=True)
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = build_and_run(cfg, run_dir)
-    res["wall"], res["cpu"] = time.perf_counter() - t0, time.process_time() - c0
-    return res
+    return harness.run_inprocess(COMMON + overrides + extra, run_dir)
 
 
 def row(name: str, overrides: list[str], r: dict, ref: dict | None) -> str:
@@ -103,14 +92,12 @@ def reading(res: dict[str, dict], missing: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser("experiments.bench_cacl", __doc__, "cacl-<date>.md")
     ap.add_argument("--quick", action="store_true", help="2000 training samples per task")
     ap.add_argument("--steps", type=int, default=1000, help="optimiser steps per task, every run")
     ap.add_argument("--tuned", action="store_true", help="also run the short-budget CACL setting")
-    ap.add_argument("--out", default=None, help="Markdown file (default experiments/results/)")
     args = ap.parse_args(argv)
-    for noisy in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    harness.quiet_lightning()
     known = set(builtin_names())
     todo = RUNS_DEFAULT + ([CACL_TUNED] if args.tuned else [])
     missing = [n for n, o in todo if o[0].split("=")[1] not in known]
@@ -123,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         res[name] = run_one(name, over, args.quick, args.steps)
         print(row(name, over, res[name], res.get("individual")), flush=True)
 
-    date = dt.date.today().isoformat()
-    cmd = " ".join(["python -m experiments.bench_cacl", *(argv if argv is not None else sys.argv[1:])])
+    date = harness.today()
+    cmd = harness.command("experiments.bench_cacl", argv)
     ind = res["individual"]
     lines = [
         f"# CACL vs individual vs PackNet on split_fmnist (task-IL), {date}", "",
@@ -152,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Reading: " + reading(res, missing), ""]
     text = "\n".join(lines)
     print("\n" + text)
-    path = Path(args.out) if args.out else RESULTS / f"cacl-{date}{'-quick' if args.quick else ''}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(f"written: {path}")
+    harness.write_results(text, args.out, f"cacl-{date}{'-quick' if args.quick else ''}.md")
     return 0
 
 

@@ -10,12 +10,9 @@ Usage: python -m experiments.bench_gpu [--steps 200] [--batch 256] [--strategies
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime as dt
 import sys
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -26,6 +23,7 @@ from cl_compress.models import ContinualModel, build_backbone
 from cl_compress.runner import TrainerSettings, make_trainer
 from cl_compress.strategies import Phase, StreamInfo, TaskData, TrainSettings, builtin_names, get_strategy
 from cl_compress.system import ContinualSystem
+from experiments import harness
 
 SHAPE = (3, 32, 32)
 
@@ -78,11 +76,10 @@ def ours(name: str, x, y, steps: int, batch: int, precision: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser("experiments.bench_gpu", __doc__, "bench-gpu-<date>.md")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--strategies", default=",".join(builtin_names()))
-    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench-gpu needs a CUDA device; none is visible (torch.cuda.is_available() is False).")
@@ -91,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     n = args.steps * args.batch
     x = torch.randn(n, *SHAPE, device="cuda")
     y = torch.randint(0, 10, (n,), device="cuda")
-    lines = [f"# GPU throughput, {dt.date.today().isoformat()}", "",
-             f"Command: `python -m experiments.bench_gpu {' '.join(argv or sys.argv[1:])}`",
+    lines = [f"# GPU throughput, {harness.today()}", "",
+             f"Command: `{harness.command('experiments.bench_gpu', argv)}`",
              f"Device: {torch.cuda.get_device_name()}; reduced ResNet-18 (nf=20), 3x32x32, "
              f"batch {args.batch}, {args.steps} steps; torch {torch.__version__}, "
              f"lightning {L.__version__}.", "",
@@ -107,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             print(lines[-1], flush=True)
     lines += ["", "Ours includes Trainer start-up and host-to-device copies of each batch "
               "(the plain loop indexes GPU-resident data)."]
-    path = Path(args.out or Path(__file__).parent / "results" / f"bench-gpu-{dt.date.today().isoformat()}.md")
-    path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    harness.write_results("\n".join(lines), args.out, f"bench-gpu-{harness.today()}.md")
     return 0
 
 

@@ -171,7 +171,7 @@ def reading(size_line: str, regimes: list[tuple[str, list[dict], list[int]]]) ->
     return " ".join(parts)
 
 
-# The LRPET authors' CIFAR recipe (cifar10_train.py; see experiments/presets/recipe_lrpet.yaml):
+# The LRPET authors' CIFAR recipe (cifar10_train.py; see cl_compress/presets/recipe_lrpet.yaml):
 # SGD 0.1, momentum 0.9, wd 1e-4, x0.1 at 50 % and 75 % of each phase, batch 128.
 RECIPE = ["train.optimizer=sgd", "train.lr=0.1", "train.momentum=0.9", "train.weight_decay=0.0001",
           "train.scheduler=multistep", "train.milestones=[0.5,0.75]", "train.batch_size=128"]

@@ -12,13 +12,9 @@ Usage: python -m experiments.bench_packnet [--quick] [--out PATH]
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import io
-import logging
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -28,11 +24,12 @@ from torch import nn
 
 from cl_compress import claims, metrics
 from cl_compress.benchmarks import BenchmarkSpec, Stream, build_stream
+from cl_compress.config import compose_config
 from cl_compress.models import ContinualModel, build_backbone
 from cl_compress.runner import TrainerSettings, run_stream
 from cl_compress.strategies import TrainSettings, get_strategy
-from cl_compress.testing import compose_config
 from cl_compress.tracking import Tracker, TrackerSettings
+from experiments import harness
 from experiments.avalanche_ref import accuracy_matrix, avalanche_benchmark
 
 RESULTS = Path(__file__).parent / "results"
@@ -45,12 +42,12 @@ def avalanche_global_benchmark(stream: Stream):
     Avalanche's generator numbers the classes of experience ``i`` after those of ``0..i-1``."""
     from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
 
-    from cl_compress.benchmarks.avalanche_streams import _Targets, preserved_rng
+    from cl_compress.benchmarks.avalanche_streams import TargetsDataset, preserved_rng
 
     exps = stream.experiences
     with preserved_rng():
-        bench = nc_benchmark([_Targets(e.train_x, e.train_y) for e in exps],
-                             [_Targets(e.test_x, e.test_y) for e in exps],
+        bench = nc_benchmark([TargetsDataset(e.train_x, e.train_y) for e in exps],
+                             [TargetsDataset(e.test_x, e.test_y) for e in exps],
                              n_experiences=stream.n_tasks, task_labels=True, shuffle=False,
                              one_dataset_per_exp=True, class_ids_from_zero_in_each_exp=False)
     offset = 0
@@ -98,7 +95,8 @@ def run_ours(stream: Stream, overrides: list[str], tag: str) -> dict:
                         f"strategy.retrain_epochs={POST_PRUNE}", f"seed={SEED}", *overrides])
     train = TrainSettings(**c["train"])
     params = dict(c["strategy"])
-    strategy = get_strategy(params.pop("name")).from_config(params, train)
+    name = params.pop("name")
+    strategy = get_strategy(name).from_config(params, train, name=name)
     torch.manual_seed(SEED)
     body, feat = build_backbone("mlp", stream.input_shape, hidden=c["model"]["hidden"])
     model = ContinualModel(body, feat, stream.head_sizes, multi_head=True)
@@ -148,14 +146,12 @@ def _fastest(runs: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser("experiments.bench_packnet", __doc__, "packnet-<date>.md")
     ap.add_argument("--quick", action="store_true", help="2000 training samples per task (smoke)")
     ap.add_argument("--repeats", type=int, default=1, help="alternate the runs; keep the fastest")
-    ap.add_argument("--out", default=None, help="Markdown file (default experiments/results/)")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    for noisy in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    harness.quiet_lightning()
     stream = build_stream(BenchmarkSpec("split_fmnist"))  # Avalanche's generator (default backend)
     if args.quick:
         stream = subsample(stream, 2000)
@@ -172,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     avs, ours = [_fastest(r) for r in av_runs], [_fastest(r) for r in our_runs]
     av_wall, av_cpu = min(r["wall"] for r in avs), min(r["cpu"] for r in avs)
 
-    date = dt.date.today().isoformat()
-    cmd = " ".join(["python -m experiments.bench_packnet", *(argv if argv is not None else sys.argv[1:])])
+    date = harness.today()
+    cmd = harness.command("experiments.bench_packnet", argv)
     e0 = stream.experiences[0]
     lines = [
         f"# PackNet: cl_compress vs Avalanche {_version('avalanche-lib')}, {date}", "",
@@ -206,10 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Reading: " + reading(avs, ours), "", paper_claim(ours[0]), ""]
     text = "\n".join(lines)
     print("\n" + text)
-    path = Path(args.out) if args.out else RESULTS / f"packnet-{date}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-    print(f"\nwritten to {path}")
+    harness.write_results(text, args.out, f"packnet-{date}.md")
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
 import platform
@@ -22,9 +21,10 @@ import sys
 import tempfile
 import time
 
+from cl_compress.config import compose_config
 from cl_compress.task_inference import class_il_row
-from cl_compress.testing import compose_config
 from cl_compress.train import build_and_run
+from experiments import harness
 
 STRATEGIES = ["naive", "individual", "packnet", "ada_qpacknet", "lrpet", "cacl"]
 ABLATIONS = [("packnet", ["eval.negatives=none"], "plain confidence (no negatives)"),
@@ -104,17 +104,16 @@ def main(argv: list[str] | None = None) -> int:
                 "avg_acc": sum(last) / len(last), "train_s": res["train_seconds"]}
         print(json.dumps({"avalanche_replay_200": aval}), flush=True)
     md = table(rows, aval, a, argv if argv is not None else sys.argv[1:])
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(md)
     print(md)
+    if a.out:  # printed only unless --out names a file
+        harness.write_results(md, a.out, "")
     return 0
 
 
 def table(rows: list[dict], aval: dict | None, a, argv: list[str]) -> str:
     pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
     out = ["# Class-incremental split Fashion-MNIST (5 x 2): task inference for isolation strategies",
-           "", f"- date: {datetime.date.today().isoformat()}",
+           "", f"- date: {harness.today()}",
            f"- command: `nice -n 15 env OMP_NUM_THREADS=1 python -m experiments.class_il "
            f"{' '.join(argv)}`",
            f"- machine: {platform.processor() or platform.machine()}, 1 thread, CPU shared with "

@@ -14,34 +14,19 @@ Usage: python -m experiments.defaults [--strategies "cacl individual"] [--benchm
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
-import os
-import platform
-import shlex
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from cl_compress import claims
 from cl_compress.strategies import builtin_names
+from experiments import harness
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def run(strategy: str, benchmark: str, seed: int, extra: list[str], root: Path) -> tuple[dict, float]:
-    run_dir = root / strategy
-    cmd = [sys.executable, "-m", "cl_compress.train", f"strategy={strategy}",
-           f"benchmark={benchmark}", f"seed={seed}", "logger=none", "trainer.progress_bar=false",
-           f"hydra.run.dir={run_dir}", *extra]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"{shlex.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
-    return json.loads((run_dir / "results.json").read_text()), time.perf_counter() - t0
+    return harness.run_cli([f"strategy={strategy}", f"benchmark={benchmark}", f"seed={seed}", *extra],
+                           root / strategy)
 
 
 def cacl_check(rows: dict[str, dict]) -> str:
@@ -56,11 +41,10 @@ def cacl_check(rows: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.defaults", description=__doc__.split("\n")[0])
+    p = harness.parser("experiments.defaults", __doc__, "defaults-<date>.md")
     p.add_argument("--strategies", help="space-separated names (default: every registered strategy)")
     p.add_argument("--benchmark", default="split_fmnist")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="result file (default: experiments/results/defaults-<date>.md)")
     args, extra = p.parse_known_args(argv)
     names = args.strategies.split() if args.strategies else builtin_names()
     rows: dict[str, dict] = {}
@@ -86,25 +70,17 @@ def main(argv: list[str] | None = None) -> int:
             f"| {extra_steps} | {100 * r['avg_acc']:.2f} | {100 * r['forgetting']:.2f} "
             f"| {c['stored_params']:,} | {fewer} | {c['ratio_vs_individual']:.2f} | {wall[name]:.0f} |")
     check = cacl_check(rows)
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    stamp = dt.datetime.now()
-    cmd = shlex.join(["python", "-m", "experiments.defaults", *(argv if argv is not None else sys.argv[1:])])
+    cmd = harness.command("experiments.defaults", argv)
     text = "\n".join([
         f"# Embedded defaults: `make exp STRATEGY=<name>` on {args.benchmark} (seed {args.seed})", "",
-        f"- command: `{cmd}`", f"- date: {stamp:%Y-%m-%d %H:%M}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        f"- command: `{cmd}`", f"- date: {harness.now()}",
+        f"- machine: {harness.machine(threads=False)}",
         "- budget: the default `train.steps_per_task` for every strategy (extra phases included); "
         "extra steps are taken outside it and shown apart", "",
         *lines, "", check, "",
     ])
     print("\n" + text)
-    out = Path(args.out) if args.out else RESULTS / f"defaults-{stamp:%Y-%m-%d}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"written: {out}")
+    harness.write_results(text, args.out, f"defaults-{harness.today()}.md")
     return 0
 
 

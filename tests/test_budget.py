@@ -1,7 +1,6 @@
 """Training budgets counted in optimiser steps, LR schedules, and the work each run records."""
 
 import math
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -13,6 +12,7 @@ from cl_compress.models import ContinualModel, build_backbone
 from cl_compress.runner import TrainerSettings, make_trainer
 from cl_compress.strategies import Phase, get_strategy
 from cl_compress.strategies.base import TrainSettings, allocate_steps, lr_factor
+from cl_compress.sweep import shipped_presets
 from cl_compress.system import ContinualSystem
 from cl_compress.testing import run_quick
 
@@ -155,9 +155,7 @@ def test_sweep_refuses_epoch_budgets_unless_the_preset_names_the_difference(tmp_
     assert "train.steps_per_task=N" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in
-                                        (Path(__file__).resolve().parents[1] / "experiments" /
-                                         "presets").glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(shipped_presets()))
 def test_every_preset_plans_with_an_equal_step_budget(name, capsys):
     """Every committed preset validates (strategy configs, budget in steps or named exceptions)
     and plans its multiruns; --dry-run runs nothing."""

@@ -51,3 +51,20 @@ def test_unknown_names_list_choices():
         get_strategy("nope")
     with pytest.raises(ConfigError, match="cannot import"):
         get_strategy("no_such_module:Cls")
+
+
+def test_lookup_does_not_change_the_class(tmp_path, monkeypatch):
+    """A lookup is side-effect free, so the entry-point and import-path tests pass in any order."""
+    from cl_compress.settings import TrainSettings
+    from tests.plugins.ext_strategy import HeadsOnly
+
+    dist = tmp_path / "my_cl_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-cl-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[cl_compress.strategies]\nheads_only = {PLUGIN}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = dict(vars(HeadsOnly))
+    for name in ("heads_only", PLUGIN):
+        assert get_strategy(name) is HeadsOnly
+        assert get_strategy(name).from_config({}, TrainSettings(), name=name).name == name
+    assert dict(vars(HeadsOnly)) == before and HeadsOnly.name == ""

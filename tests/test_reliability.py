@@ -4,6 +4,7 @@ weights, one run per directory, bad config and data before training, reload, W&B
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,12 +16,13 @@ import numpy as np
 import pytest
 import torch
 
+from cl_compress.config import compose_config
 from cl_compress.errors import CheckpointError, ConfigError, DataError
 from cl_compress.finite import NonFiniteWeightsError
 from cl_compress.io import load_torch, save_torch
 from cl_compress.runlock import RunDirBusy, RunLock
 from cl_compress.system import NonFiniteLossError
-from cl_compress.testing import compose_config, run_quick
+from cl_compress.testing import run_quick
 from cl_compress.train import build_and_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -412,7 +414,10 @@ def test_resume_keeps_one_metrics_history_and_the_wandb_run_id(tmp_path, monkeyp
     assert epochs == sorted(epochs) and len(set(epochs)) == 3  # 3 tasks x 1 epoch, continued
     assert (run / "wandb_run_id").read_text().strip() == run_id
     runs = list((run / "wandb").glob("offline-run-*"))
-    assert runs and all(p.name.endswith(run_id) for p in runs)  # one id across both sessions
+    # one id across both sessions; W&B adds "-1" to the folder of a second session that
+    # starts within the same second as the first (offline-run-<time>-<id>-1)
+    assert runs and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", p.name)
+                        for p in runs), [p.name for p in runs]
 
 
 # --- 6. reload -------------------------------------------------------------------------
@@ -536,7 +541,7 @@ def test_signal_before_any_task_finished_says_so_and_restores_handlers(tmp_path)
 def test_refused_run_leaves_the_directory_runs_status_alone(tmp_path):
     """A second, refused run into a finished run's directory must not mark that run failed
     (sweeps count status.json)."""
-    from cl_compress.testing import QUICK, compose_config
+    from cl_compress.testing import QUICK
     from cl_compress.train import run_job
 
     c = compose_config(QUICK + ONE)

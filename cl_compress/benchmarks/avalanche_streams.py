@@ -37,7 +37,7 @@ def preserved_rng():
         torch.set_rng_state(th)
 
 
-class _Targets(TensorDataset):
+class TargetsDataset(TensorDataset):
     """TensorDataset with the ``targets`` attribute Avalanche's generators require."""
 
     def __init__(self, x: Tensor, y: Tensor):
@@ -75,7 +75,7 @@ def nc_stream(
     til = scenario == "task"
     with preserved_rng():
         bench = nc_benchmark(
-            _Targets(x_tr, y_tr), _Targets(x_te, y_te), n_experiences=n_tasks,
+            TargetsDataset(x_tr, y_tr), TargetsDataset(x_te, y_te), n_experiences=n_tasks,
             task_labels=til, shuffle=False, fixed_class_order=list(class_order),
             class_ids_from_zero_in_each_exp=til,
         )
@@ -94,7 +94,7 @@ def per_dataset_stream(
 
     with preserved_rng():
         bench = nc_benchmark(
-            [_Targets(a, b) for a, b, _, _ in tasks], [_Targets(c, d) for _, _, c, d in tasks],
+            [TargetsDataset(a, b) for a, b, _, _ in tasks], [TargetsDataset(c, d) for _, _, c, d in tasks],
             n_experiences=len(tasks), task_labels=scenario == "task", shuffle=False,
             one_dataset_per_exp=True, class_ids_from_zero_in_each_exp=False,
         )

@@ -291,19 +291,27 @@ class Strategy:
         self.info: StreamInfo | None = None
 
     @classmethod
-    def from_config(cls, params: dict[str, Any], train: TrainSettings) -> Strategy:
-        """Build from a plain dict; unknown keys and out-of-range values raise ConfigError."""
+    def from_config(cls, params: dict[str, Any], train: TrainSettings, name: str = "") -> Strategy:
+        """Build from a plain dict; unknown keys and out-of-range values raise ConfigError.
+
+        ``name``: what the run calls the strategy (``strategy.name`` as given: a registered
+        name, an entry-point name or an import path); default: the class's registered name.
+        It is set on the instance; the class is never changed."""
+        name = name or cls.name
         names = {f.name for f in dataclasses.fields(cls.Config)}
         unknown = sorted(set(params) - names)
         if unknown:
             raise ConfigError(
-                f"unknown parameter(s) {unknown} for strategy {cls.name!r}; "
+                f"unknown parameter(s) {unknown} for strategy {name!r}; "
                 f"valid: {sorted(names) or 'none'}"
             )
         cfg = cls.Config(**params)
         validate_config(cfg)
         cfg.validate()
-        return cls(cfg, train)
+        strategy = cls(cfg, train)
+        if name != strategy.name:
+            strategy.name = name  # type: ignore[misc]  (an instance attribute shadows the class's)
+        return strategy
 
     # --- lifecycle -------------------------------------------------------------------
     def setup(self, model: ContinualModel, info: StreamInfo) -> None:

@@ -52,7 +52,11 @@ def available() -> dict[str, str]:
 
 
 def get_strategy(name: str) -> type[Strategy]:
-    """Resolve a registered name, an entry-point name, or ``module:Class``."""
+    """Resolve a registered name, an entry-point name, or ``module:Class``.
+
+    The class is returned as it is (a lookup changes nothing, so lookups in any order agree);
+    build with ``get_strategy(name).from_config(params, train, name=name)`` so the run is
+    named by what was asked for."""
     _load_builtins()
     if name in _REGISTRY:
         return _REGISTRY[name]
@@ -72,6 +76,4 @@ def get_strategy(name: str) -> type[Strategy]:
         )
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise ConfigError(f"{name!r} does not name a cl_compress Strategy subclass")
-    if not cls.name:
-        cls.name = name
-    return cls
+    return cls  # never mutated: the instance gets the given name (Strategy.from_config)

@@ -1,6 +1,9 @@
 """Figures of the comparison report (matplotlib ``Figure`` objects, no pyplot state, so they
-save headless and display inline in a notebook). Every function takes one benchmark's
-``{label: runs}`` groups from :class:`cl_compress.report.Sweep` and returns a Figure."""
+save headless and display inline in a notebook). Most functions take one benchmark's
+``{label: runs}`` groups from :class:`cl_compress.report.Sweep` and return a Figure.
+
+The accuracy-matrix heat-map is drawn in one place, :func:`draw_matrix`, used for the
+report's per-strategy grid and for the per-run PNG :mod:`cl_compress.tracking` logs."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from .runs import Run, stat
+from ..runs import Run, stat
 
 TASK_KEY = re.compile(r"^task_(\d+)$")
 
@@ -38,16 +41,57 @@ def fmt_bytes(v: float) -> str:
     return f"{v:g} B"
 
 
+def matrix_percent(matrix: list[list[float | None]], n_tasks: int | None = None) -> np.ndarray:
+    """One run's accuracy matrix (fractions; ``None`` or missing: not evaluated) in %, as a
+    ``T x T`` array with NaN where there is no value (above the diagonal).
+
+    >>> matrix_percent([[0.5], [0.25, 1.0]]).tolist()
+    [[50.0, nan], [25.0, 100.0]]
+    """
+    T = n_tasks or max(len(matrix), max((len(r) for r in matrix), default=0))
+    arr = np.full((T, T), np.nan)
+    for i, row in enumerate(matrix):
+        arr[i, :len(row)] = [np.nan if v is None else 100 * v for v in row]
+    return arr
+
+
 def mean_matrix(runs: list[Run]) -> np.ndarray:
     """Mean over seeds of the accuracy matrix, in %, NaN above the diagonal."""
     T = runs[0].res["n_tasks"]
-    stack = np.full((len(runs), T, T), np.nan)
-    for k, r in enumerate(runs):
-        for i, row in enumerate(r.res["acc_matrix"]):
-            stack[k, i, :len(row)] = [np.nan if v is None else 100 * v for v in row]
+    stack = np.stack([matrix_percent(r.res["acc_matrix"], T) for r in runs])
     with warnings.catch_warnings():  # cells above the diagonal are NaN in every run
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(stack, axis=0)
+
+
+def draw_matrix(ax, arr: np.ndarray, title: str, decimals: int = 0, fontsize: float = 7):
+    """Draw an accuracy matrix in % (row i: after training task i; column j: task j) on
+    ``ax``, with the values written in the cells up to 10 tasks; returns the image (for a
+    colour bar)."""
+    T = arr.shape[0]
+    im = ax.imshow(arr, vmin=0, vmax=100, cmap="viridis")
+    if T <= 10:
+        for (i, j), v in np.ndenumerate(arr):
+            if not math.isnan(v):
+                ax.text(j, i, f"{v:.{decimals}f}", ha="center", va="center", fontsize=fontsize,
+                        color="white" if v < 60 else "black")
+    ticks = range(T) if T <= 10 else range(0, T, max(1, T // 5))
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xlabel("evaluated on task j", fontsize=fontsize + 1)
+    ax.set_ylabel("after training task i", fontsize=fontsize + 1)
+    ax.tick_params(labelsize=fontsize)
+    ax.set_title(title, fontsize=9)
+    return im
+
+
+def matrix_figure(matrix: list[list[float | None]], title: str) -> Figure:
+    """One run's accuracy matrix as a Figure (the PNG a run logs, cl_compress.tracking)."""
+    arr = matrix_percent(matrix)
+    fig = Figure(figsize=(1.1 + 0.6 * arr.shape[1], 0.9 + 0.55 * arr.shape[0]), layout="constrained")
+    ax = fig.subplots()
+    fig.colorbar(draw_matrix(ax, arr, title, decimals=1, fontsize=8), ax=ax, label="accuracy (%)")
+    return fig
 
 
 def heatmaps(groups: dict[str, list[Run]], title: str = "") -> Figure:
@@ -61,19 +105,7 @@ def heatmaps(groups: dict[str, list[Run]], title: str = "") -> Figure:
     axes = fig.subplots(nrow, ncol, squeeze=False)
     im = None
     for ax, lab in zip(axes.flat, labels):
-        arr = mean_matrix(groups[lab])
-        im = ax.imshow(arr, vmin=0, vmax=100, cmap="viridis")
-        if T <= 10:
-            for (i, j), v in np.ndenumerate(arr):
-                if not math.isnan(v):
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                            color="white" if v < 60 else "black")
-        ax.set_title(f"{lab} (n={len(groups[lab])})", fontsize=9)
-        ax.set_xticks(range(T) if T <= 10 else range(0, T, max(1, T // 5)))
-        ax.set_yticks(range(T) if T <= 10 else range(0, T, max(1, T // 5)))
-        ax.set_xlabel("evaluated on task j", fontsize=8)
-        ax.set_ylabel("after training task i", fontsize=8)
-        ax.tick_params(labelsize=7)
+        im = draw_matrix(ax, mean_matrix(groups[lab]), f"{lab} (n={len(groups[lab])})")
     for ax in list(axes.flat)[len(labels):]:
         ax.axis("off")
     if im is not None:

@@ -1,0 +1,94 @@
+"""Load a sweep: every finished run below a directory, labelled by strategy variant and
+grouped by benchmark. First stage of the report (load → tables / plots → write)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runs import Run, read_per_task
+from ..status import read_status
+
+BASELINES = ("individual", "naive")
+
+
+@dataclass
+class Sweep:
+    """Runs of a sweep grouped as ``groups[benchmark][label] -> runs`` (one per seed)."""
+
+    root: Path
+    runs: list[Run]
+    incomplete: list[Path]
+    meta: dict[str, Any]
+    failed: dict[Path, str] = field(default_factory=dict)  # run dir -> error (status.json)
+
+    @property
+    def groups(self) -> dict[str, dict[str, list[Run]]]:
+        out: dict[str, dict[str, list[Run]]] = {}
+        for r in sorted(self.runs, key=lambda r: (r.bench, _order(r.label), r.res.get("seed", 0))):
+            out.setdefault(r.bench, {}).setdefault(r.label, []).append(r)
+        return out
+
+
+def _order(label: str) -> tuple[int, str]:
+    base = label.split("[")[0]
+    return (BASELINES.index(base) if base in BASELINES else len(BASELINES), label)
+
+
+def _default_config(strategy: str) -> dict[str, Any] | None:
+    import dataclasses
+
+    try:
+        from .strategies import get_strategy
+
+        return dataclasses.asdict(get_strategy(strategy).Config())
+    except Exception:  # a strategy that is no longer importable: label by what varies
+        return None
+
+
+def assign_labels(runs: list[Run]) -> None:
+    """Label each run by its strategy plus the hyper-parameters that make it a variant:
+    keys that vary between runs of that strategy and differ from the strategy's defaults
+    (e.g. ``lrpet[mode=truncate]``); runs with the default values keep the plain name."""
+    by_name: dict[str, list[Run]] = {}
+    for r in runs:
+        by_name.setdefault(r.strategy, []).append(r)
+    for name, rs in by_name.items():
+        # keys every run has (a key missing from some runs means another code version, not a variant)
+        keys = sorted(set.intersection(*(set(r.config) for r in rs)))
+        varying = [k for k in keys if len({json.dumps(r.config[k], sort_keys=True) for r in rs}) > 1]
+        ref = _default_config(name) or rs[0].config
+        for r in rs:
+            diff = [f"{k}={r.config.get(k)}" for k in varying if r.config.get(k) != ref.get(k)]
+            r.label = f"{name}[{','.join(diff)}]" if diff else name
+
+
+def load_sweep(root: str | Path) -> Sweep:
+    """Every run below ``root`` (a sweep directory, or any folder of run directories)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"sweep directory {root} does not exist")
+    runs = []
+    for p in sorted(root.rglob("results.json")):
+        try:
+            res = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(res, dict) and "acc_matrix" in res and "strategy" in res:
+            runs.append(Run(p.parent, res, per_task=read_per_task(p.parent / "metrics.csv")))
+    done = {r.path for r in runs}
+    incomplete = sorted(({p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
+                         | {p.parent for p in root.rglob("status.json")}) - done)
+    failed = {}
+    for p in incomplete:
+        st = read_status(p) or {}
+        if st.get("state") == "failed":
+            failed[p] = str(st.get("error") or "unknown error")
+    assign_labels(runs)
+    meta_path = root / "sweep.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return Sweep(root, runs, incomplete, meta, failed)
+
+

@@ -1,0 +1,31 @@
+"""experiments/harness.py: the scaffolding the bench scripts share."""
+
+from pathlib import Path
+
+from experiments import harness
+
+
+def test_write_results_is_atomic_and_defaults_under_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(harness, "RESULTS", tmp_path / "results")
+    p = harness.write_results("# t\n\nrow\n\n", None, "x-2026.md")
+    assert p == tmp_path / "results" / "x-2026.md" and p.read_text() == "# t\n\nrow\n"
+    assert f"written to {p}" in capsys.readouterr().out
+    out = tmp_path / "else" / "y.md"
+    assert harness.write_results("a", str(out), "unused.md") == out and out.read_text() == "a\n"
+    assert sorted(q.name for q in (tmp_path / "results").iterdir()) == ["x-2026.md"]  # no tmp left
+
+
+def test_command_and_parser():
+    assert harness.command("experiments.defaults", ["--strategies", "naive lrpet", "train.lr=0.1"]) == \
+        "python -m experiments.defaults --strategies 'naive lrpet' train.lr=0.1"
+    ap = harness.parser("experiments.bench", "Title line.\nmore", "bench-<date>.md")
+    assert ap.prog == "python -m experiments.bench" and ap.description == "Title line."
+    assert ap.parse_args(["--out", "o.md"]).out == "o.md" and ap.parse_args([]).out is None
+
+
+def test_scripts_use_the_harness():
+    """The ported scripts write through harness.write_results (atomic), not write_text."""
+    root = Path(harness.__file__).parent
+    for name in ("bench", "bench_packnet", "bench_cacl", "defaults", "class_il", "bench_gpu"):
+        text = (root / f"{name}.py").read_text()
+        assert "harness.write_results(" in text and ".write_text(" not in text, name
