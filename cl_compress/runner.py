@@ -20,11 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from . import metrics
 from .benchmarks import Stream, make_loader
 from .compress.accounting import individual_reference_bits
-<<<<<<< HEAD
-from .finite import check_state as check_finite_state
 from .flops import flops_per_task
-=======
->>>>>>> house
 from .io import CheckpointError, load_torch, save_torch, write_json
 from .models import ContinualModel
 from .progress import RunProgress
