@@ -48,8 +48,9 @@ def _factors(m: nn.Module) -> tuple[Tensor, Tensor, Tensor | None, dict | None] 
 
     if isinstance(m, TaskResidualLayer) and m.eval_task is not None and m.k is not None:
         j = m.eval_task
-        u = torch.cat([m.stored_u[i] for i in range(j + 1)], 1)
-        v = torch.cat([m.stored_v[i] for i in range(j + 1)], 0)
+        terms = [j] if m.independent else range(j + 1)  # independent: task j's own term alone
+        u = torch.cat([m.stored_u[i] for i in terms], 1)
+        v = torch.cat([m.stored_v[i] for i in terms], 0)
         b = None if m.bias is None else m.stored_bias[j]
         conv = None
         if m.conv is not None:

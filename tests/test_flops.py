@@ -19,14 +19,15 @@ def runs(tmp_path_factory):
     out = {}
     for name, extra in (("naive", []), ("packnet", []),
                         ("cacl", ["strategy.energy_sv=0.05", "strategy.sigma_lr_scale=5"]),
-                        ("lrpet", ["strategy.rank=4"])):
+                        ("lrpet", ["strategy.rank=4"]),
+                        ("lrpet-independent", ["strategy.rank=4", "strategy.sharing=independent"])):
         final = {}
 
         def keep(t, model, strategy, final=final):
             final["model"], final["strategy"] = model, strategy
 
         res = run_quick(tmp_path_factory.mktemp(name) / "run",
-                        [f"strategy={name}", *HIDDEN, *extra], on_task_end=keep)
+                        [f"strategy={name.split('-')[0]}", *HIDDEN, *extra], on_task_end=keep)
         out[name] = (res, final["model"], final["strategy"])
     return out
 
@@ -63,7 +64,7 @@ def test_packnet_is_dense_in_flops_sparse_in_weights(runs):
     assert inf["nonzero_weights_per_task"] == sorted(inf["nonzero_weights_per_task"])
 
 
-@pytest.mark.parametrize("name", ["cacl", "lrpet"])
+@pytest.mark.parametrize("name", ["cacl", "lrpet", "lrpet-independent"])
 def test_low_rank_layers_count_thin_products(runs, name):
     res, model, strategy = runs[name]
     inf = res["inference"]
@@ -89,12 +90,14 @@ def _layer_ranks(res, strategy, name, t):
     if name == "cacl":
         ranks = res["strategy_extra"]["ranks"]
         return [((m.fan_in, m.out), ranks[f"layer{i}"][t]) for i, m in enumerate(strategy.layers)]
-    return [((la.shape[1], la.shape[0]), (t + 1) * la.k) for la in strategy.layers.values()]
+    terms = 1 if strategy.cfg.sharing == "independent" else t + 1  # independent: own term only
+    return [((la.shape[1], la.shape[0]), terms * la.k) for la in strategy.layers.values()]
 
 
 @pytest.mark.parametrize("name,extra", [
     ("cacl", ["strategy.factorize=[conv]", "strategy.growth=none"]),
     ("lrpet", ["strategy.rank=2"]),
+    ("lrpet", ["strategy.rank=2", "strategy.sharing=independent"]),
 ])
 def test_conv_layers_thin_forward_matches(name, extra, tmp_path):
     """Conv: a r-channel conv then a 1x1 conv gives the model's output; the count is the
@@ -141,7 +144,8 @@ def _analytic(model, strategy, x, t):
             cost = min(r * (fan + out), fan * out)
         elif isinstance(m, TaskResidualLayer):
             out, fan = m.shape[0], int(torch.tensor(m.shape[1:]).prod())
-            cost = min((t + 1) * m.k * (fan + out), fan * out)
+            terms = 1 if m.independent else t + 1
+            cost = min(terms * m.k * (fan + out), fan * out)
         else:
             cost = m.weight[0].numel() * m.weight.shape[0]
         total += 2 * cost * positions
