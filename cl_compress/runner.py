@@ -79,9 +79,17 @@ def make_trainer(s: TrainerSettings, epochs: int, steps: int | None = None) -> L
     )
 
 
+def diverged(e: NonFiniteLossError, run_dir: Path) -> NonFiniteLossError:
+    """``e`` with what is kept and what to do next."""
+    kept = (f"last good checkpoint: {describe_checkpoint(run_dir)}"
+            if (run_dir / CHECKPOINT).exists() else "no task finished")
+    return NonFiniteLossError(f"{e} ({kept}; the same settings diverge again: lower the "
+                              f"learning rate and start afresh with overwrite=true)")
+
+
 def engine_fitter(model: ContinualModel, strategy: Strategy, loader: Callable[[], Any], task: int,
-                  s: TrainerSettings, negatives: tuple[str, float] | None = None
-                  ) -> Callable[[Phase], int]:
+                  s: TrainerSettings, negatives: tuple[str, float] | None = None,
+                  run_dir: Path | None = None) -> Callable[[Phase], int]:
     """``TaskData.fitter``: train ``task`` for a phase outside the task's phases (a search
     candidate) with the same engine as the phases: a fresh ``ContinualSystem`` (its
     ``training_step``, every strategy hook, the phase's optimiser and lr schedule) and a
@@ -92,7 +100,12 @@ def engine_fitter(model: ContinualModel, strategy: Strategy, loader: Callable[[]
         system = ContinualSystem(model, strategy)
         system.negatives = negatives
         system.set_phase(task, phase)
-        make_trainer(s, phase.epochs, phase.steps).fit(system, loader())
+        try:
+            make_trainer(s, phase.epochs, phase.steps).fit(system, loader())
+        except NonFiniteLossError as e:
+            if run_dir is None:
+                raise
+            raise diverged(e, run_dir) from e
         strategy.count_steps(phase.name, system.phase_steps)
         return system.phase_steps
 
@@ -240,7 +253,8 @@ def run_stream(
 
         data = TaskData(t, exp.n_outputs, loader, val,
                         lambda x, y, tt=t: evaluate(model, x, y, tt, train.eval_batch_size),
-                        fitter=engine_fitter(model, strategy, loader, t, trainer, system.negatives),
+                        fitter=engine_fitter(model, strategy, loader, t, trainer, system.negatives,
+                                             run_dir),
                         seed=task_seed(seed, t))
         model.set_trainable_heads(t)
         system.strategy_seconds = 0.0
@@ -264,10 +278,7 @@ def run_stream(
                 fit = make_trainer(trainer, phase.epochs, phase.steps)
                 fit.fit(system, fit_loader)
             except NonFiniteLossError as e:
-                kept = f"last good checkpoint: {describe_checkpoint(run_dir)}" if ckpt_path.exists() \
-                    else "no task finished"
-                raise NonFiniteLossError(f"{e} ({kept}; the same settings diverge again: lower the "
-                                         f"learning rate and start afresh with overwrite=true)") from e
+                raise diverged(e, run_dir) from e
             timing["train_seconds"] += time.perf_counter() - t0
             world = int(getattr(fit, "world_size", 1) or 1)
             budget.add_phase(spent, phase.name, system.phase_steps, system.phase_samples * world,

@@ -211,6 +211,21 @@ def test_divergence_after_a_good_task_names_a_finite_checkpoint(tmp_path):
     assert len(res["acc_matrix"]) == 3 and _finite(load_torch(run / "model_artifact.pt"))
 
 
+def test_divergence_inside_ada_search_names_the_kept_checkpoint(tmp_path):
+    """A search candidate (TaskData.fit, outside the phases) that diverges stops the run with
+    the same guidance as a phase: what is kept and what to change."""
+    run = tmp_path / "ada"
+
+    def blow_up(t, model, strategy):  # from task 1 on, candidates fine-tune at an infinite lr
+        strategy.cfg.retrain_lr_scale = float("inf")
+
+    with pytest.raises(NonFiniteLossError, match=r"keeps task 0 \(next_task=1\).*lower the"):
+        run_quick(run, ONE + ["strategy=ada_qpacknet", "strategy.population=1", "strategy.search_epochs=3",
+                              "strategy.retrain_epochs=0", "train.batch_size=128"],
+                  on_task_end=blow_up)
+    assert load_torch(run / "checkpoint.pt")["next_task"] == 1
+
+
 def test_save_torch_refuses_nonfinite_tensors(tmp_path):
     with pytest.raises(NonFiniteWeightsError, match=r"w has 1 of 2 values"):
         save_torch(tmp_path / "x.pt", {"w": torch.tensor([1.0, float("nan")])})
