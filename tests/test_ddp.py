@@ -1,7 +1,8 @@
 """The runner under Lightning DDP: 2 CPU processes (gloo), Lightning's own launcher.
 
-One smoke test runs by default (PackNet, whose masks and frozen weights must stay identical
-on both ranks); the per-strategy and single-process comparisons are ``slow``."""
+One smoke test runs by default (Ada-QPacknet: PackNet's masks and frozen weights, plus its
+search candidates trained by Trainers of their own, must stay identical on both ranks); the
+per-strategy and single-process comparisons are ``slow``."""
 
 import json
 import subprocess
@@ -29,15 +30,18 @@ def _ddp_run(run_dir: Path, overrides: list[str], base: list[str] = BASE) -> dic
 
 
 def test_ddp_smoke_ranks_agree(tmp_path):
-    """Default run: 2 gloo ranks train PackNet on a tiny stream (10 steps a task); the runner
-    compares the SHA-256 fingerprints of model + strategy state of both ranks after every task
-    and stores whether they agreed, which must be true."""
+    """Default run: 2 gloo ranks train Ada-QPacknet on a tiny stream (12 steps a task, two
+    search candidates per task); the runner compares the SHA-256 fingerprints of model +
+    strategy state of both ranks after every task and stores whether they agreed, which must
+    be true."""
     base = [b for b in BASE if not b.startswith("train.steps_per_task")]
-    res = _ddp_run(tmp_path / "smoke", ["strategy=packnet", "benchmark=synthetic", "train.epochs=null",
-                                        "train.steps_per_task=10", "train.batch_size=16",
-                                        "strategy.retrain_epochs=0"], base)
+    res = _ddp_run(tmp_path / "smoke", ["strategy=ada_qpacknet", "benchmark=synthetic",
+                                        "train.epochs=null", "train.steps_per_task=12",
+                                        "train.batch_size=16", "strategy.population=2"], base)
     assert res["ddp"]["world_size"] == 2 and res["ddp"]["ranks_identical"] is True, res["ddp"]
-    assert res["n_tasks"] == 3 and res["budget"]["train_steps_per_task"] == [10, 10, 10]
+    assert res["n_tasks"] == 3 and res["budget"]["train_steps_per_task"] == [12, 12, 12]
+    # every task trained its search candidates under DDP too
+    assert all(t["extra_steps"].get("search", 0) > 0 for t in res["budget"]["per_task"]), res["budget"]
 
 
 @pytest.mark.slow
