@@ -83,9 +83,24 @@ class Run:
         n = int(self.res.get("n_tasks") or 1)
         return [sum((b.get("extra_steps") or {}).values()) / n] * n
 
+    def flops_per_task(self) -> list[float] | None:
+        """Forward FLOPs of one sample as the model answers each task (results.json
+        ``inference.flops_per_task``); ``None`` for runs written before it was counted or
+        where the counter failed (``inference.error``)."""
+        inf = self.res.get("inference")
+        per = inf.get("flops_per_task") if isinstance(inf, dict) else None
+        if not per or not all(isinstance(v, int | float) for v in per):
+            return None
+        return [float(v) for v in per]
+
     def get(self, key: str) -> float | None:
         """A figure by dotted key (``compression.model_bytes``); derived: ``total_seconds``,
-        ``budget.train_steps_per_task`` and ``budget.extra_steps_per_task`` (means over tasks)."""
+        ``budget.train_steps_per_task`` and ``budget.extra_steps_per_task`` (means over tasks),
+        ``inference.flops_mean`` and ``inference.flops_last`` (FLOPs per sample: mean over
+        tasks, last task)."""
+        if key in ("inference.flops_mean", "inference.flops_last"):
+            per = self.flops_per_task()
+            return None if per is None else statistics.fmean(per) if key.endswith("mean") else per[-1]
         if key == "total_seconds":
             t = self.res.get("timing") or {}
             return sum(t.get("task_seconds") or [0.0]) + t.get("eval_seconds", 0.0)

@@ -26,24 +26,20 @@ Usage: python -m experiments.bench_lrpet --single-task [--steps 1500] [--ranks 5
 and ``sharing=independent`` (accuracy, stored params) and, per task and layer, the
 energy-transfer factor alpha and the removed energy of its projections.
 
-Usage: python -m experiments.bench_lrpet --sharing [--seed 0]
+Usage: python -m experiments.bench_lrpet --sharing [--seed 0] [--steps N]
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import os
 import sys
 import time
 from pathlib import Path
 
 from cl_compress import claims
+from cl_compress.config import compose_config
 from cl_compress.system import NonFiniteLossError
-from cl_compress.testing import compose_config
-from cl_compress.train import build_and_run
+from experiments import harness
 
-RESULTS = Path(__file__).parent / "results"
 LRPET, NO_ET, TRUNC = "LRPET", "LRPET, no energy transfer", "dense -> SVD truncate -> fine-tune"
 COMMON = ["benchmark=split_fmnist", "benchmark.scenario=task", "model=mlp", "logger=none",
           "trainer.progress_bar=false", "train.optimizer=adam", "train.lr=0.001"]
@@ -51,8 +47,7 @@ COMMON = ["benchmark=split_fmnist", "benchmark.scenario=task", "model=mlp", "log
 
 def run(name: str, overrides: list[str], run_root: Path) -> dict:
     print(f"-- {name}: {' '.join(overrides)}", flush=True)
-    cfg = compose_config(COMMON + overrides + ["overwrite=true"])
-    return build_and_run(cfg, run_root / name.replace(" ", "_"))
+    return harness.run_inprocess(COMMON + overrides, run_root / name.replace(" ", "_"))
 
 
 def row(regime: str, label: str, k: str, epochs: str, r: dict, ref: dict) -> dict:
@@ -206,7 +201,8 @@ def single_task(args) -> None:
     root = Path(args.run_root) / "single_task"
     ranks = [int(k) for k in args.ranks.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    common = SINGLE + RECIPE + [f"train.steps_per_task={args.steps}"]
+    steps = args.steps or 1500
+    common = SINGLE + RECIPE + [f"train.steps_per_task={steps}"]
     sizes = [784] + list(compose_config(common)["model"]["hidden"])
     rows: dict[tuple[str, str], dict] = {}
 
@@ -278,18 +274,15 @@ def single_task(args) -> None:
                      f"at {dense['params']:,} params.")
     wall = time.perf_counter() - t0
     print("\n" + text + "\n\n" + "\n".join(found) + f"\n\nwall time {wall / 60:.1f} min")
-    today = dt.date.today().isoformat()
-    out = Path(args.out) if args.out else RESULTS / f"lrpet-single-task-{today}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
+    today = harness.today()
+    harness.write_results(
         f"# LRPET on one task: Fashion-MNIST, 10 classes\n\nCommand: `{_record_cmd(args)}`  \n"
-        f"Date: {today}  \nMachine: {os.cpu_count()} CPU cores shared with other jobs, no GPU "
-        f"(train s is noisy); whole command {wall / 60:.1f} min at `nice -n 15`, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}.  \n"
+        f"Date: {today}  \nMachine: {harness.machine(shared=True)} (train s is noisy); whole "
+        f"command {wall / 60:.1f} min.  \n"
         f"Setup: the whole Fashion-MNIST (60,000 train / 10,000 test images) as "
         f"one 10-class task (`benchmark=split_fmnist benchmark.n_tasks=1`), MLP 784-256-256 + a 10-way "
         f"head, the LRPET authors' recipe (SGD 0.1, momentum 0.9, weight decay 1e-4, x0.1 at 50 % and "
-        f"75 % of each phase, batch 128), seeds {args.seeds}, {args.steps:,} optimiser steps for every "
+        f"75 % of each phase, batch 128), seeds {args.seeds}, {steps:,} optimiser steps for every "
         f"method. Rank k is explicit and the same for both body layers (52 = the authors' "
         f"k = n - int(0.8 n) for n = 256). LRPET projects at every epoch end and once more before "
         f"storing; truncate-then-fine-tune trains dense, truncates by SVD and fine-tunes the thin "
@@ -301,8 +294,8 @@ def single_task(args) -> None:
         f"params), so this checks the paper's ordering (LRPET vs truncate at equal size and "
         f"steps), not its figure. The fine-tuning phase of the baseline runs at the same lr as "
         f"training (the strategy has no separate fine-tuning lr); a divergence is listed as such."
-        f"\n\n{text}\n\n## Checks\n\n" + "\n".join(found) + "\n")
-    print(f"\nwritten: {out}")
+        f"\n\n{text}\n\n## Checks\n\n" + "\n".join(found) + "\n",
+        args.out, f"lrpet-single-task-{today}.md")
 
 
 def _record_cmd(args) -> str:
@@ -310,7 +303,7 @@ def _record_cmd(args) -> str:
     if "--run-root" in argv:  # where the runs went does not change a figure: not recorded
         i = argv.index("--run-root")
         del argv[i:i + 2]
-    return ("python -m experiments.bench_lrpet " + " ".join(argv)).strip()
+    return harness.command("experiments.bench_lrpet", argv)
 
 
 def sharing(args) -> None:
@@ -320,6 +313,7 @@ def sharing(args) -> None:
     root = Path(args.run_root) / "sharing"
     base = ["benchmark=split_fmnist", "benchmark.scenario=task", "model=mlp", "logger=none",
             "trainer.progress_bar=false", "strategy=lrpet", f"seed={args.seed}"]
+    base += [f"train.steps_per_task={args.steps}"] if args.steps else []
     res = {sh: run(f"sharing {sh}", base + [f"strategy.sharing={sh}"], root)
            for sh in ("residual", "independent")}
     lines = ["| sharing | optimiser steps/task | avg acc % | final acc per task % | BWT % | stored params "
@@ -363,13 +357,11 @@ def sharing(args) -> None:
     wall = time.perf_counter() - t0
     text = "\n".join(lines) + "\n\n## Projections (alpha, removed energy)\n\n" + "\n".join(proj)
     print("\n" + text + "\n\n" + "\n".join(found))
-    today = dt.date.today().isoformat()
-    out = Path(args.out) if args.out else RESULTS / f"lrpet-sharing-{today}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
+    today = harness.today()
+    harness.write_results(
         f"# LRPET on split_fmnist: residual vs independent, alpha and removed energy\n\n"
-        f"Command: `{_record_cmd(args)}`  \nDate: {today}  \nMachine: {os.cpu_count()} CPU cores "
-        f"shared with other jobs, no GPU; whole command {wall / 60:.1f} min.  \nSetup: the default "
+        f"Command: `{_record_cmd(args)}`  \nDate: {today}  \nMachine: {harness.machine(shared=True)}; "
+        f"whole command {wall / 60:.1f} min.  \nSetup: the default "
         f"`strategy=lrpet` run ({cfg['train']['optimizer']} lr {cfg['train']['lr']}, batch "
         f"{cfg['train']['batch_size']}, {cfg['train']['steps_per_task']} steps per task, MLP "
         f"{cfg['model']['hidden']}, rank_ratio {cfg['strategy']['rank_ratio']}: k per layer "
@@ -378,12 +370,13 @@ def sharing(args) -> None:
         f"the frozen sum (this project's continual reading); `independent`: every task its own "
         f"rank-k model from a fresh initialisation. alpha and removed energy from results.json "
         f"`strategy_extra.projection_stats` (removed: share of the weight's energy in the cut "
-        f"tail at each projection).\n\n{text}\n\n## Checks\n\n" + "\n".join(found) + "\n")
-    print(f"\nwritten: {out}")
+        f"tail at each projection).\n\n{text}\n\n## Checks\n\n" + "\n".join(found) + "\n",
+        args.out, f"lrpet-sharing-{today}.md")
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = harness.parser("experiments.bench_lrpet", __doc__, "lrpet-<date>.md; --single-task: "
+                        "lrpet-single-task-<date>.md; --sharing: lrpet-sharing-<date>.md")
     ap.add_argument("--ranks", default=None, help="comma-separated explicit ranks k (first: "
                                                   "the size/accuracy target); default 32,2 "
                                                   "(--single-task: 52,8)")
@@ -394,23 +387,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--short-ranks", default="4", help="ranks of the second regime")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run-root", default="runs/bench_lrpet", help="run directories (git-ignored)")
-    ap.add_argument("--out", default=None, help="Markdown file (default experiments/results/)")
     ap.add_argument("--single-task", action="store_true",
                     help="one 10-class Fashion-MNIST task: dense vs LRPET vs truncate+fine-tune")
-    ap.add_argument("--steps", type=int, default=1500, help="--single-task: optimiser steps per method")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="--single-task: optimiser steps per method (default 1500); --sharing: "
+                         "optimiser steps per task (default: train.steps_per_task)")
     ap.add_argument("--seeds", default="0,1,2", help="--single-task: comma-separated seeds")
     ap.add_argument("--sharing", action="store_true",
                     help="default LRPET on split_fmnist: sharing=residual vs independent, alpha "
                          "and removed energy per projection")
     args = ap.parse_args(argv)
     args.argv = argv
+    harness.quiet_lightning()
     if args.sharing:
         sharing(args)
-        return
+        return 0
     if args.single_task:
         args.ranks = args.ranks or "52,8"
         single_task(args)
-        return
+        return 0
     if args.epochs < 2:
         ap.error("--epochs must be >= 2 (the baseline needs a dense and a fine-tuning epoch)")
     root = Path(args.run_root)
@@ -425,21 +420,18 @@ def main(argv: list[str] | None = None) -> None:
     text = table([r for _, rows, _ in regimes for r in rows])
     summary = reading(size_line, regimes)
     print("\n" + text + "\n\n" + "\n".join(found) + "\n\n" + summary)
-    today = dt.date.today().isoformat()
-    out = Path(args.out) if args.out else RESULTS / f"lrpet-{today}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = "python -m experiments.bench_lrpet " + " ".join(sys.argv[1:] if argv is None else argv)
-    out.write_text(
-        f"# LRPET on split_fmnist (task-incremental)\n\nCommand: `{cmd.strip()}`  \n"
-        f"Date: {today}  \nMachine: {os.cpu_count()} CPU cores shared with other jobs, no GPU "
-        f"(timings are noisy).  \nSetup: MLP 784-256-256, Adam lr 1e-3, batch 128, seed "
+    today = harness.today()
+    harness.write_results(
+        f"# LRPET on split_fmnist (task-incremental)\n\nCommand: `{_record_cmd(args)}`  \n"
+        f"Date: {today}  \nMachine: {harness.machine(shared=True)} (timings are noisy).  \n"
+        f"Setup: MLP 784-256-256, Adam lr 1e-3, batch 128, seed "
         f"{args.seed}, {args.epochs} epochs per task; rank k is per layer and per task (each task "
         f"stores k*(in+out) factors per layer); LRPET projects at every epoch end; the baseline "
         f"trains dense for {args.epochs - 1} epoch(s), truncates by SVD and fine-tunes the thin "
         f"factors for 1 epoch (same budget).\n\n{text}\n\n## Checks\n\n" + "\n".join(found)
-        + f"\n\n## Reading\n\n{summary}\n")
-    print(f"\nwritten: {out}")
+        + f"\n\n## Reading\n\n{summary}\n", args.out, f"lrpet-{today}.md")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

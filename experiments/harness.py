@@ -1,5 +1,5 @@
 """Scaffolding shared by the bench scripts (bench, bench_packnet, bench_cacl, defaults,
-class_il, bench_gpu; bench_ada_qpacknet and bench_lrpet can switch to it too): the argument
+class_il, bench_gpu, bench_ada_qpacknet, bench_lrpet): the argument
 parser with ``--out``, one run of ``cl_compress.train`` (in-process or as a command), the
 command / date / machine lines of a results file, and writing that file atomically under
 ``experiments/results/``. What each script measures stays in the script."""

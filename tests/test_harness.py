@@ -26,6 +26,7 @@ def test_command_and_parser():
 def test_scripts_use_the_harness():
     """The ported scripts write through harness.write_results (atomic), not write_text."""
     root = Path(harness.__file__).parent
-    for name in ("bench", "bench_packnet", "bench_cacl", "defaults", "class_il", "bench_gpu"):
+    for name in ("bench", "bench_packnet", "bench_cacl", "defaults", "class_il", "bench_gpu",
+                 "bench_ada_qpacknet", "bench_lrpet"):
         text = (root / f"{name}.py").read_text()
         assert "harness.write_results(" in text and ".write_text(" not in text, name

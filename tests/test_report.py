@@ -39,14 +39,18 @@ def budget(steps, extra=0, T=3) -> dict:
 
 def fake_run(root: Path, strategy: str, seed: int, R=PERFECT, cfg=None, params=1000, bits=None,
              extra=None, per_task=None, bench="split_fmnist", sub=None, train=None, steps=None,
-             before=None) -> Path:
+             before=None, flops=None) -> Path:
     """A run directory like the runner writes it (results.json + metrics.csv); ``steps``
-    adds a ``budget`` (train steps per task), ``before`` an ``acc_before_compression``."""
+    adds a ``budget`` (train steps per task), ``before`` an ``acc_before_compression``,
+    ``flops`` an ``inference`` record (a list: FLOPs per task; a str: the counter's error)."""
     d = root / f"{bench}-task" / (sub or strategy) / f"s{seed}"
     bits = 32 * params if bits is None else bits
     write_json(d / "results.json", {
         **({"budget": budget(steps)} if steps is not None else {}),
         **({"acc_before_compression": before} if before is not None else {}),
+        **({"inference": {"error": flops} if isinstance(flops, str) else
+            {"flops_per_task": flops, "nonzero_weights_per_task": [1] * len(flops),
+             "unit": "FLOPs", "note": "fake"}} if flops is not None else {}),
         "strategy": strategy, "benchmark": bench, "scenario": "task", "seed": seed,
         "n_tasks": len(R), "acc_matrix": R, **metrics.summarize(R),
         "compression": {"stored_params": params, "stored_bits": bits, "bits_per_param": bits / params,
@@ -94,6 +98,117 @@ def test_stats_table_and_labels(tmp_path):
     assert "| `naive` | 2 | 85.00 ± 7.07 |" in table and "`lrpet[mode=truncate]`" in table
     assert report.stat(g["naive"], "total_seconds")[0] == pytest.approx(3.5)
     assert report.fmt_stat(0, 0, 0) == "–" and report.fmt_si(1_234_567) == "1.23M"
+
+
+def test_labels_name_what_differs_from_the_defaults(tmp_path):
+    """The plain name goes to the run with the strategy's defaults, whichever run is read first."""
+    ada = defaults("ada_qpacknet")
+    other = "exclusive" if ada["capacity"] == "shared_bits" else "shared_bits"
+    fake_run(tmp_path, "ada_qpacknet", 0, cfg=ada | {"capacity": other}, sub="a-variant")
+    fake_run(tmp_path, "ada_qpacknet", 0, cfg=ada, sub="b-default")
+    labels = {r.option: r.label for r in report.load_sweep(tmp_path).runs}
+    assert labels == {"b-default": "ada_qpacknet", "a-variant": f"ada_qpacknet[capacity={other}]"}
+
+
+def _cells(table: str, label: str) -> dict[str, str]:
+    """A Markdown table's row of ``label`` as {header: cell}."""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
+    row = next(r for r in rows if r[0] == f"`{label}`")
+    return dict(zip(rows[0], row))
+
+
+def test_flops_column_mean_and_last_task(tmp_path):
+    fake_run(tmp_path, "lrpet", 0, flops=[100_000, 200_000, 600_000])
+    fake_run(tmp_path, "lrpet", 1, flops=[100_000, 300_000, 800_000])
+    fake_run(tmp_path, "naive", 0)  # a run written before `inference` existed
+    fake_run(tmp_path, "packnet", 0, flops="unsupported layer")  # the counter failed
+    g = groups_of(tmp_path)
+    table = report.summary_markdown(g)
+    lr = _cells(table, "lrpet")
+    # mean over tasks per run: 300k and 400k -> 350k ± 70.7k; last task: 600k and 800k
+    assert lr["FLOPs/sample (mean over tasks)"] == "350k ± 70.7k"
+    assert lr["FLOPs/sample (last task)"] == "700k ± 141k"
+    for old in ("naive", "packnet"):
+        c = _cells(table, old)
+        assert c["FLOPs/sample (mean over tasks)"] == c["FLOPs/sample (last task)"] == "–"
+    assert g["lrpet"][0].get("inference.flops_mean") == pytest.approx(300_000)
+    assert g["packnet"][0].get("inference.flops_last") is None
+
+
+def _proj(count, a_first, a_mean, r_first, r_mean, r_max, r_last=0.001):
+    return {"count": count, "alpha_mean": a_mean, "alpha_min": 1.0, "alpha_max": a_first,
+            "alpha_first": a_first, "alpha_last": 1.001, "removed_mean": r_mean,
+            "removed_max": r_max, "removed_first": r_first, "removed_last": r_last}
+
+
+def test_lrpet_energy_section(tmp_path):
+    lr = defaults("lrpet")
+    stats = {"0": {"1": _proj(4, 2.5, 1.375, 0.6, 0.15, 0.6), "3": _proj(4, 2.5, 1.375, 0.6, 0.15, 0.6)},
+             "1": {"1": _proj(4, 1.02, 1.01, 0.02, 0.011, 0.03), "3": _proj(4, 1.0, 1.0, 0.0, 0.0, 0.0)}}
+    fake_run(tmp_path, "lrpet", 0, cfg=lr, extra={"sharing": "residual", "projection_stats": stats})
+    fake_run(tmp_path, "lrpet", 0, cfg=lr | {"mode": "truncate"}, sub="lrpet-truncate",
+             extra={"sharing": "residual", "projection_stats": {}})
+    fake_run(tmp_path, "naive", 0)
+    g = groups_of(tmp_path)
+    rows = report.lrpet_energy_rows(g)
+    assert set(rows) == {"lrpet", "lrpet[mode=truncate]"}  # LRPET groups only
+    t0, t1 = rows["lrpet"]["tasks"][0], rows["lrpet"]["tasks"][1]
+    # later projections of task 0: (4 * 0.15 - 0.6) / 3 = 0 removed, (4 * 1.375 - 2.5) / 3 = 1 alpha
+    assert t0["removed_later"] == pytest.approx(0.0) and t0["alpha_later"] == pytest.approx(1.0)
+    assert t1["removed_first"] == pytest.approx(0.01) and t1["removed_max"] == pytest.approx(0.03)
+    # task 1: layer 1 (4 * 0.011 - 0.02) / 3 = 0.008 removed later, layer 3 nothing: mean 0.004
+    assert t1["removed_later"] == pytest.approx(0.004)
+    assert t1["alpha_later"] == pytest.approx(((4 * 1.01 - 1.02) / 3 + 1.0) / 2)
+    text = report.lrpet_energy_markdown(g)
+    assert "`lrpet` (1 seed(s); sharing residual, energy_transfer True, mode lrpet)" in text
+    assert "| 0 | 4.0 | 2.5000 | 1.0000 | 2.5000 | 60.00 | 0.00 | 60.00 | 0.10 |" in text
+    assert "| 1 | 4.0 | 1.0100 | 1.0033 | 1.0200 | 1.00 | 0.40 | 3.00 | 0.10 |" in text
+    assert ("After task 0: α at most 1.0200 and at most 3.00 % of the energy removed by one "
+            "projection (task 0: α up to 2.5000, up to 60.00 %)") in text
+    assert "`lrpet[mode=truncate]` (1 seed(s); sharing residual, energy_transfer True, mode " \
+           "truncate): no projection recorded" in text
+    fake_run(tmp_path / "old", "lrpet", 0, cfg=lr)  # before projection_stats and sharing
+    old = report.lrpet_energy_markdown(groups_of(tmp_path / "old"))
+    assert "sharing residual (not recorded)" in old and "no projection recorded" in old
+    assert report.lrpet_energy_markdown({"naive": g["naive"]}) is None
+
+
+def test_ada_qpacknet_capacity_section(tmp_path):
+    ada = defaults("ada_qpacknet")
+    assert ada["capacity"] == "shared_bits"  # the variant label below names the other mode
+
+    def cap(usable, free, reserve):
+        return {str(t): {"usable_positions": u, "free_bits": f, "free_bits_total": 0,
+                         "positions": 100, "reserve_bits": reserve}
+                for t, (u, f) in enumerate(zip(usable, free))}
+
+    for s, f1 in enumerate((0.98, 0.96)):
+        fake_run(tmp_path, "ada_qpacknet", s, cfg=ada, extra={
+            "capacity_mode": "shared_bits", "capacity": cap([1.0, 1.0], [1.0, f1], 6)})
+    # exclusive: recorded only as per-task metrics.csv rows (the fallback)
+    fake_run(tmp_path, "ada_qpacknet", 0, cfg=ada | {"capacity": "exclusive"}, sub="ada-exclusive",
+             per_task={"usable_positions/task_0": [1.0], "free_bits/task_0": [1.0]})
+    d = tmp_path / "split_fmnist-task" / "ada-exclusive" / "s0"
+    with open(d / "metrics.csv", "a", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["0", 1, "", "compress/usable_positions/task_1", 0.5])
+        w.writerow(["0", 1, "", "compress/free_bits/task_1", 0.99])
+    fake_run(tmp_path, "packnet", 0)
+    g = groups_of(tmp_path)
+    rows = report.capacity_rows(g)
+    assert set(rows) == {"ada_qpacknet", "ada_qpacknet[capacity=exclusive]"}
+    assert rows["ada_qpacknet"]["tasks"][1]["free_bits"] == pytest.approx(0.97)  # mean of 2 seeds
+    text = report.capacity_markdown(g)
+    assert "| `ada_qpacknet` | shared_bits (reserve 6 bits) | usable positions % | 100.0 | 100.0 |" in text
+    assert "|  |  | free bits % | 100.0 | 97.0 |" in text
+    assert "| `ada_qpacknet[capacity=exclusive]` | exclusive | usable positions % | 100.0 | 50.0 |" in text
+    assert "|  |  | free bits % | 100.0 | 99.0 |" in text
+    # a run from before capacity was recorded (and before the option: exclusive)
+    old_cfg = {k: v for k, v in ada.items() if k != "capacity"}
+    fake_run(tmp_path / "old", "ada_qpacknet", 0, cfg=old_cfg)
+    old = report.capacity_markdown(groups_of(tmp_path / "old"))
+    assert "| `ada_qpacknet` | exclusive (not recorded) | not recorded |" in old
+    assert report.capacity_markdown({"packnet": g["packnet"]}) is None
 
 
 def test_config_differences_list_keys(tmp_path):
@@ -292,12 +407,19 @@ def test_write_report_files_and_figures(tmp_path):
     assert "**not measured**" in text  # lrpet and cacl are absent
     assert "train steps/task" in text and "extra steps/task" in text and "## Claim thresholds" in text
     assert "Training budget (optimiser steps per task" in text and "not measured: no `budget`" in text
+    # no LRPET run: no energy section; Ada-QPacknet runs without a capacity record: "not recorded"
+    assert "### LRPET energy transfer" not in text and "### Ada-QPacknet capacity" in text
+    assert "| `ada_qpacknet` | exclusive (not recorded) | not recorded |" not in text  # has the key
+    assert "| `ada_qpacknet` | shared_bits | not recorded |" in text
+    assert "FLOPs/sample (mean over tasks)" in text
     for png in ("heatmaps", "tasks", "tradeoff", "layers-packnet", "layers-ada_qpacknet"):
         f = tmp_path / "out" / f"split_fmnist-task-{png}.png"
         assert f.stat().st_size > 5000 and f"({f.name})" in text
     assert not (tmp_path / "out" / "split_fmnist-task-layers-naive.png").exists()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    rows = {r["label"]: r for r in summary["benchmarks"]["split_fmnist-task"]["rows"]}
+    bench = summary["benchmarks"]["split_fmnist-task"]
+    assert bench["lrpet_energy"] == {} and bench["ada_qpacknet_capacity"]["ada_qpacknet"]["tasks"] == {}
+    rows = {r["label"]: r for r in bench["rows"]}
     assert rows["naive"]["avg_acc"][0] == pytest.approx(metrics.average_accuracy(
         [[1.0], [0.7, 1.0], [0.6, 0.7, 1.0]]))
     with open(tmp_path / "out" / "runs.csv") as f:

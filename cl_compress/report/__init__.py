@@ -18,10 +18,14 @@ from ..runs import Run, read_per_task, stat
 from . import plots
 from .load import Sweep, assign_labels, load_sweep
 from .tables import (
+    capacity_markdown,
+    capacity_rows,
     class_il_markdown,
     common_settings,
     fmt_si,
     fmt_stat,
+    lrpet_energy_markdown,
+    lrpet_energy_rows,
     pareto,
     portable_text,
     summary_markdown,
@@ -29,6 +33,8 @@ from .tables import (
 )
 from .write import main, write_report
 
-__all__ = ["Run", "Sweep", "assign_labels", "class_il_markdown", "common_settings", "fmt_si",
-           "fmt_stat", "load_sweep", "main", "pareto", "plots", "portable_text", "read_per_task",
-           "stat", "summary_markdown", "summary_rows", "write_report"]
+__all__ = ["Run", "Sweep", "assign_labels", "capacity_markdown", "capacity_rows",
+           "class_il_markdown", "common_settings", "fmt_si", "fmt_stat", "load_sweep",
+           "lrpet_energy_markdown", "lrpet_energy_rows", "main", "pareto", "plots",
+           "portable_text", "read_per_task", "stat", "summary_markdown", "summary_rows",
+           "write_report"]

@@ -41,7 +41,7 @@ def _default_config(strategy: str) -> dict[str, Any] | None:
     import dataclasses
 
     try:
-        from .strategies import get_strategy
+        from ..strategies import get_strategy
 
         return dataclasses.asdict(get_strategy(strategy).Config())
     except Exception:  # a strategy that is no longer importable: label by what varies

@@ -8,6 +8,7 @@ Imports run one way: :mod:`.load` and :mod:`cl_compress.runs` → this module �
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 from pathlib import Path
@@ -25,10 +26,14 @@ COLUMNS: list[tuple[str, str, float, Any]] = [
     ("compression.bits_per_param", "bits/param", 1, 2),
     ("compression.model_bytes", "model bytes", 1, "si"),
     ("compression.ratio_vs_individual", "× vs individual", 1, 2),
+    ("inference.flops_mean", "FLOPs/sample (mean over tasks)", 1, "si"),
+    ("inference.flops_last", "FLOPs/sample (last task)", 1, "si"),
     ("budget.train_steps_per_task", "train steps/task", 1, 0),
     ("budget.extra_steps_per_task", "extra steps/task", 1, 0),
     ("train_seconds", "train s", 1, 1), ("total_seconds", "total s", 1, 1),
 ]
+
+
 def common_settings(runs: list[Run]) -> str:
     """One line with the shared stream and settings of a benchmark's runs."""
     c = (runs[0].res.get("config") or {}) if runs else {}
@@ -199,3 +204,167 @@ def portable_text(text: str, root: str | Path) -> str:
     return text.replace(root_abs, rel).replace(cwd + os.sep, "")
 
 
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def _later(st: dict[str, Any], key: str) -> float | None:
+    """Mean of ``alpha`` or ``removed`` over a layer's projections after the first of its
+    task (from the recorded mean, count and first value); ``None`` with one projection."""
+    n = int(st.get("count") or 0)
+    if n < 2:
+        return None
+    return (st[f"{key}_mean"] * n - st[f"{key}_first"]) / (n - 1)
+
+
+def lrpet_energy_rows(groups: dict[str, list[Run]]) -> dict[str, dict[str, Any]]:
+    """Per LRPET label, per task: the energy-transfer figures of its projections
+    (results.json ``strategy_extra.projection_stats``), pooled over body layers and seeds:
+    projections per layer, alpha of the first projection and mean alpha of the later ones,
+    removed energy (fraction) of the first projection, mean of the later ones, the largest
+    of any projection and the last one. ``tasks`` is empty for runs that recorded none
+    (older runs, ``mode=truncate``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for label, rs in groups.items():
+        if rs[0].strategy != "lrpet":
+            continue
+        per: dict[int, list[dict[str, Any]]] = {}
+        for r in rs:
+            for t, layers in ((r.res.get("strategy_extra") or {}).get("projection_stats") or {}).items():
+                per.setdefault(int(t), []).extend(layers.values())
+        tasks = {}
+        for t, sts in sorted(per.items()):
+            later_a = [v for v in (_later(s, "alpha") for s in sts) if v is not None]
+            later_r = [v for v in (_later(s, "removed") for s in sts) if v is not None]
+            tasks[t] = {"projections": _mean([s["count"] for s in sts]),
+                        "alpha_first": _mean([s["alpha_first"] for s in sts]),
+                        "alpha_later": _mean(later_a) if later_a else None,
+                        "alpha_max": max(s["alpha_max"] for s in sts),
+                        "removed_first": _mean([s["removed_first"] for s in sts]),
+                        "removed_later": _mean(later_r) if later_r else None,
+                        "removed_max": max(s["removed_max"] for s in sts),
+                        "removed_last": _mean([s["removed_last"] for s in sts])}
+        x = rs[0].res.get("strategy_extra") or {}
+        out[label] = {"seeds": len(rs), "sharing": x.get("sharing", "residual (not recorded)"),
+                      "energy_transfer": rs[0].config.get("energy_transfer"),
+                      "mode": rs[0].config.get("mode"), "tasks": tasks}
+    return out
+
+
+def lrpet_energy_markdown(groups: dict[str, list[Run]]) -> str | None:
+    """The "LRPET energy transfer" section of a benchmark: per LRPET variant and task, how
+    much energy its projections cut and by how much the kept energy was scaled (alpha), the
+    first projection of a task apart from the later ones, and a line saying whether energy
+    transfer still acts after task 0. ``None`` when the benchmark has no LRPET run."""
+    rows = lrpet_energy_rows(groups)
+    if not rows:
+        return None
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.2f}"
+
+    def num(v: float | None) -> str:
+        return "–" if v is None else f"{v:.4f}"
+
+    lines = ["Per task, pooled over body layers and seeds (results.json "
+             "`strategy_extra.projection_stats`): removed = share of a layer's (BN-rectified) "
+             "weight energy in the cut tail at a projection; α = factor the kept energy is scaled "
+             "by (1 without energy transfer). \"first\" is a task's first projection (of a fresh or "
+             "re-initialised weight), \"later\" the mean over its other projections; max over "
+             "every projection, layer and seed.", ""]
+    for label, g in rows.items():
+        head = (f"`{label}` ({g['seeds']} seed(s); sharing {g['sharing']}, energy_transfer "
+                f"{g['energy_transfer']}, mode {g['mode']})")
+        if not g["tasks"]:
+            lines += [f"- {head}: no projection recorded (a run before `projection_stats`, or a "
+                      "mode without LRPET projections).", ""]
+            continue
+        lines += [f"{head}:", "", "| task | projections/layer | α first | α later (mean) | α max "
+                  "| removed first % | removed later (mean) % | removed max % | removed last % |",
+                  "|" + "---|" * 9]
+        for t, v in g["tasks"].items():
+            lines.append(f"| {t} | {v['projections']:.1f} | {num(v['alpha_first'])} | "
+                         f"{num(v['alpha_later'])} | {num(v['alpha_max'])} | "
+                         f"{pct(v['removed_first'])} | {pct(v['removed_later'])} | "
+                         f"{pct(v['removed_max'])} | {pct(v['removed_last'])} |")
+        later = [v for t, v in g["tasks"].items() if t > 0]
+        if 0 in g["tasks"] and later:
+            t0 = g["tasks"][0]
+            lines += ["", f"After task 0: α at most {max(v['alpha_max'] for v in later):.4f} and "
+                      f"at most {100 * max(v['removed_max'] for v in later):.2f} % of the energy "
+                      f"removed by one projection (task 0: α up to {t0['alpha_max']:.4f}, up to "
+                      f"{100 * t0['removed_max']:.2f} %)."]
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def _capacity(r: Run) -> dict[int, dict[str, Any]]:
+    """Capacity at each task's start of an Ada-QPacknet run: results.json
+    ``strategy_extra.capacity``, else the per-task ``compress/usable_positions/task_<t>`` and
+    ``compress/free_bits/task_<t>`` rows of its metrics.csv; empty for runs with neither."""
+    cap = (r.res.get("strategy_extra") or {}).get("capacity")
+    if isinstance(cap, dict) and cap:
+        return {int(t): v for t, v in cap.items()}
+    out: dict[int, dict[str, Any]] = {}
+    for kind, key in (("usable_positions", "usable_positions"), ("free_bits", "free_bits")):
+        for name, vals in (r.per_task.get(kind) or {}).items():
+            if name.startswith("task_"):
+                for t, v in vals.items():
+                    out.setdefault(t, {})[key] = v
+    return out
+
+
+def capacity_rows(groups: dict[str, list[Run]]) -> dict[str, dict[str, Any]]:
+    """Per Ada-QPacknet label: its capacity mode and, per task, the usable weight positions
+    and free bits (fractions) when the task started, mean over seeds (``None`` if not
+    recorded)."""
+    out: dict[str, dict[str, Any]] = {}
+    for label, rs in groups.items():
+        if rs[0].strategy != "ada_qpacknet":
+            continue
+        caps = [_capacity(r) for r in rs]
+        tasks = sorted({t for c in caps for t in c})
+        per = {}
+        for t in tasks:
+            per[t] = {}
+            for key in ("usable_positions", "free_bits"):
+                vals = [c[t][key] for c in caps if t in c and c[t].get(key) is not None]
+                per[t][key] = _mean(vals) if vals else None
+        reserve = {c[t].get("reserve_bits") for c in caps for t in c} - {None}
+        x = rs[0].res.get("strategy_extra") or {}
+        mode = x.get("capacity_mode") or rs[0].config.get("capacity") or "exclusive (not recorded)"
+        out[label] = {"seeds": len(rs), "capacity": mode,
+                      "reserve_bits": sorted(reserve), "tasks": per}
+    return out
+
+
+def capacity_markdown(groups: dict[str, list[Run]]) -> str | None:
+    """The "Ada-QPacknet capacity" section of a benchmark: per variant (``shared_bits`` or
+    ``exclusive``), the usable weight positions and free bits at each task's start, in %.
+    ``None`` when the benchmark has no Ada-QPacknet run."""
+    rows = capacity_rows(groups)
+    if not rows:
+        return None
+    n = max((len(g["tasks"]) for g in rows.values()), default=0)
+    lines = ["At each task's start, mean over seeds (results.json `strategy_extra.capacity`, else "
+             "metrics.csv `compress/usable_positions|free_bits/task_<t>`): usable positions = "
+             "share of body weight positions the task may claim; free bits = share of the "
+             "body's 32 bits per position not holding a stored code.", ""]
+    head = ["variant", "capacity", "figure"] + [f"task {t}" for t in range(n)]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, g in rows.items():
+        if not g["tasks"]:
+            lines.append(f"| `{label}` | {g['capacity']} | not recorded |" + " – |" * n)
+            continue
+        mode = g["capacity"] + (f" (reserve {', '.join(map(str, g['reserve_bits']))} bits)"
+                                if g["reserve_bits"] else "")
+        for i, (key, name) in enumerate((("usable_positions", "usable positions %"),
+                                         ("free_bits", "free bits %"))):
+            cells = [f"`{label}`" if i == 0 else "", mode if i == 0 else "", name]
+            for t in range(n):
+                v = g["tasks"].get(t, {}).get(key)
+                cells.append("–" if v is None else f"{100 * v:.1f}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

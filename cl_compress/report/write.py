@@ -22,8 +22,12 @@ from ..io import write_json
 from . import plots as rp
 from .load import load_sweep
 from .tables import (
+    capacity_markdown,
+    capacity_rows,
     class_il_markdown,
     common_settings,
+    lrpet_energy_markdown,
+    lrpet_energy_rows,
     pareto,
     portable_text,
     slug,
@@ -96,12 +100,19 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
         md += ["", "Mean ± sample std over seeds; accuracies in %; sizes count everything a "
                "strategy stores to answer for all tasks (see README, Metrics); train steps/task "
                "are optimiser steps in `Trainer.fit` phases, extra steps those outside it "
-               "(search, calibration).", "",
+               "(search, calibration); FLOPs/sample are the forward FLOPs of one test sample as "
+               "the model answers a task (results.json `inference`, docs/metrics.md), the mean "
+               "over tasks and the last task's, – for runs without them.", "",
                summary_markdown(groups), "", "Budget of every row (mean over seeds):", "",
                budget_table(groups), "",
                "Pareto front (no other strategy both smaller and more accurate): "
-               + ", ".join(f"`{p}`" for p in pareto(groups)) + ".", "", "### Paper claims", "",
-               claims_markdown(groups), "", "### Figures", ""]
+               + ", ".join(f"`{p}`" for p in pareto(groups)) + "."]
+        energy, capacity = lrpet_energy_markdown(groups), capacity_markdown(groups)
+        if energy:
+            md += ["", "### LRPET energy transfer", "", energy]
+        if capacity:
+            md += ["", "### Ada-QPacknet capacity", "", capacity]
+        md += ["", "### Paper claims", "", claims_markdown(groups), "", "### Figures", ""]
         figs = {"heatmaps": rp.heatmaps(groups, f"— {bench}"), "tasks": rp.task_curves(groups, f"— {bench}"),
                 "tradeoff": rp.tradeoff(groups, f"— {bench}")}
         for lab, rs in groups.items():
@@ -116,7 +127,9 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
                           "budget": {"verdict": budget.verdict, "text": budget.text,
                                      "train_steps_per_task": budget.steps,
                                      "exceptions": budget.exceptions},
-                          "claims": [c.__dict__ for c in claims(groups)]}
+                          "claims": [c.__dict__ for c in claims(groups)],
+                          "lrpet_energy": lrpet_energy_rows(groups),
+                          "ada_qpacknet_capacity": capacity_rows(groups)}
     md += ["", "## Claim thresholds", "", "Every verdict above uses these rules "
            "(`cl_compress/claims.py`, shared with the bench scripts):", "",
            thresholds_markdown(), "",
