@@ -13,13 +13,13 @@ Usage: python -m experiments.ada_options [--train-per-task 2000] [--steps 200] [
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
-import sys
 from pathlib import Path
 
-from cl_compress.testing import compose_config
+from cl_compress.config import compose_config
 from cl_compress.train import build_and_run
+
+from . import harness
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs" / "ada_options"
@@ -31,12 +31,12 @@ def drops(res: dict, bits: int) -> list[float]:
             for t in range(len(q))]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-per-task", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     for noisy in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     base = ["benchmark=split_fmnist", f"benchmark.max_train_per_task={args.train_per_task}",
@@ -72,15 +72,16 @@ def main() -> None:
                      f"{b['train_steps']} |")
     text = "\n".join(lines)
     print(text)
-    today = dt.date.today().isoformat()
-    cmd = "python -m experiments.ada_options " + " ".join(sys.argv[1:])
-    doc = (f"# Ada-QPacknet options on split_fmnist\n\n- command: `{cmd.strip()}`\n- date: {today}\n"
+    first = next(iter(res.values()))
+    ada = first["strategy_config"]
+    doc = (f"# Ada-QPacknet options on split_fmnist\n\n"
+           f"- command: `{harness.command('experiments.ada_options', argv)}`\n"
+           f"- date: {harness.today()}\n- machine: {harness.machine(shared=True)}\n"
            f"- setup: split_fmnist (5 tasks x 2 classes), {args.train_per_task} training images "
-           f"per task, MLP 784-256-256, Adam lr 1e-3, batch 128, train.steps_per_task="
-           f"{args.steps}, seed 0, capacity=shared_bits, population 4, 1 search epoch\n\n{text}\n")
-    out = args.out or REPO / "experiments" / "results" / f"ada-options-{today}.md"
-    out.write_text(doc)
-    print(f"wrote {out}")
+           f"per task, {harness.setup_of(first)}, train.steps_per_task={args.steps}, seed 0, "
+           f"capacity={ada['capacity']}, population {ada['population']}, "
+           f"{ada['search_epochs']} search epoch(s)\n\n{text}\n")
+    harness.write_results(doc, args.out, f"ada-options-{harness.today()}.md")
 
 
 if __name__ == "__main__":

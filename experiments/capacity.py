@@ -22,18 +22,15 @@ Usage: python -m experiments.capacity [--tasks 10] [--train-per-task 2000] [--st
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
-import os
-import platform
-import sys
 from pathlib import Path
 
-from cl_compress.testing import compose_config
+from cl_compress.config import compose_config
 from cl_compress.train import build_and_run
 
+from . import harness
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
 RUNS = REPO / "runs" / "capacity"
 
 
@@ -154,7 +151,7 @@ def time_search(reps: int) -> None:
     print(f"Trainer overhead per candidate: {a - b:+.3f} s ({a / b:.2f}x)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=10)
     ap.add_argument("--train-per-task", type=int, default=2000)
@@ -163,7 +160,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--time-search", action="store_true")
     ap.add_argument("--reps", type=int, default=5)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     for noisy in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.time_search:
@@ -185,23 +182,20 @@ def main() -> None:
         print(f"{tag}: avg_acc={res['avg_acc']:.4f} row={res['acc_matrix'][-1]}", flush=True)
     text = summary(results) + "\n\n" + table(results)
     print(text)
-    today = dt.date.today().isoformat()
-    cmd = "python -m experiments.capacity " + " ".join(sys.argv[1:])
+    ada = results[0]["strategy_config"]
     doc = (f"# Capacity per task: Ada-QPacknet shared bits vs exclusive vs PackNet\n\n"
-           f"- command: `{cmd.strip()}` (`make bench-capacity`)\n- date: {today}\n"
-           f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU; "
-           f"Python {platform.python_version()}\n"
+           f"- command: `{harness.command('experiments.capacity', argv)}` (`make bench-capacity`)\n"
+           f"- date: {harness.today()}\n- machine: {harness.machine(shared=True)}\n"
            f"- setup: permuted_fmnist, {args.tasks} tasks, {args.train_per_task} training / "
-           f"{args.test_per_task} test images per task, MLP 784-256-256, Adam lr 1e-3, batch "
-           f"128, train.steps_per_task={args.steps} (split over train + retrain phases), seed 0; "
-           f"Ada-QPacknet defaults otherwise (population 4, 1 search epoch, k-means, "
-           f"tolerance 2 points); search steps are counted apart\n"
+           f"{args.test_per_task} test images per task, {harness.setup_of(results[0])}, "
+           f"train.steps_per_task={args.steps} (split over train + retrain phases), seed 0; "
+           f"Ada-QPacknet defaults otherwise (population {ada['population']}, "
+           f"{ada['search_epochs']} search epoch(s), {ada['quant_method']}, tolerance "
+           f"{ada['tolerance']:g} points); search steps are counted apart\n"
            f"- usable positions: share of the body's weight positions the task may train when it "
            f"starts; free bits: share of 32 bits x positions that hold no stored code then\n\n"
            f"{text}\n")
-    out = args.out or RESULTS / f"capacity-{args.tasks}task-{today}.md"
-    out.write_text(doc)
-    print(f"wrote {out}")
+    harness.write_results(doc, args.out, f"capacity-{args.tasks}task-{harness.today()}.md")
 
 
 if __name__ == "__main__":

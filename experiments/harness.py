@@ -59,6 +59,14 @@ def machine(shared: bool = False, threads: bool = True) -> str:
             f"lightning {L.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
+def setup_of(res: dict[str, Any]) -> str:
+    """Model and optimiser of a run, read from its results.json config (never restated by
+    hand): e.g. ``mlp [256, 256], adam lr 0.001, batch 128``."""
+    m, t = res["config"]["model"], res["config"]["train"]
+    shape = m.get("hidden", m.get("channels", ""))
+    return f"{m['name']} {shape}, {t['optimizer']} lr {t['lr']:g}, batch {t['batch_size']}"
+
+
 def quiet_lightning() -> None:
     for noisy in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

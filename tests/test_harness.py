@@ -27,6 +27,12 @@ def test_scripts_use_the_harness():
     """The ported scripts write through harness.write_results (atomic), not write_text."""
     root = Path(harness.__file__).parent
     for name in ("bench", "bench_packnet", "bench_cacl", "defaults", "class_il", "bench_gpu",
-                 "bench_ada_qpacknet", "bench_lrpet"):
+                 "bench_ada_qpacknet", "bench_lrpet", "capacity", "ada_options"):
         text = (root / f"{name}.py").read_text()
         assert "harness.write_results(" in text and ".write_text(" not in text, name
+
+
+def test_setup_line_is_read_from_the_run_config():
+    res = {"config": {"model": {"name": "mlp", "hidden": [64, 32]},
+                      "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 64}}}
+    assert harness.setup_of(res) == "mlp [64, 32], sgd lr 0.1, batch 64"
