@@ -359,7 +359,9 @@ class CACL(Strategy):
     def state_dict(self) -> dict[str, Any]:
         return {"paths": list(self.paths), "base_ranks": list(self.base_ranks),
                 "task_ranks": [list(r) for r in self.task_ranks], "base_seed": self.base_seed,
-                "norm_states": dict(self.norm_states)}
+                # the checkpoint layout of earlier versions (a list, one entry per task):
+                # unchanged, so resuming and the pinned state fingerprints stay valid
+                "bn_stats": [self.norm_states[t] for t in sorted(self.norm_states)]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if list(state["paths"]) != self.paths:
@@ -368,4 +370,4 @@ class CACL(Strategy):
         self.base_ranks = [int(r) for r in state["base_ranks"]]
         self.task_ranks = [[int(x) for x in r] for r in state["task_ranks"]]
         self.base_seed = int(state["base_seed"])
-        self.norm_states = norm_states_from(state, "norm_states", "bn_stats")  # bn_stats: before
+        self.norm_states = norm_states_from(state, "bn_stats")

@@ -540,12 +540,15 @@ class LRPET(Strategy):
                 "projection_stats": self.projection_summary()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n_done": self.n_done, "norm_states": dict(self.norm_states), "timing": self.timing,
+        # "bn_states": the checkpoint layout of earlier versions (a list, one entry per task),
+        # unchanged, so resuming and the pinned state fingerprints stay valid
+        return {"n_done": self.n_done, "timing": self.timing,
+                "bn_states": [self.norm_states[t] for t in sorted(self.norm_states)],
                 "proj_stats": self.proj_stats}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.n_done = int(state["n_done"])
-        self.norm_states = norm_states_from(state, "norm_states", "bn_states")  # bn_states: before
+        self.norm_states = norm_states_from(state, "bn_states")
         self.timing = dict(state["timing"])
         self.proj_stats = {t: {n: dict(st) for n, st in la.items()}
                            for t, la in state.get("proj_stats", {}).items()}
