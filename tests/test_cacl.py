@@ -15,15 +15,12 @@ SMALL = ["strategy=cacl", "model.hidden=[32,32]"]
 SHARED = SMALL + ["strategy.energy_sv=0.05", "strategy.growth=none", "strategy.sigma_lr_scale=5"]
 
 
-def test_zero_forgetting_bit_identical_outputs(run_dir):
-    outs = old_task_outputs(SMALL + ["train.weight_decay=0.01"], run_dir)
-    assert len(outs) == 3
-    assert all(torch.equal(outs[0], o) for o in outs[1:])
-
-
 def test_zero_forgetting_conv_with_batchnorm(run_dir):
+    """Per-task BatchNorm statistics, and weight decay (which would move the frozen components
+    unless they are written back after each step): the contract matrix runs an MLP without
+    either."""
     extra = ["model=cnn", "model.channels=[8,16]", "model.batch_norm=true",
-             "strategy.factorize=[conv]"]
+             "strategy.factorize=[conv]", "train.weight_decay=0.01"]
     outs = old_task_outputs(["strategy=cacl"], run_dir, extra=extra)
     assert all(torch.equal(outs[0], o) for o in outs[1:])
 
@@ -72,7 +69,8 @@ def test_accounting_matches_artifact(shared):
     res, run_dir, _, probe = shared
     art = load_torch(run_dir / "model_artifact.pt")
     n = sum(f["left"].numel() + f["right"].numel() for f in art["factors"].values())
-    n += sum(v.numel() for v in art["dense"].values()) + sum(v.numel() for v in art["heads"].values())
+    n += sum(v.numel() for v in art["dense"].values())
+    n += sum(v.numel() for h in art["heads"] for v in h.values())
     n += art["task_ranks"].numel()
     assert res["compression"]["stored_params"] == n
     ranks = res["strategy_extra"]["ranks"]
@@ -87,26 +85,8 @@ def test_accounting_matches_artifact(shared):
         r = art["task_ranks"][0][int(name[-1])]
         w = layer["left"][:, :r] @ layer["right"][:r]
         h = torch.relu(h @ w.t() + art["dense"][f"{layer['path']}.bias"])
-    out = h @ art["heads"]["0.weight"].t() + art["heads"]["0.bias"]
+    out = h @ art["heads"][0]["weight"].t() + art["heads"][0]["bias"]
     torch.testing.assert_close(out, want)
-
-
-def test_resume_matches_uninterrupted_run(shared, tmp_path):
-    full = shared[0]
-
-    class Crash(Exception):
-        pass
-
-    def crash(t, model, strategy):
-        if t == 1:
-            raise Crash
-
-    with pytest.raises(Crash):
-        run_quick(tmp_path / "cut", SHARED, on_task_end=crash)
-    resumed = run_quick(tmp_path / "cut", SHARED + ["resume=true"])
-    assert resumed["acc_matrix"] == full["acc_matrix"]
-    assert resumed["strategy_extra"]["ranks"] == full["strategy_extra"]["ranks"]
-    assert resumed["compression"]["stored_params"] == full["compression"]["stored_params"]
 
 
 GROWTH = SMALL + ["strategy.energy_sv=0.05", "strategy.sigma_lr_scale=5"]

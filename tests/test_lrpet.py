@@ -127,7 +127,7 @@ def test_bn_statistics_recalibrated_for_stored_weights():
     assert torch.allclose(bn.running_mean, conv.mean((0, 2, 3)), atol=1e-5)
     assert torch.allclose(bn.running_var, conv.var((0, 2, 3)), atol=1e-5)
     assert bn.momentum == 0.1 and s.layers["0"].eval_task is None
-    assert torch.equal(s.bn_states[0]["1.running_mean"], bn.running_mean)
+    assert torch.equal(s.norm_states[0]["1.running_mean"], bn.running_mean)
 
 
 def test_bn_rectified_projection_in_cnn():
@@ -200,7 +200,7 @@ def test_run_stores_rank_k_factors_and_accounts_honestly(sharing, tmp_path):
         w = sum(e["u"][i] @ e["v"][i] for i in (range(3) if sharing == "residual" else [2]))
         assert torch.equal(w, layer.frozen(2)) and torch.equal(e["bias"][2], layer.stored_bias[2])
     n_art = sum(v.numel() for e in art["layers"].values() for k, v in e.items() if k in ("u", "v", "bias"))
-    assert n_art + sum(v.numel() for v in art["heads"].values()) == body + heads
+    assert n_art + sum(v.numel() for h in art["heads"] for v in h.values()) == body + heads
     # resume: fresh model + setup + strategy state + model state answers identically
     ck = load_torch(tmp_path / "run" / "checkpoint.pt")
     body2, feat = build_backbone("mlp", (1, 8, 8), hidden=[256, 256])

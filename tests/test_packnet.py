@@ -22,33 +22,20 @@ CNN_BN = ["model=cnn", "model.batch_norm=true", "model.channels=[8,16]"]
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """One run (Adam with weight decay, which moves frozen weights unless they are restored)
-    with a snapshot of weights, owners and task-0 outputs after every task."""
+    with a snapshot of weights, owners and task 0's masked view after every task."""
     run_dir = tmp_path_factory.mktemp("packnet") / "run"
-    x0 = build_stream(BenchmarkSpec("synthetic")).experiences[0].test_x
     snaps = []
 
     def snap(t, model, strategy):
-        model.eval()
-        with torch.no_grad(), strategy.task_context(0):
-            out0 = model(x0, 0).clone()
+        with strategy.task_context(0):
             masked = {n: m.weight.detach().clone() for n, m in strategy.layers.items()}
-        model.train()
-        snaps.append({"out0": out0, "masked0": masked,
+        snaps.append({"masked0": masked,
                       "w": {n: m.weight.detach().clone() for n, m in strategy.layers.items()},
                       "owners": {n: o.clone() for n, o in strategy.owners.items()},
                       "stats": strategy.compression_stats()})
 
     res = run_quick(run_dir, ["strategy=packnet", "train.weight_decay=0.01"], on_task_end=snap)
     return res, snaps, run_dir
-
-
-def test_task0_outputs_bit_identical_after_later_tasks(reference):
-    res, snaps, _ = reference
-    assert len(snaps) == res["n_tasks"] == 3
-    for s in snaps[1:]:
-        assert torch.equal(s["out0"], snaps[0]["out0"])
-    assert res["forgetting"] == 0.0 and res["bwt"] == 0.0
-    assert res["plasticity"] > 0.8
 
 
 def test_owned_weights_frozen_pruned_zero_and_counts_exact(reference):
@@ -95,22 +82,6 @@ def test_accounting_and_artifact_decode(reference):
     entries = sum(o.numel() for o in snaps[-1]["owners"].values())
     assert comp["stored_bits"] == 32 * (n_stored + heads + biases) + bits * entries
     assert comp["ratio_vs_individual"] > 2.5  # 3 tasks share one body
-
-
-def test_resume_after_interruption_matches_uninterrupted_run(reference, tmp_path):
-    res, _, _ = reference
-    run_dir = tmp_path / "run"
-
-    def crash(t, model, strategy):
-        if t == 1:
-            raise KeyboardInterrupt
-
-    overrides = ["strategy=packnet", "train.weight_decay=0.01"]
-    with pytest.raises(KeyboardInterrupt):
-        run_quick(run_dir, overrides, on_task_end=crash)
-    again = run_quick(run_dir, overrides + ["resume=true"])
-    assert again["acc_matrix"] == res["acc_matrix"]
-    assert again["compression"]["stored_bits"] == res["compression"]["stored_bits"]
 
 
 def test_zero_forgetting_with_per_task_biases_and_sgd_momentum(tmp_path):
@@ -208,7 +179,7 @@ def test_batchnorm_policies(policy, tmp_path):
     seen, outs = [], []
 
     def grab(t, model, strategy):
-        live = {k: v.detach().clone() for k, v in strategy._norm_tensors().items()}
+        live = strategy.task_norm_state()
         seen.append((dict(strategy.norm_states), live))
         model.eval()
         with torch.no_grad(), strategy.task_context(0):

@@ -68,3 +68,161 @@ def test_lookup_does_not_change_the_class(tmp_path, monkeypatch):
         assert get_strategy(name) is HeadsOnly
         assert get_strategy(name).from_config({}, TrainSettings(), name=name).name == name
     assert dict(vars(HeadsOnly)) == before and HeadsOnly.name == ""
+
+
+# --- the plugin helpers (cl_compress.strategies.helpers) ------------------------------------
+def _norm_net():
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.GroupNorm(2, 4),
+                         nn.BatchNorm2d(4, affine=False))
+
+
+def test_norm_state_parts_copy_and_swap():
+    from cl_compress.strategies.helpers import (
+        load_norm_state,
+        norm_layers,
+        norm_state,
+        swapped_norm_state,
+    )
+
+    net = _norm_net()
+    layers = norm_layers(net)
+    assert list(layers) == ["1", "2", "3"]
+    task0 = norm_state(layers, counters=True)
+    assert list(task0) == ["1.weight", "1.bias", "1.running_mean", "1.running_var",
+                           "1.num_batches_tracked", "2.weight", "2.bias", "3.running_mean",
+                           "3.running_var", "3.num_batches_tracked"]
+    stats0 = norm_state(layers, affine=False)
+    assert list(stats0) == ["1.running_mean", "1.running_var", "3.running_mean", "3.running_var"]
+    net(torch.randn(8, 1, 6, 6))  # train mode: running statistics move
+    with torch.no_grad():
+        layers["1"].weight.add_(1.0)
+        layers["2"].bias.add_(1.0)
+    live = norm_state(layers, counters=True)
+    assert not torch.equal(live["1.running_mean"], task0["1.running_mean"])  # a copy, not a view
+    assert not torch.equal(live["1.weight"], task0["1.weight"])
+    with swapped_norm_state(layers, task0):
+        now = norm_state(layers, counters=True)
+        assert all(torch.equal(now[k], v) for k, v in task0.items())
+    now = norm_state(layers, counters=True)
+    assert all(torch.equal(now[k], v) for k, v in live.items())
+    with swapped_norm_state(layers, stats0):  # running statistics only: affine stays live
+        now = norm_state(layers)
+        assert torch.equal(now["1.running_var"], task0["1.running_var"])
+        assert torch.equal(now["1.weight"], live["1.weight"])
+    with pytest.raises(ValueError), swapped_norm_state(layers, task0):  # restored on error too
+        raise ValueError
+    assert torch.equal(norm_state(layers)["1.weight"], live["1.weight"])
+    with swapped_norm_state(layers, None):
+        pass
+    with pytest.raises(KeyError, match="matches no layer"):
+        load_norm_state(layers, {"9.weight": torch.zeros(4)})
+
+
+def test_head_states_round_trip_and_the_flat_form_of_older_artifacts():
+    from cl_compress.models import ContinualModel
+    from cl_compress.models.backbones import mlp
+    from cl_compress.strategies.helpers import head_params, head_states, load_head_states
+
+    def model(seed):
+        torch.manual_seed(seed)
+        return ContinualModel(mlp((1, 4, 4), hidden=(8,)), 8, [2, 2, 3], multi_head=True)
+
+    a = model(0)
+    heads = head_states(a, 2)
+    assert len(heads) == 2 and list(heads[0]) == ["weight", "bias"]
+    assert head_params(a, 2) == 2 * (8 * 2 + 2) and head_params(a, 3) == 2 * 18 + 8 * 3 + 3
+    with torch.no_grad():
+        a.heads[0].weight.add_(1.0)
+    assert not torch.equal(heads[0]["weight"], a.heads[0].weight)  # a copy
+    flat = {f"{j}.{k}": v for j, h in enumerate(heads) for k, v in h.items()}
+    for stored in (heads, flat):
+        b = model(1)
+        assert load_head_states(b, stored) == 2
+        for j in range(2):
+            assert all(torch.equal(b.heads[j].state_dict()[k], v) for k, v in heads[j].items())
+        assert not torch.equal(b.heads[2].weight, a.heads[2].weight)  # unseen head untouched
+
+
+def test_model_accessor_before_setup_names_strategy_and_hook():
+    from cl_compress.strategies import TrainSettings
+
+    s = get_strategy("packnet").from_config({}, TrainSettings())
+    with pytest.raises(RuntimeError, match=r"strategy 'packnet': compression_stats\(\) needs the "
+                                           r"model, but setup\(model, info\) has not been called"):
+        s.compression_stats()
+    n = get_strategy("naive").from_config({}, TrainSettings())
+    with pytest.raises(RuntimeError, match=r"'naive': export_artifact\(\)"):
+        n.export_artifact()
+
+
+def _stored_two_tasks(name, params, seed=0):
+    """``name`` set up on a conv model with BatchNorm, two tasks stored without training
+    (random BN statistics, affine parameters and heads per task): (strategy, model, probe)."""
+    from cl_compress.models import ContinualModel
+    from cl_compress.models.backbones import small_cnn
+    from cl_compress.strategies import StreamInfo, TaskData, TrainSettings
+
+    torch.manual_seed(seed)
+    model = ContinualModel(small_cnn((1, 8, 8), (4, 6), batch_norm=True), 6, [2, 2], multi_head=True)
+    s = get_strategy(name).from_config(params, TrainSettings())
+    s.setup(model, StreamInfo(2, "task", (1, 8, 8), [2, 2]))
+    gen = torch.Generator().manual_seed(100 + seed)
+    for t in range(2):
+        data = TaskData(t, 2, lambda: [], None, lambda x, y: 1.0)
+        s.before_task(t, data)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+                    m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                    m.weight.add_(torch.randn(m.num_features, generator=gen))
+            model.heads[t].weight.add_(torch.randn(model.heads[t].weight.shape, generator=gen))
+        s.after_task(t, data)
+    return s, model, torch.randn(5, 1, 8, 8, generator=gen)
+
+
+def _answers(s, model, x):
+    model.eval()
+    with torch.no_grad():
+        out = []
+        for j in range(2):
+            with s.task_context(j):
+                out.append(model(x, j))
+    return out
+
+
+@pytest.mark.parametrize("name, params, ckpt_key", [
+    ("cacl", {"factorize": ["conv"]}, "bn_stats"),
+    ("lrpet", {"rank": 2, "bn_recalibrate": 0}, "bn_states"),
+    ("individual", {}, None),
+])
+def test_old_artifacts_and_checkpoints_still_load(name, params, ckpt_key):
+    """Artifacts written before the shared helpers held the heads as one flat
+    ``{"<task>.<key>": tensor}`` dict: they still load, and the loaded strategy answers every
+    task exactly as the one that wrote them. Checkpoints keep their layout (the per-task
+    BatchNorm state as a list under ``bn_stats`` / ``bn_states``), so the pinned state
+    fingerprints (tests/data/task_il_pin.json) and resuming stay valid."""
+    s, model, x = _stored_two_tasks(name, params)
+    want = _answers(s, model, x)
+    assert not torch.equal(want[0], want[1])
+    art = s.export_artifact()
+    old_art = dict(art, heads={f"{j}.{k}": v for j, h in enumerate(art["heads"]) for k, v in h.items()})
+    for stored in (art, old_art):
+        fresh, fmodel, _ = _stored_two_tasks(name, params, seed=1)
+        assert not torch.equal(_answers(fresh, fmodel, x)[0], want[0])
+        fresh.load_artifact(stored)
+        got = _answers(fresh, fmodel, x)
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+    if ckpt_key:
+        state = s.state_dict()
+        per_task = state[ckpt_key]
+        assert isinstance(per_task, list) and len(per_task) == 2 and per_task[0]  # both tasks' BN
+        assert "norm_states" not in state
+        fresh, _, _ = _stored_two_tasks(name, params, seed=1)
+        fresh.load_state_dict(state)
+        assert sorted(fresh.norm_states) == [0, 1]
+        assert all(torch.equal(fresh.norm_states[t][k], v)
+                   for t in (0, 1) for k, v in per_task[t].items())

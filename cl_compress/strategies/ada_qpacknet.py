@@ -88,7 +88,14 @@ from ..compress import masks, quant
 from ..errors import ConfigError
 from ..models import ContinualModel
 from .base import CompressionStats, Phase, StrategyConfig, TaskData, check_format, hp
-from .helpers import clone_state, latest
+from .helpers import (
+    NORMS,
+    clone_state,
+    head_states,
+    latest,
+    load_norm_state,
+    norm_layers,
+)
 from .packnet import PackNet
 from .registry import register
 
@@ -276,14 +283,13 @@ class AdaQPacknet(PackNet):
     # --- adaptive sparsity --------------------------------------------------------------------
     def search_ratios(self, task: int, data: TaskData) -> None:
         """Score ``population`` per-layer ratio vectors on held-out data; keep the fittest."""
-        assert self.model is not None
         val = _require_val(data)
         names = list(self.layers)
         span = self.cfg.v_max - self.cfg.v_min
         draws = self.cfg.v_min + span * torch.rand(self.cfg.population, len(names),
                                                    generator=self._generator(1))
         init = self._generator(2)
-        state = clone_state(self.model.state_dict())
+        state = clone_state(self.net.state_dict())
         owners = dict(self.owners)
         code = masks.owner_code(task)
         w, log = self.cfg.fitness_acc_weight, []
@@ -302,7 +308,7 @@ class AdaQPacknet(PackNet):
             log.append({"ratios": self.ratios[task], "val_acc": acc, "pruned_fraction": pruned,
                         "fitness": w * acc + (1 - w) * pruned, "steps": steps,
                         "seconds": seconds})
-            self.model.load_state_dict(state)
+            self.net.load_state_dict(state)
             self.owners = dict(owners)
             del self.pruned[task], self.claimed[task]
         best = max(range(len(log)), key=lambda i: (log[i]["fitness"], -i))
@@ -403,7 +409,6 @@ class AdaQPacknet(PackNet):
                        self.index_bits() * o.numel()) for o in self.owners.values())
 
     def compression_stats(self) -> CompressionStats:
-        assert self.model is not None
         stats = super().compression_stats()
         entries = stats.details["shared_entries"]
         qs = [(q["bits"], lq) for q in self.quantised.values() for lq in q["layers"].values()]
@@ -428,13 +433,12 @@ class AdaQPacknet(PackNet):
         return stats
 
     def export_artifact(self) -> dict[str, Any]:
-        assert self.model is not None
         art: dict[str, Any] = {
             "format": "ada-qpacknet-v1", "tasks": self.tasks_done, "capacity": self.cfg.capacity,
             "quantised": {t: {"bits": q["bits"], "method": q["method"], "layers": q["layers"]}
                           for t, q in self.quantised.items()},
             "biases": self.bias_states, "norms": self.norm_states,
-            "heads": [clone_state(self.model.head(j).state_dict()) for j in range(self.tasks_done)]}
+            "heads": head_states(self.net, self.tasks_done)}
         if self.shared:
             art["reserve_bits"] = self.reserve_bits()
             art["maps"] = {n: {"shape": list(m.weight.shape), "bitmaps": quant.pack_shared_maps(
@@ -542,9 +546,7 @@ def load_artifact(model: ContinualModel, art: dict[str, Any], task: int) -> None
             model.get_submodule(n).weight.copy_(w)
         for n, b in latest(art["biases"], task).items():
             model.get_submodule(n).bias.copy_(b)
-        for k, v in latest(art["norms"], task).items():
-            module, attr = k.rsplit(".", 1)
-            getattr(model.get_submodule(module), attr).copy_(v)
+        load_norm_state(norm_layers(model.body, "body.", NORMS), latest(art["norms"], task))
         model.head(task).load_state_dict(art["heads"][task])
 
 

@@ -25,6 +25,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -290,6 +291,16 @@ class Strategy:
         self.model: ContinualModel | None = None
         self.info: StreamInfo | None = None
 
+    @property
+    def net(self) -> ContinualModel:
+        """The model handed to :meth:`setup` (``self.model`` typed as set); a hook that runs
+        before ``setup`` gets a RuntimeError naming the strategy and the hook."""
+        if self.model is None:
+            hook = sys._getframe(1).f_code.co_name
+            raise RuntimeError(f"strategy {self.name or type(self).__name__!r}: {hook}() needs the "
+                               f"model, but setup(model, info) has not been called yet")
+        return self.model
+
     @classmethod
     def from_config(cls, params: dict[str, Any], train: TrainSettings, name: str = "") -> Strategy:
         """Build from a plain dict; unknown keys and out-of-range values raise ConfigError.
@@ -337,8 +348,7 @@ class Strategy:
     # --- training-step hooks -----------------------------------------------------------
     def parameters_to_optimize(self, task: int, phase: Phase) -> Iterator[nn.Parameter]:
         """Parameters handed to the phase's optimiser (rebuilt fresh every phase)."""
-        assert self.model is not None
-        return (p for p in self.model.parameters() if p.requires_grad)
+        return (p for p in self.net.parameters() if p.requires_grad)
 
     def training_loss(self, loss: Tensor, logits: Tensor, batch: tuple) -> Tensor:
         """Add regularisers to the task loss."""
@@ -374,22 +384,19 @@ class Strategy:
 
     def compression_stats(self) -> CompressionStats:
         """Stored parameters/bits; default: the whole model, dense fp32."""
-        assert self.model is not None
-        return dense_stats(self.model)
+        return dense_stats(self.net)
 
     def export_artifact(self) -> dict[str, Any]:
         """The compressed model to save on disk (tensors and plain values only)."""
-        assert self.model is not None
-        return {"format": "dense-fp32", "model": self.model.state_dict()}
+        return {"format": "dense-fp32", "model": self.net.state_dict()}
 
     def load_artifact(self, artifact: dict[str, Any]) -> None:
         """The inverse of :meth:`export_artifact`: after ``setup(model, info)`` on a freshly
         built model (any initialisation), make ``task_context(j)`` answer for every exported
         task ``j`` exactly as the run did, from the artifact alone (``cl_compress.evaluate_artifact``).
         A strategy that overrides ``export_artifact`` overrides this too."""
-        assert self.model is not None
         check_format(artifact, "dense-fp32", self.name)
-        self.model.load_state_dict(artifact["model"])
+        self.net.load_state_dict(artifact["model"])
 
     def task_metrics(self, task: int) -> dict[str, float]:
         """Figures logged after each task under ``compress/`` (e.g. ``rank/body.0``: the

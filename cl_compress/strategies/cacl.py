@@ -54,6 +54,14 @@ from ..compress.svd import (
 )
 from ..errors import CheckpointError, ConfigError
 from .base import CompressionStats, Phase, Strategy, StrategyConfig, TaskData, check_format, hp
+from .helpers import (
+    head_states,
+    load_head_states,
+    load_norm_state,
+    norm_state,
+    norm_states_from,
+    swapped_norm_state,
+)
 from .registry import register
 
 GROWTH = ("authors_average", "authors_full", "average_incl_current", "full", "none")
@@ -98,6 +106,7 @@ def _prefix(m: Any, r: int, clone: bool = False) -> tuple[Tensor, Tensor, Tensor
 
 
 def _bn_modules(root: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    """BatchNorm layers with running statistics, by their path in ``root``."""
     return {n: m for n, m in root.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
 
@@ -125,7 +134,8 @@ class CACL(Strategy):
         self.layers: list[SVDFactorized] = []
         self.base_ranks: list[int] = []
         self.task_ranks: list[list[int]] = []  # cumulative rank per layer used by each task
-        self.bn_stats: list[dict[str, Tensor]] = []
+        # per task: BatchNorm running statistics (bn_stats_per_task; empty when off)
+        self.norm_states: dict[int, dict[str, Tensor]] = {}
         self.base_seed = 0
         # (layer, r, copies of N[:, :r], sigma[:r], C[:r]): the frozen prefix of each layer
         self._frozen: list[tuple[Any, int, tuple[Tensor, Tensor, Tensor]]] = []
@@ -151,10 +161,9 @@ class CACL(Strategy):
         return list(self.task_ranks[task - 1]) if task > 0 else [0] * len(self.layers)
 
     def before_task(self, task: int, data: TaskData) -> None:
-        assert self.model is not None
         factor_ids = {id(p) for m in self.layers for p in (m.N, m.sigma, m.C)}
         if task > 0:  # biases, BN affine and unfactorised layers are learnt on task 0 only
-            for p in self.model.body.parameters():
+            for p in self.net.body.parameters():
                 if id(p) not in factor_ids:
                     p.requires_grad_(False)
         self._prev = self._prev_ranks(task)
@@ -168,9 +177,8 @@ class CACL(Strategy):
 
     def parameters_to_optimize(self, task: int, phase: Phase) -> Iterator[Any]:
         """Trainable parameters; sigma in its own group when ``sigma_lr_scale != 1``."""
-        assert self.model is not None
         sigmas = {id(m.sigma) for m in self.layers}
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.net.parameters() if p.requires_grad]
         if self.cfg.sigma_lr_scale == 1.0:
             yield from params
             return
@@ -230,7 +238,7 @@ class CACL(Strategy):
                           torch.cat([m.C[:r], m.C[idx], c.to(dev)]))
         self.task_ranks.append(ranks)
         if self.cfg.bn_stats_per_task:
-            self.bn_stats.append(self._current_bn())
+            self.norm_states[task] = self._current_bn()
         self._frozen, self._prev = [], []
 
     def _fresh_slots(self, li: int, task: int, slots: int, used: int) -> int:
@@ -256,36 +264,23 @@ class CACL(Strategy):
         return max(refill, target)
 
     def _current_bn(self) -> dict[str, Tensor]:
-        assert self.model is not None
-        out = {}
-        for name, bn in _bn_modules(self.model.body).items():
-            out[f"{name}.running_mean"] = bn.running_mean.detach().clone()  # type: ignore[union-attr]
-            out[f"{name}.running_var"] = bn.running_var.detach().clone()  # type: ignore[union-attr]
-        return out
-
-    def _load_bn(self, stats: dict[str, Tensor]) -> None:
-        assert self.model is not None
-        for name, bn in _bn_modules(self.model.body).items():
-            bn.running_mean.copy_(stats[f"{name}.running_mean"])  # type: ignore[union-attr]
-            bn.running_var.copy_(stats[f"{name}.running_var"])  # type: ignore[union-attr]
+        """A copy of the BatchNorm running statistics (what a task stores; no affine
+        parameters: those are learnt on task 0 only)."""
+        return norm_state(_bn_modules(self.net.body), affine=False)
 
     @contextlib.contextmanager
     def task_context(self, task: int):
         if task >= len(self.task_ranks):  # the task being trained: every component
             yield
             return
-        current = self._current_bn() if self.bn_stats else None
         for m, r in zip(self.layers, self.task_ranks[task]):
             m.active_rank = r
-        if self.bn_stats:
-            self._load_bn(self.bn_stats[task])
         try:
-            yield
+            with swapped_norm_state(_bn_modules(self.net.body), self.norm_states.get(task)):
+                yield
         finally:
             for m in self.layers:
                 m.active_rank = None
-            if current is not None:
-                self._load_bn(current)
 
     # --- accounting, logging, persistence -----------------------------------------------
     def _layer_names(self) -> list[str]:
@@ -293,7 +288,6 @@ class CACL(Strategy):
 
     def _stored(self) -> dict[str, Any]:
         """Everything needed to answer for every task seen so far."""
-        assert self.model is not None
         factor_ids = {id(p) for m in self.layers for p in (m.N, m.sigma, m.C)}
         final = self.task_ranks[-1] if self.task_ranks else [0] * len(self.layers)
         factors = {}
@@ -301,19 +295,19 @@ class CACL(Strategy):
             a, b = m.folded_factors(r)
             factors[name] = {"path": path, "kind": type(m).__name__, "left": a.cpu(),
                              "right": b.cpu()}
-        dense = {n: p.detach().cpu() for n, p in self.model.body.named_parameters()
+        dense = {n: p.detach().cpu() for n, p in self.net.body.named_parameters()
                  if id(p) not in factor_ids}
-        seen = len(self.task_ranks)
-        heads = {f"{i}.{k}": v.detach().cpu() for i in range(seen)
-                 for k, v in self.model.heads[i].state_dict().items()}
-        bn = [{k: v.cpu() for k, v in s.items()} for s in self.bn_stats or [self._current_bn()]]
+        heads = head_states(self.net, len(self.task_ranks))
+        per_task = [self.norm_states[t] for t in sorted(self.norm_states)]
+        bn = [{k: v.cpu() for k, v in s.items()} for s in per_task or [self._current_bn()]]
         return {"factors": factors, "dense": dense, "heads": heads, "bn_stats": bn,
                 "task_ranks": torch.tensor(self.task_ranks, dtype=torch.int32)}
 
     def compression_stats(self) -> CompressionStats:
         s = self._stored()
         n = sum(f["left"].numel() + f["right"].numel() for f in s["factors"].values())
-        n += sum(v.numel() for v in s["dense"].values()) + sum(v.numel() for v in s["heads"].values())
+        n += sum(v.numel() for v in s["dense"].values())
+        n += sum(v.numel() for h in s["heads"] for v in h.values())
         n += sum(v.numel() for st in s["bn_stats"] for v in st.values())
         n += s["task_ranks"].numel()  # task identifiers (32-bit ints)
         final = self.task_ranks[-1] if self.task_ranks else []
@@ -325,8 +319,9 @@ class CACL(Strategy):
     @torch.no_grad()
     def load_artifact(self, artifact: dict[str, Any]) -> None:
         """Each layer gets its stored (folded) factors with sigma = 1: ``N·diag|1|·C`` is the
-        stored product exactly, and a prefix of components is a prefix of the product."""
-        assert self.model is not None
+        stored product exactly, and a prefix of components is a prefix of the product.
+        ``heads`` may be a list of per-task state dicts or, in artifacts written before the
+        shared helper, one flat ``{"<task>.<key>": tensor}`` dict."""
         check_format(artifact, "cacl-svd-fp32", self.name)
         if list(artifact["layer_paths"]) != self.paths:
             raise CheckpointError(f"artifact factorises layers {artifact['layer_paths']}, this model "
@@ -334,16 +329,15 @@ class CACL(Strategy):
         for name, m in zip(self._layer_names(), self.layers):
             f = artifact["factors"][name]
             m.set_factors(f["left"], torch.ones(f["left"].shape[1]), f["right"])
-        body = self.model.body
+        body = self.net.body
         for n, v in artifact["dense"].items():
             body.get_parameter(n).copy_(v)
-        for key, v in artifact["heads"].items():
-            i, k = key.split(".", 1)
-            self.model.heads[int(i)].get_parameter(k).copy_(v)
+        load_head_states(self.net, artifact["heads"])
         self.task_ranks = [[int(x) for x in r] for r in artifact["task_ranks"].tolist()]
-        self.bn_stats = [dict(s) for s in artifact["bn_stats"]] if self.cfg.bn_stats_per_task else []
-        if not self.cfg.bn_stats_per_task and artifact["bn_stats"]:
-            self._load_bn(artifact["bn_stats"][0])
+        stored = norm_states_from(artifact, "bn_stats")
+        self.norm_states = stored if self.cfg.bn_stats_per_task else {}
+        if not self.cfg.bn_stats_per_task and stored:
+            load_norm_state(_bn_modules(body), stored[0])
 
     def task_metrics(self, task: int) -> dict[str, float]:
         prev = self._prev_ranks(task)
@@ -365,7 +359,9 @@ class CACL(Strategy):
     def state_dict(self) -> dict[str, Any]:
         return {"paths": list(self.paths), "base_ranks": list(self.base_ranks),
                 "task_ranks": [list(r) for r in self.task_ranks], "base_seed": self.base_seed,
-                "bn_stats": [dict(s) for s in self.bn_stats]}
+                # the checkpoint layout of earlier versions (a list, one entry per task):
+                # unchanged, so resuming and the pinned state fingerprints stay valid
+                "bn_stats": [self.norm_states[t] for t in sorted(self.norm_states)]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if list(state["paths"]) != self.paths:
@@ -374,4 +370,4 @@ class CACL(Strategy):
         self.base_ranks = [int(r) for r in state["base_ranks"]]
         self.task_ranks = [[int(x) for x in r] for r in state["task_ranks"]]
         self.base_seed = int(state["base_seed"])
-        self.bn_stats = [dict(s) for s in state["bn_stats"]]
+        self.norm_states = norm_states_from(state, "bn_stats")

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from .base import CompressionStats, Strategy, TaskData, check_format, dense_stats
+from .helpers import clone_state, head_params, head_states, load_head_states
 from .registry import register
 
 
@@ -34,19 +35,16 @@ class Individual(Strategy):
         self.bodies: list[dict[str, Any]] = []
 
     def before_task(self, task: int, data: TaskData) -> None:
-        assert self.model is not None
         if task > 0:
-            reset_parameters(self.model.body)
+            reset_parameters(self.net.body)
 
     def after_task(self, task: int, data: TaskData) -> None:
-        assert self.model is not None
-        self.bodies.append({k: v.detach().clone() for k, v in self.model.body.state_dict().items()})
+        self.bodies.append(clone_state(self.net.body.state_dict()))
 
     @contextlib.contextmanager
     def task_context(self, task: int):
-        assert self.model is not None
-        body = self.model.body
-        current = {k: v.detach().clone() for k, v in body.state_dict().items()}
+        body = self.net.body
+        current = clone_state(body.state_dict())
         body.load_state_dict(self.bodies[task])
         try:
             yield
@@ -54,24 +52,23 @@ class Individual(Strategy):
             body.load_state_dict(current)
 
     def compression_stats(self) -> CompressionStats:
-        assert self.model is not None
-        body = dense_stats(self.model.body)
-        heads = dense_stats(list(self.model.heads)[:len(self.bodies)])  # heads of seen tasks
-        n = len(self.bodies) * body.stored_params + heads.stored_params
+        body = dense_stats(self.net.body)
+        n = len(self.bodies) * body.stored_params + head_params(self.net, len(self.bodies))
         return CompressionStats(n, 32 * n, {"bodies": len(self.bodies)})
 
     def export_artifact(self) -> dict[str, Any]:
-        assert self.model is not None
         return {"format": "individual-fp32", "bodies": self.bodies,
-                "heads": self.model.heads.state_dict()}
+                "heads": head_states(self.net, len(self.bodies))}
 
     def load_artifact(self, artifact: dict[str, Any]) -> None:
-        assert self.model is not None
+        """The inverse of :meth:`export_artifact`; ``heads`` may also be the whole head list's
+        state dict (``{"<task>.<key>": tensor}``) that artifacts written before the shared
+        helper hold."""
         check_format(artifact, "individual-fp32", self.name)
         self.bodies = [dict(b) for b in artifact["bodies"]]
-        self.model.heads.load_state_dict(artifact["heads"])
+        load_head_states(self.net, artifact["heads"])
         if self.bodies:
-            self.model.body.load_state_dict(self.bodies[-1])
+            self.net.body.load_state_dict(self.bodies[-1])
 
     def state_dict(self) -> dict[str, Any]:
         return {"bodies": self.bodies}

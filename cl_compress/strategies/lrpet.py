@@ -77,6 +77,14 @@ from .base import (
     check_format,
     hp,
 )
+from .helpers import (
+    head_params,
+    head_states,
+    load_head_states,
+    norm_state,
+    norm_states_from,
+    swapped_norm_state,
+)
 from .registry import register
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -226,7 +234,8 @@ class LRPET(Strategy):
         self.cfg: LRPETConfig = cfg
         self.layers: dict[str, TaskResidualLayer] = {}
         self.bn_of: dict[str, _BN] = {}
-        self.bn_states: list[dict[str, Tensor]] = []
+        # per task: affine parameters and running statistics of every BatchNorm of the body
+        self.norm_states: dict[int, dict[str, Tensor]] = {}
         self.n_done = 0
         self.steps = 0
         # wall time of each phase's fit (with projections) and of the projections alone
@@ -268,8 +277,7 @@ class LRPET(Strategy):
                 self.bn_of[name] = pairs[name]
 
     def _bns(self) -> dict[str, _BN]:
-        assert self.model is not None
-        return {n: m for n, m in self.model.body.named_modules() if isinstance(m, _BN)}
+        return {n: m for n, m in self.net.body.named_modules() if isinstance(m, _BN)}
 
     # --- training ----------------------------------------------------------------------
     def phases(self, task: int) -> list[Phase]:
@@ -404,7 +412,7 @@ class LRPET(Strategy):
             else:
                 layer.store(task, *lowrank.factorize(layer.delta, layer.k), None)
         self._recalibrate_bn(task, data)
-        self.bn_states.append(_bn_state(self._bns()))
+        self.norm_states[task] = norm_state(self._bns())  # affine + running statistics
         self.n_done = task + 1
 
     @torch.no_grad()
@@ -418,24 +426,24 @@ class LRPET(Strategy):
         bns, n = list(self._bns().values()), self.cfg.bn_recalibrate
         if not bns or n == 0:
             return
-        assert self.model is not None
+        model = self.net
         momenta = [bn.momentum for bn in bns]
         for bn in bns:
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average over the batches below
         for layer in self.layers.values():
             layer.eval_task = task
-        was_training = self.model.training
-        self.model.train()
-        device = next(self.model.parameters()).device
+        was_training = model.training
+        model.train()
+        device = next(model.parameters()).device
         try:
             for i, (x, _, _) in enumerate(data.train_loader()):
                 if i == n:
                     break
-                self.model.body(x.to(device))
+                model.body(x.to(device))
                 self.count_steps("bn_calibration")  # forward only, no optimiser step
         finally:
-            self.model.train(was_training)
+            model.train(was_training)
             for bn, m in zip(bns, momenta):
                 bn.momentum = m
             for layer in self.layers.values():
@@ -444,26 +452,23 @@ class LRPET(Strategy):
     # --- evaluation ----------------------------------------------------------------------
     @contextlib.contextmanager
     def task_context(self, task: int):
-        bns = self._bns()
-        current = _bn_state(bns)
+        state = self.norm_states[task]
         for layer in self.layers.values():
             layer.eval_task = task
-        _load_bn_state(bns, self.bn_states[task])
         try:
-            yield
+            with swapped_norm_state(self._bns(), state):
+                yield
         finally:
             for layer in self.layers.values():
                 layer.eval_task = None
-            _load_bn_state(bns, current)
 
     # --- accounting and persistence ------------------------------------------------------
     def compression_stats(self) -> CompressionStats:
-        assert self.model is not None
         t = self.n_done
         body = t * sum((la.stored[0].numel() if la.k is None else lowrank.factor_params(la.shape, la.k))
                        + (0 if la.bias is None else la.shape[0]) for la in self.layers.values())
-        bn = sum(v.numel() for s in self.bn_states for v in s.values())
-        heads = sum(p.numel() for h in list(self.model.heads)[:t] for p in h.parameters())
+        bn = sum(v.numel() for s in self.norm_states.values() for v in s.values())
+        heads = head_params(self.net, t)
         n = body + bn + heads
         return CompressionStats(n, 32 * n, {"body_params": body, "bn_params": bn,
                                             "head_params": heads, "ranks": self.ranks()})
@@ -472,7 +477,6 @@ class LRPET(Strategy):
         return {name: layer.k for name, layer in self.layers.items()}
 
     def export_artifact(self) -> dict[str, Any]:
-        assert self.model is not None
         t = self.n_done
         layers = {}
         for name, la in self.layers.items():
@@ -488,15 +492,14 @@ class LRPET(Strategy):
             if la.bias is not None:
                 entry["bias"] = la.stored_bias[:t].clone()
             layers[name] = entry
-        heads = {f"{i}.{k}": v.detach().clone() for i, h in enumerate(list(self.model.heads)[:t])
-                 for k, v in h.state_dict().items()}
         return {"format": "lrpet-factors-fp32", "tasks": t, "sharing": self.cfg.sharing,
-                "layers": layers,
-                "bn": self.bn_states, "heads": heads}
+                "layers": layers, "bn": [self.norm_states[j] for j in sorted(self.norm_states)],
+                "heads": head_states(self.net, t)}
 
     @torch.no_grad()
     def load_artifact(self, artifact: dict[str, Any]) -> None:
-        assert self.model is not None
+        """The inverse of :meth:`export_artifact`; ``heads`` may also be the flat
+        ``{"<task>.<key>": tensor}`` dict of artifacts written before the shared helper."""
         check_format(artifact, "lrpet-factors-fp32", self.name)
         t = int(artifact["tasks"])
         sharing = artifact.get("sharing", "residual")  # artifacts before the option: residual
@@ -518,11 +521,8 @@ class LRPET(Strategy):
             if la.bias is not None:
                 la.stored_bias[:t].copy_(entry["bias"])
             la._cache = None
-        self.bn_states = [dict(s) for s in artifact["bn"]]
-        heads = artifact["heads"]
-        for i in range(t):
-            self.model.heads[i].load_state_dict({k.split(".", 1)[1]: v for k, v in heads.items()
-                                                 if k.split(".", 1)[0] == str(i)})
+        self.norm_states = norm_states_from(artifact, "bn")
+        load_head_states(self.net, artifact["heads"])
         self.n_done = t
 
     def task_metrics(self, task: int) -> dict[str, float]:
@@ -540,26 +540,16 @@ class LRPET(Strategy):
                 "projection_stats": self.projection_summary()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n_done": self.n_done, "bn_states": self.bn_states, "timing": self.timing,
+        # "bn_states": the checkpoint layout of earlier versions (a list, one entry per task),
+        # unchanged, so resuming and the pinned state fingerprints stay valid
+        return {"n_done": self.n_done, "timing": self.timing,
+                "bn_states": [self.norm_states[t] for t in sorted(self.norm_states)],
                 "proj_stats": self.proj_stats}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.n_done = int(state["n_done"])
-        self.bn_states = list(state["bn_states"])
+        self.norm_states = norm_states_from(state, "bn_states")
         self.timing = dict(state["timing"])
         self.proj_stats = {t: {n: dict(st) for n, st in la.items()}
                            for t, la in state.get("proj_stats", {}).items()}
 
-
-def _bn_state(bns: dict[str, _BN]) -> dict[str, Tensor]:
-    """Affine parameters and running statistics of every BN (what a task needs)."""
-    return {f"{n}.{k}": v.detach().clone() for n, bn in bns.items()
-            for k, v in bn.state_dict().items() if not k.endswith("num_batches_tracked")}
-
-
-@torch.no_grad()
-def _load_bn_state(bns: dict[str, _BN], state: dict[str, Tensor]) -> None:
-    for n, bn in bns.items():
-        for k, v in bn.state_dict(keep_vars=True).items():
-            if f"{n}.{k}" in state:
-                v.copy_(state[f"{n}.{k}"])

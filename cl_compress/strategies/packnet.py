@@ -60,12 +60,21 @@ from .base import (
     check_format,
     hp,
 )
-from .helpers import clone_state as _clone
-from .helpers import latest as _latest
+from .helpers import (
+    NORMS,
+    clone_state,
+    head_params,
+    head_states,
+    latest,
+    load_head_states,
+    norm_layers,
+    norm_state,
+    norm_states_from,
+    swapped_norm_state,
+)
 from .registry import register
 
 PRUNABLE = (nn.Linear, nn.modules.conv._ConvNd)
-NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 @dataclass
@@ -139,7 +148,7 @@ class PackNet(Strategy):
 
     def norm_layers(self, model: ContinualModel) -> dict[str, nn.Module]:
         """Normalisation layers handled by ``norm_policy``."""
-        return {f"body.{n}": m for n, m in model.body.named_modules() if isinstance(m, NORMS)}
+        return norm_layers(model.body, "body.", NORMS)
 
     def prune_fraction(self, task: int) -> float:
         """Fraction of its own weights task ``task`` releases (0: no pruning, no retrain)."""
@@ -245,9 +254,9 @@ class PackNet(Strategy):
     def store_task_state(self, task: int) -> None:
         """Keep what task ``task`` needs besides its weights: biases and norms it trained."""
         if self.trains_biases(task):
-            self.bias_states[task] = _clone(self._biases())
+            self.bias_states[task] = clone_state(self._biases())
         if self.trains_norms(task) and self.norms:
-            self.norm_states[task] = _clone(self._norm_tensors())
+            self.norm_states[task] = self.task_norm_state()
 
     def callbacks(self) -> list:
         if self.trains_norms(self.task) or not self.norms:
@@ -277,17 +286,16 @@ class PackNet(Strategy):
     def task_context(self, task: int):
         live = {f"w:{n}": m.weight for n, m in self.layers.items()}
         live |= {f"b:{n}": p for n, p in self._biases().items()}
-        live |= {f"n:{n}": t for n, t in self._norm_tensors().items()}
-        backup = _clone(live)
+        backup = clone_state(live)
         with torch.no_grad():
             for n, m in self.layers.items():
                 visible = masks.visible_mask(self.owners[n].to(m.weight.device), task)
                 m.weight.masked_fill_(~visible, 0.0)
-            for prefix, states in (("b", self.bias_states), ("n", self.norm_states)):
-                for k, v in _latest(states, task).items():
-                    live[f"{prefix}:{k}"].copy_(v)
+            for k, v in latest(self.bias_states, task).items():
+                live[f"b:{k}"].copy_(v)
         try:
-            yield
+            with swapped_norm_state(self.norms, latest(self.norm_states, task)):
+                yield
         finally:
             with torch.no_grad():
                 for k, v in backup.items():
@@ -302,29 +310,26 @@ class PackNet(Strategy):
         return 32 * sum(int((o != masks.FREE).sum()) for o in self.owners.values())
 
     def compression_stats(self) -> CompressionStats:
-        assert self.model is not None
         n_weights = sum(int((o != masks.FREE).sum()) for o in self.owners.values())
         entries = sum(o.numel() for o in self.owners.values())
         side = sum(v.numel() for st in self.bias_states.values() for v in st.values())
         side += sum(v.numel() for st in self.norm_states.values() for k, v in st.items()
                     if v.is_floating_point())
-        heads = sum(p.numel() for j in range(self.tasks_done) for p in self.model.head(j).parameters())
+        heads = head_params(self.net, self.tasks_done)
         bits = self.stored_weight_bits() + 32 * (side + heads) + self.index_bits() * entries
         return CompressionStats(n_weights + side + heads, bits, {
             "index_bits": self.index_bits(), "stored_weights": n_weights, "shared_entries": entries,
             "free_fraction": 1 - n_weights / max(1, entries)})
 
     def export_artifact(self) -> dict[str, Any]:
-        assert self.model is not None
         b = self.index_bits()
         layers = {n: masks.pack_layer(m.weight, self.owners[n], b) for n, m in self.layers.items()}
         return {"format": "packnet-v1", "index_bits": b, "tasks": self.tasks_done, "layers": layers,
                 "biases": self.bias_states, "norms": self.norm_states,
-                "heads": [_clone(self.model.head(j).state_dict()) for j in range(self.tasks_done)]}
+                "heads": head_states(self.net, self.tasks_done)}
 
     @torch.no_grad()
     def load_artifact(self, artifact: dict[str, Any]) -> None:
-        assert self.model is not None
         check_format(artifact, "packnet-v1", self.name)
         for n, (w, owner) in decode_artifact(artifact).items():
             self.layers[n].weight.copy_(w)
@@ -333,12 +338,10 @@ class PackNet(Strategy):
 
     def _load_side_state(self, artifact: dict[str, Any]) -> None:
         """Biases, normalisation states, heads and the task count of an artifact."""
-        assert self.model is not None
         self.tasks_done = int(artifact["tasks"])
         self.bias_states = {int(t): dict(s) for t, s in artifact["biases"].items()}
-        self.norm_states = {int(t): dict(s) for t, s in artifact["norms"].items()}
-        for j, head in enumerate(artifact["heads"]):
-            self.model.head(j).load_state_dict(head)
+        self.norm_states = norm_states_from(artifact, "norms")
+        load_head_states(self.net, artifact["heads"])
 
     def task_metrics(self, task: int) -> dict[str, float]:
         code = masks.owner_code(task)
@@ -361,7 +364,7 @@ class PackNet(Strategy):
         self.owners = {n: o.clone() for n, o in state["owners"].items()}
         self.tasks_done = int(state["tasks_done"])
         self.bias_states = {int(t): dict(s) for t, s in state["bias_states"].items()}
-        self.norm_states = {int(t): dict(s) for t, s in state["norm_states"].items()}
+        self.norm_states = norm_states_from(state, "norm_states")
         self.pruned = {int(t): dict(c) for t, c in state["pruned"].items()}
         self.base_seed = int(state.get("base_seed", self.base_seed))
 
@@ -369,9 +372,10 @@ class PackNet(Strategy):
     def _biases(self) -> dict[str, Tensor]:
         return {n: m.bias for n, m in self.layers.items() if getattr(m, "bias", None) is not None}
 
-    def _norm_tensors(self) -> dict[str, Tensor]:
-        return {f"{n}.{k}": v for n, m in self.norms.items()
-                for k, v in [*m.named_parameters(), *m.named_buffers()] if v is not None}
+    def task_norm_state(self) -> dict[str, Tensor]:
+        """What a task stores of the normalisation layers: affine parameters, running
+        statistics and BatchNorm's batch counter (a copy)."""
+        return norm_state(self.norms, counters=True)
 
 
 def decode_artifact(art: dict[str, Any]) -> dict[str, tuple[Tensor, Tensor]]:
