@@ -107,8 +107,8 @@ class AdaQPacknetConfig(StrategyConfig):
     population: int = hp(4, 1, 256, doc="candidate prune-ratio vectors per task")
     search_epochs: int = hp(1, 0, None, doc="fine-tuning epochs per candidate before scoring")
     fitness_acc_weight: float = hp(0.8, 0.0, 1.0, doc="fitness = w*acc + (1-w)*pruned fraction")
-    search_seed: int = hp(0, 0, None, doc="offset added to the run's task seed for the candidate "
-                                          "draws and re-initialisations")
+    search_seed: int = hp(0, 0, None, doc="mixed with the run's task seed (task seed + 1000003 * "
+                                          "search_seed) for the candidate draws and re-initialisations")
     search_mode: str = hp("prune_trained", choices=("prune_trained", "authors"),
                           doc="prune_trained: prune the trained weights, fine-tune, score; authors: "
                               "re-initialise U(-1,1), prune, train at train.lr, score")
