@@ -74,13 +74,12 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     first = next(iter(res.values()))
     ada = first["strategy_config"]
-    doc = (f"# Ada-QPacknet options on split_fmnist\n\n"
-           f"- command: `{harness.command('experiments.ada_options', argv)}`\n"
-           f"- date: {harness.today()}\n- machine: {harness.machine(shared=True)}\n"
-           f"- setup: split_fmnist (5 tasks x 2 classes), {args.train_per_task} training images "
-           f"per task, {harness.setup_of(first)}, train.steps_per_task={args.steps}, seed 0, "
-           f"capacity={ada['capacity']}, population {ada['population']}, "
-           f"{ada['search_epochs']} search epoch(s)\n\n{text}\n")
+    doc = harness.header(
+        "Ada-QPacknet options on split_fmnist", "experiments.ada_options", argv,
+        f"setup: split_fmnist (5 tasks x 2 classes), {args.train_per_task} training images "
+        f"per task, {harness.setup_of(first)}, train.steps_per_task={args.steps}, seed 0, "
+        f"capacity={ada['capacity']}, population {ada['population']}, "
+        f"{ada['search_epochs']} search epoch(s)") + text
     harness.write_results(doc, args.out, f"ada-options-{harness.today()}.md")
 
 

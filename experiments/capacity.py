@@ -183,18 +183,17 @@ def main(argv: list[str] | None = None) -> None:
     text = summary(results) + "\n\n" + table(results)
     print(text)
     ada = results[0]["strategy_config"]
-    doc = (f"# Capacity per task: Ada-QPacknet shared bits vs exclusive vs PackNet\n\n"
-           f"- command: `{harness.command('experiments.capacity', argv)}` (`make bench-capacity`)\n"
-           f"- date: {harness.today()}\n- machine: {harness.machine(shared=True)}\n"
-           f"- setup: permuted_fmnist, {args.tasks} tasks, {args.train_per_task} training / "
-           f"{args.test_per_task} test images per task, {harness.setup_of(results[0])}, "
-           f"train.steps_per_task={args.steps} (split over train + retrain phases), seed 0; "
-           f"Ada-QPacknet defaults otherwise (population {ada['population']}, "
-           f"{ada['search_epochs']} search epoch(s), {ada['quant_method']}, tolerance "
-           f"{ada['tolerance']:g} points); search steps are counted apart\n"
-           f"- usable positions: share of the body's weight positions the task may train when it "
-           f"starts; free bits: share of 32 bits x positions that hold no stored code then\n\n"
-           f"{text}\n")
+    doc = harness.header(
+        "Capacity per task: Ada-QPacknet shared bits vs exclusive vs PackNet",
+        "experiments.capacity", argv,
+        f"setup: permuted_fmnist, {args.tasks} tasks, {args.train_per_task} training / "
+        f"{args.test_per_task} test images per task, {harness.setup_of(results[0])}, "
+        f"train.steps_per_task={args.steps} (split over train + retrain phases), seed 0; "
+        f"Ada-QPacknet defaults otherwise (population {ada['population']}, "
+        f"{ada['search_epochs']} search epoch(s), {ada['quant_method']}, tolerance "
+        f"{ada['tolerance']:g} points); search steps are counted apart; `make bench-capacity`",
+        "usable positions: share of the body's weight positions the task may train when it "
+        "starts; free bits: share of 32 bits x positions that hold no stored code then") + text
     harness.write_results(doc, args.out, f"capacity-{args.tasks}task-{harness.today()}.md")
 
 

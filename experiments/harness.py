@@ -59,6 +59,13 @@ def machine(shared: bool = False, threads: bool = True) -> str:
             f"lightning {L.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
+def header(title: str, prog: str, argv: list[str] | None, *lines: str) -> str:
+    """The head of a results file: title, command, date, machine, then ``lines`` as bullets."""
+    bullets = [f"command: `{command(prog, argv)}`", f"date: {today()}",
+               f"machine: {machine(shared=True)}", *lines]
+    return f"# {title}\n\n" + "".join(f"- {b}\n" for b in bullets) + "\n"
+
+
 def setup_of(res: dict[str, Any]) -> str:
     """Model and optimiser of a run, read from its results.json config (never restated by
     hand): e.g. ``mlp [256, 256], adam lr 0.001, batch 128``."""

@@ -71,11 +71,7 @@ def test_low_rank_layers_count_thin_products(runs, name):
     dense = runs["naive"][0]["inference"]["flops_per_task"]
     x = build_stream(BenchmarkSpec("synthetic")).experiences[0].test_x[:4]
     for t in range(3):
-        with strategy.task_context(t):
-            want = model(x, t)
-            with deployed(model):
-                got = model(x, t)
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)  # same function
+        _deployed_matches(model, strategy, x, t)
         head = model.head(t)
         expect = 2 * head.in_features * head.out_features
         for (fan, out), r in _layer_ranks(res, strategy, name, t):
@@ -84,6 +80,15 @@ def test_low_rank_layers_count_thin_products(runs, name):
         assert inf["flops_per_task"][t] <= dense[t]  # never worse: dense when thin costs more
     # task 0 uses fewer components than the break-even in*out/(in+out) (CACL's initial rank)
     assert inf["flops_per_task"][0] < dense[0]
+
+
+def _deployed_matches(model, strategy, x, t):
+    """The thin (deployed) forward computes the model's own function for task ``t``."""
+    with strategy.task_context(t):
+        want = model(x, t)
+        with deployed(model):
+            got = model(x, t)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 def _layer_ranks(res, strategy, name, t):
@@ -112,11 +117,7 @@ def test_conv_layers_thin_forward_matches(name, extra, tmp_path):
     model, strategy = final["m"], final["s"]
     x = build_stream(BenchmarkSpec("synthetic")).experiences[0].test_x[:3]
     for t in range(3):
-        with strategy.task_context(t):
-            want = model(x, t)
-            with deployed(model):
-                got = model(x, t)
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        _deployed_matches(model, strategy, x, t)
         assert res["inference"]["flops_per_task"][t] == _analytic(model, strategy, x[:1], t)
     assert "error" not in res["inference"]
 
