@@ -117,7 +117,7 @@ def test_loader_serves_whole_batches_in_a_seeded_order():
 
 
 def test_permuted_backends_agree():
-    spec = dict(name="permuted_fmnist", n_tasks=4, max_test_per_task=None)
+    spec = dict(name="permuted_fmnist", n_tasks=2, max_test_per_task=None)  # task 1 is permuted
     a = build_stream(BenchmarkSpec(**spec, backend="avalanche"))
     n = build_stream(BenchmarkSpec(**spec, backend="native"))
     for ea, en in zip(a.experiences, n.experiences, strict=True):

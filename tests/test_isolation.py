@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cl_compress import sweep
 from cl_compress.tracking import Tracker, TrackerSettings
 from cl_compress.train import overrides_subdir
@@ -42,6 +44,7 @@ def _check_own_files(results: list[Path], lrs: set[float]) -> None:
     assert seen == lrs
 
 
+@pytest.mark.slow  # the sweep module's multirun is tested by test_sweep_keeps_swept_settings_apart
 def test_multirun_over_one_setting_keeps_two_runs(tmp_path):
     _multirun(["-m", "strategy=naive", "benchmark=synthetic", "train.lr=0.001,0.01",
                "train.steps_per_task=12", "logger=none", "trainer.progress_bar=false",

@@ -50,6 +50,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # resume equality per strategy: test_contract; a real signal: test_reliability
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     full = run_quick(tmp_path / "full", DIGITS)
     run = tmp_path / "killed"
@@ -92,20 +93,22 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert load_torch(run / "checkpoint.pt")["next_task"] == 1
 
 
-def test_cli_bad_input_fails_before_training(tmp_path):
+CLI_BAD = [  # the in-process checks of every setting: test_bad_input, test_reliability
+    ("strategy=nope", "Available options in 'strategy'"),
+    ("train.steps_per_task=0", "train.steps_per_task=0 must be an integer >= 1"),
+    pytest.param("benchmark=nope", "Available options in 'benchmark'", marks=pytest.mark.slow),
+    pytest.param("strategy.name=nope", "unknown strategy 'nope'; choose one of:", marks=pytest.mark.slow),
+    pytest.param("train.epochs=3", "set exactly one budget", marks=pytest.mark.slow),
+    pytest.param("benchmark.data_root=/no/such/folder", "does not exist", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("override,message", CLI_BAD)
+def test_cli_bad_input_fails_before_training(tmp_path, override, message):
     env = dict(os.environ, WANDB_MODE="disabled")
-    cases = {
-        "strategy=nope": "Available options in 'strategy'",
-        "benchmark=nope": "Available options in 'benchmark'",
-        "strategy.name=nope": "unknown strategy 'nope'; choose one of:",
-        "train.steps_per_task=0": "train.steps_per_task=0 must be an integer >= 1",
-        "train.epochs=3": "set exactly one budget",
-        "benchmark.data_root=/no/such/folder": "does not exist",
-    }
-    for override, message in cases.items():
-        p = subprocess.run([sys.executable, "-m", "cl_compress.train", override, "logger=none",
-                            f"hydra.run.dir={tmp_path / 'x'}"], cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=300)
-        assert p.returncode != 0, override
-        assert message in p.stderr + p.stdout, (override, p.stderr[-1500:])
-        assert "Epoch" not in p.stderr + p.stdout  # nothing trained
+    p = subprocess.run([sys.executable, "-m", "cl_compress.train", override, "logger=none",
+                        f"hydra.run.dir={tmp_path / 'x'}"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0, override
+    assert message in p.stderr + p.stdout, (override, p.stderr[-1500:])
+    assert "Epoch" not in p.stderr + p.stdout  # nothing trained
