@@ -258,6 +258,8 @@ def test_zero_forgetting_raw_weights(quick_run):
     """Bit-identical old-task outputs and accuracies are the contract's (tests/test_contract.py);
     here: what each capacity mode does to the stored weights of task 0."""
     s = quick_run["strategy"]
+    R = quick_run["results"]["acc_matrix"]  # both modes: every earlier accuracy stays as learned
+    assert all(R[i][j] == R[j][j] for i in range(len(R)) for j in range(i + 1))
     if quick_run["capacity"] == "exclusive":  # raw weights owned by task 0 never move
         for n, o in s.owners.items():
             own0 = o == masks.owner_code(0)
@@ -333,7 +335,8 @@ def test_artifact_reloads_in_fresh_process(quick_run):
     capacity; the default shared_bits is reloaded by tests/test_reliability.py and every
     strategy's ``Strategy.load_artifact`` by the contract (tests/test_contract.py)."""
     if quick_run["capacity"] != "exclusive":
-        pytest.skip("shared_bits: covered by test_reliability and the contract")
+        pytest.skip("shared_bits: the contract reloads it in a fresh process; test_reliability "
+                    "reloads it in-process")
     art = quick_run["dir"] / "model_artifact.pt"
     cmd = [sys.executable, "-m", "cl_compress.reload", str(art), *QUICK, *quick_run["fast"]]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)

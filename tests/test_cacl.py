@@ -158,3 +158,21 @@ def test_factorises_the_requested_layer_types(tmp_path):
     run_quick(tmp_path / "b", ["strategy=cacl", "model=cnn", "model.channels=[8,8]", "train.epochs=1",
                                "strategy.factorize=[conv]"], on_task_end=kinds)
     assert SVDConv2d in seen["kinds"] and SVDLinear not in seen["kinds"]
+
+
+def test_resume_with_growth_none_and_own_sigma_lr(shared, tmp_path):
+    """The contract resumes the defaults; this resumes growth=none with sigma in its own
+    parameter group (sigma_lr_scale=5) after a kill at task 1: same matrix, same ranks."""
+    want = shared[0]
+
+    def kill(t, model, strategy):
+        if t == 1:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "r"
+    with pytest.raises(KeyboardInterrupt):
+        run_quick(run, SHARED, on_task_end=kill)
+    got = run_quick(run, SHARED + ["resume=true"])
+    assert got["acc_matrix"] == want["acc_matrix"]
+    assert got["strategy_extra"]["ranks"] == want["strategy_extra"]["ranks"]
+    assert got["compression"]["stored_bits"] == want["compression"]["stored_bits"]

@@ -25,11 +25,16 @@ def reference(tmp_path_factory):
     with a snapshot of weights, owners and task 0's masked view after every task."""
     run_dir = tmp_path_factory.mktemp("packnet") / "run"
     snaps = []
+    x0 = build_stream(BenchmarkSpec("synthetic")).experiences[0].test_x
 
     def snap(t, model, strategy):
         with strategy.task_context(0):
             masked = {n: m.weight.detach().clone() for n, m in strategy.layers.items()}
-        snaps.append({"masked0": masked,
+        model.eval()
+        with torch.no_grad(), strategy.task_context(0):
+            logits0 = model(x0, 0).clone()
+        model.train()
+        snaps.append({"masked0": masked, "logits0": logits0,
                       "w": {n: m.weight.detach().clone() for n, m in strategy.layers.items()},
                       "owners": {n: o.clone() for n, o in strategy.owners.items()},
                       "stats": strategy.compression_stats()})
@@ -53,6 +58,15 @@ def test_owned_weights_frozen_pruned_zero_and_counts_exact(reference):
     for owner in snaps[-1]["owners"].values():
         assert masks.owned_counts(owner, 3) == [owner.numel() // 2, owner.numel() // 4,
                                                 owner.numel() // 4]
+
+
+def test_task0_outputs_and_rows_unchanged_under_adam_weight_decay(reference):
+    """Adam with weight decay (the contract matrix trains without it): task 0's logits are
+    bit-identical after every later task, and every earlier accuracy stays as learned."""
+    res, snaps, _ = reference
+    assert all(torch.equal(s["logits0"], snaps[0]["logits0"]) for s in snaps)
+    R = res["acc_matrix"]
+    assert all(R[i][j] == R[j][j] for i in range(len(R)) for j in range(i + 1))
 
 
 def test_context_restores_weights(reference):

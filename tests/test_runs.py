@@ -50,8 +50,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow  # resume equality per strategy: test_contract; a real signal: test_reliability
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):  # a real SIGKILL, no cleanup
     full = run_quick(tmp_path / "full", DIGITS)
     run = tmp_path / "killed"
     proc = subprocess.run([sys.executable, "-c", KILLER, str(run), "1", *DIGITS], cwd=REPO,

@@ -30,7 +30,7 @@ def test_task_il_unchanged_by_class_il_work(tmp_path, strategy):
     tests/data for split_digits, seed 0 (computed with one CPU thread: float sums depend on the
     thread count, so the test uses one too). Pinned at 6f77006; re-pinned on 2026-12-02 for
     changes made on purpose: CACL's default growth became the authors' rule (acc and bits
-    change); Ada-QPacknet's defaults became the authors' shared bit capacity; PackNet
+    change; Ada-QPacknet's own default change was re-pinned in 656e744); PackNet
     (base_seed), Ada-QPacknet and LRPET (projection statistics) gained strategy-state keys, which
     change the fingerprint while their acc_matrix and stored bits stayed identical."""
     fp = {}

@@ -94,15 +94,14 @@ def swapped_norm_state(layers: Mapping[str, nn.Module], state: Mapping[str, Tens
         load_norm_state(layers, backup)
 
 
-def norm_states_from(state: Mapping[str, Any], key: str, *old_keys: str) -> dict[int, dict[str, Tensor]]:
-    """``{task: state}`` from a checkpoint or artifact that holds it under ``key``, or under one
-    of ``old_keys`` (earlier versions), as a dict by task or as a list (one entry per task)."""
-    for k in (key, *old_keys):
-        if k in state:
-            v = state[k]
-            items = v.items() if isinstance(v, Mapping) else enumerate(v)
-            return {int(t): dict(s) for t, s in items}
-    raise KeyError(f"no {key!r} (nor {list(old_keys)}) in the stored state")
+def norm_states_from(state: Mapping[str, Any], key: str) -> dict[int, dict[str, Tensor]]:
+    """``{task: state}`` from a checkpoint or artifact that holds it under ``key``, as a dict
+    by task or as a list (one entry per task)."""
+    if key not in state:
+        raise KeyError(f"no {key!r} in the stored state")
+    v = state[key]
+    items = v.items() if isinstance(v, Mapping) else enumerate(v)
+    return {int(t): dict(s) for t, s in items}
 
 
 # --- task heads -----------------------------------------------------------------------------

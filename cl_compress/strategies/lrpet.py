@@ -41,7 +41,7 @@ Measured (split_fmnist, MLP 784-256-256, default 1000 steps/task, seed 0; see
 experiments/results/lrpet-sharing-2026-12-02.md, ``python -m experiments.bench_lrpet
 --sharing``): residual 99.28 % vs independent 99.24 % avg acc, both 253,450 stored params
 (k = 32): on these easy tasks sharing buys 0.04 points, one seed. Energy transfer: the first
-projection of a fresh weight removes ~60 % of its energy (alpha up to 2.5), so task 0
+projection of a fresh weight removes ~60 % of its energy (alpha up to 2.5-2.8), so task 0
 (and every task under ``independent``) averages 5-6 % removed per projection; a residual
 task's projections remove 0.08-0.49 % on average, at most 2.1 % (alpha <= 1.021), and the
 last projection of any task removes at most 0.25 %: after the first projection, energy

@@ -313,11 +313,13 @@ class PackNet(Strategy):
         n_weights = sum(int((o != masks.FREE).sum()) for o in self.owners.values())
         entries = sum(o.numel() for o in self.owners.values())
         side = sum(v.numel() for st in self.bias_states.values() for v in st.values())
-        side += sum(v.numel() for st in self.norm_states.values() for k, v in st.items()
-                    if v.is_floating_point())
+        norms = [v for st in self.norm_states.values() for v in st.values()]
+        side += sum(v.numel() for v in norms if v.is_floating_point())
+        counters = sum(v.numel() for v in norms if not v.is_floating_point())  # int64 batch counts
         heads = head_params(self.net, self.tasks_done)
-        bits = self.stored_weight_bits() + 32 * (side + heads) + self.index_bits() * entries
-        return CompressionStats(n_weights + side + heads, bits, {
+        bits = (self.stored_weight_bits() + 32 * (side + heads) + 64 * counters
+                + self.index_bits() * entries)
+        return CompressionStats(n_weights + side + counters + heads, bits, {
             "index_bits": self.index_bits(), "stored_weights": n_weights, "shared_entries": entries,
             "free_fraction": 1 - n_weights / max(1, entries)})
 
