@@ -9,8 +9,10 @@ normalisation, pooling) is not counted. The model is counted as it answers for t
   masked weights are zeros inside a dense matrix: dense kernels do not skip them, so their
   FLOPs equal the dense network's; ``nonzero_weights_per_task`` gives the weights a
   sparse kernel would need.
-- factorised layers (CACL's ``N·diag|sigma|·C`` with the task's active rank; LRPET's stored
-  per-task factors ``sum_{i<=t} U_i V_i``, stacked into one rank-``(t+1)k`` pair) as two
+- factorised layers, which give their factors through a ``thin_factors()`` method (CACL's
+  ``N·diag|sigma|·C`` with the task's active rank; LRPET's stored per-task factors
+  ``sum_{i<=t} U_i V_i``, stacked into one rank-``(t+1)k`` pair, or task ``t``'s own pair
+  under ``sharing=independent``) as two
   thin products (a ``r``-channel conv then a 1x1 conv, or two linear maps), or as one dense
   product when that is cheaper (``r·(fan_in + out) >= fan_in·out``): a deployed model would
   multiply the factors out once. The thin forward is checked against the model's own output
@@ -28,38 +30,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .compress.svd import SVDConv2d, SVDFactorized
-
 NOTE = ("forward FLOPs of one test sample (2 per multiply-accumulate; matmul/conv only, "
         "torch.utils.flop_counter), factorised layers as thin products when cheaper, masked "
         "(PackNet/Ada) weights as dense products")
 
 
 def _factors(m: nn.Module) -> tuple[Tensor, Tensor, Tensor | None, dict | None] | None:
-    """(U, V, bias, conv args) of a factorised layer as it answers now, else None."""
-    if isinstance(m, SVDFactorized):
-        u, v = m.folded_factors(m.active_rank if m.active_rank is not None else m.rank)
-        conv = None
-        if isinstance(m, SVDConv2d):
-            conv = {"stride": m.stride, "padding": m.padding, "dilation": m.dilation,
-                    "kernel": (m.in_channels, *m.kernel_size)}
-        return u, v, None if m.bias is None else m.bias.detach(), conv
-    from .strategies.lrpet import TaskResidualLayer  # strategies import this module's users
-
-    if isinstance(m, TaskResidualLayer) and m.eval_task is not None and m.k is not None:
-        j = m.eval_task
-        terms = [j] if m.independent else range(j + 1)  # independent: task j's own term alone
-        u = torch.cat([m.stored_u[i] for i in terms], 1)
-        v = torch.cat([m.stored_v[i] for i in terms], 0)
-        b = None if m.bias is None else m.stored_bias[j]
-        conv = None
-        if m.conv is not None:
-            if m.conv["groups"] != 1:
-                return None
-            conv = {k: m.conv[k] for k in ("stride", "padding", "dilation")}
-            conv["kernel"] = tuple(m.shape[1:])
-        return u, v, b, conv
-    return None
+    """(U, V, bias, conv args) of a factorised layer as it answers now (its ``thin_factors``:
+    CACL's ``SVDFactorized``, LRPET's ``TaskResidualLayer``), else None."""
+    thin = getattr(m, "thin_factors", None)
+    return thin() if callable(thin) else None
 
 
 def _thin_forward(u: Tensor, v: Tensor, b: Tensor | None, conv: dict | None):

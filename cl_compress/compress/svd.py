@@ -167,6 +167,16 @@ class SVDFactorized(nn.Module):
         root = self.sigma[:k].detach().abs().sqrt()
         return (self.N[:, :k].detach() * root).contiguous(), (root[:, None] * self.C[:k].detach())
 
+    def thin_factors(self) -> tuple[Tensor, Tensor, Tensor | None, dict | None] | None:
+        """``(U, V, bias, conv)`` of the weight as the layer answers now (its active rank):
+        what a deployed model multiplies (``cl_compress.flops``); ``conv`` is None for a
+        linear layer."""
+        u, v = self.folded_factors(self.active_rank if self.active_rank is not None else self.rank)
+        return u, v, None if self.bias is None else self.bias.detach(), self._conv_args()
+
+    def _conv_args(self) -> dict | None:
+        return None
+
     @torch.no_grad()
     def set_factors(self, n: Tensor, sigma: Tensor, c: Tensor) -> None:
         """Replace the factors (new shapes allowed: compaction, growth)."""
@@ -215,6 +225,10 @@ class SVDConv2d(SVDFactorized):
             raise ValueError("SVDConv2d supports groups=1 and zero padding only")
         return cls(conv.in_channels, conv.out_channels, conv.kernel_size, rank, conv.stride,
                    conv.padding, conv.dilation, conv.bias, generator)
+
+    def _conv_args(self) -> dict | None:
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
+                "kernel": (self.in_channels, *self.kernel_size)}
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.dense_weight().view(self.out, self.in_channels, *self.kernel_size)

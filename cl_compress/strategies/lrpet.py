@@ -133,6 +133,25 @@ class TaskResidualLayer(nn.Module):
             bound = 1 / math.sqrt(self.delta[0].numel())
             nn.init.uniform_(self.bias, -bound, bound)
 
+    def thin_factors(self) -> tuple[Tensor, Tensor, Tensor | None, dict | None] | None:
+        """``(U, V, bias, conv)`` of the weight answering for ``eval_task`` ``j``, the stored
+        terms stacked into one pair (``independent``: term ``j`` alone); None while training,
+        for dense terms (``k`` None) or a grouped conv (``cl_compress.flops``)."""
+        if self.eval_task is None or self.k is None:
+            return None
+        j = self.eval_task
+        terms = [j] if self.independent else range(j + 1)
+        u = torch.cat([self.stored_u[i] for i in terms], 1)
+        v = torch.cat([self.stored_v[i] for i in terms], 0)
+        b = None if self.bias is None else self.stored_bias[j]
+        conv = None
+        if self.conv is not None:
+            if self.conv["groups"] != 1:
+                return None
+            conv = {k: self.conv[k] for k in ("stride", "padding", "dilation")}
+            conv["kernel"] = tuple(self.shape[1:])
+        return u, v, b, conv
+
     def term(self, i: int) -> Tensor:
         return self.stored[i] if self.k is None else self.stored_u[i] @ self.stored_v[i]
 
