@@ -48,7 +48,7 @@ def _backbones() -> dict[str, str]:
 def list_choices() -> str:
     from importlib.metadata import entry_points
 
-    from .settings import BENCHMARKS
+    from cl_compress.settings import BENCHMARKS
 
     strategies = _builtin_strategies()
     for ep in entry_points(group="cl_compress.strategies"):

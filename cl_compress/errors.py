@@ -19,4 +19,4 @@ class CheckpointError(UserError, RuntimeError):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite (raised by :mod:`cl_compress.system`)."""
+    """The training loss became NaN or infinite (raised by :mod:`cl_compress.engine.system`)."""

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, UserError
+from cl_compress.errors import CheckpointError, UserError
 
 INIT_SEED = 12345  # not the run's seed: the artifact alone must decide every weight
 
@@ -31,13 +31,13 @@ def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED) -> dict[str, A
     """The final accuracy row rebuilt from ``run_dir``'s artifact, with the run's own row."""
     import torch
 
-    from .benchmarks import BenchmarkSpec, build_stream
-    from .io import load_torch
-    from .models import ContinualModel, build_backbone
-    from .reload import run_config
-    from .runner import evaluate
-    from .strategies import get_strategy
-    from .strategies.base import StreamInfo, TrainSettings
+    from cl_compress.benchmarks import BenchmarkSpec, build_stream
+    from cl_compress.engine.loop import evaluate
+    from cl_compress.models import ContinualModel, build_backbone
+    from cl_compress.reload import run_config
+    from cl_compress.rundir.io import load_torch
+    from cl_compress.strategies import get_strategy
+    from cl_compress.strategies.base import StreamInfo, TrainSettings
 
     path, cfg = run_config(run_dir, [])
     results = json.loads((path.parent / "results.json").read_text()) \
@@ -50,7 +50,7 @@ def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED) -> dict[str, A
         # outputs): rebuild that model and reproduce its task-IL row (task id given)
         import dataclasses
 
-        from .task_inference import TaskInferenceSettings
+        from cl_compress.engine.task_inference import TaskInferenceSettings
 
         ti = TaskInferenceSettings(**(cfg.get("eval") or {}))
         spec = dataclasses.replace(spec, scenario="task")

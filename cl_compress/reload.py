@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from .config import compose_config
-from .errors import CheckpointError, ConfigError, UserError
+from cl_compress.errors import CheckpointError, ConfigError, UserError
+from cl_compress.settings.compose import compose_config
 
 CHECKED = ("benchmark", "model", "strategy", "seed")  # what decides the stream and the model
 
@@ -43,7 +43,7 @@ def _get(c: dict[str, Any], key: str) -> Any:
 
 
 def _sha256(path: Path) -> str:
-    from .resume import file_sha256
+    from cl_compress.rundir.checkpoint import file_sha256
 
     return file_sha256(path)
 
@@ -78,11 +78,11 @@ def run_config(path: str | Path, overrides: list[str]) -> tuple[Path, dict[str, 
 
 
 def accuracy_row(artifact: str, overrides: list[str], init_seed: int = 12345) -> list[float]:
-    from .benchmarks import BenchmarkSpec, build_stream
-    from .io import load_torch
-    from .models import ContinualModel, build_backbone
-    from .runner import evaluate
-    from .strategies.ada_qpacknet import load_artifact
+    from cl_compress.benchmarks import BenchmarkSpec, build_stream
+    from cl_compress.engine.loop import evaluate
+    from cl_compress.models import ContinualModel, build_backbone
+    from cl_compress.rundir.io import load_torch
+    from cl_compress.strategies.ada_qpacknet import load_artifact
 
     path, cfg = run_config(artifact, overrides)
     art = load_torch(path)  # weights_only: a tampered file is refused in one line

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from .config import compose_config
-from .train import build_and_run
+from cl_compress.settings.compose import compose_config
+from cl_compress.train import build_and_run
 
 __all__ = ["QUICK", "compose_config", "old_task_outputs", "run_quick"]
 
@@ -28,7 +28,7 @@ def old_task_outputs(strategy_overrides: list[str], run_dir: str | Path, probe_t
 
     A strategy that claims zero forgetting must return bit-identical tensors.
     """
-    from .benchmarks import BenchmarkSpec, build_stream
+    from cl_compress.benchmarks import BenchmarkSpec, build_stream
 
     cfg = compose_config(QUICK + strategy_overrides + list(extra or []))
     stream = build_stream(BenchmarkSpec(**cfg["benchmark"]))

@@ -1,7 +1,7 @@
 """Hydra entry point: ``python -m cl_compress.train strategy=packnet benchmark=split_fmnist``.
 
 Composes the config, validates every choice before any data is loaded or any
-training starts, builds the objects and calls :func:`cl_compress.runner.run_stream`.
+training starts, builds the objects and calls :func:`cl_compress.engine.loop.run_stream`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError, UserError
-from .preempt import Preempted
+from cl_compress.errors import ConfigError, UserError
+from cl_compress.rundir.preempt import Preempted
 
 log = logging.getLogger("cl_compress")
 
@@ -76,15 +76,15 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
 
 def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
                    stack: contextlib.ExitStack) -> dict[str, Any]:
-    from .benchmarks import BenchmarkSpec, build_stream
-    from .guards import check_model_fits
-    from .models import ContinualModel, build_backbone
-    from .runner import TrainerSettings, run_stream
-    from .session import run_session
-    from .strategies import TrainSettings, get_strategy
-    from .strategies.base import variant_of
-    from .task_inference import TaskInferenceSettings
-    from .tracking import Tracker, TrackerSettings
+    from cl_compress.benchmarks import BenchmarkSpec, build_stream
+    from cl_compress.engine.loop import TrainerSettings, run_stream
+    from cl_compress.engine.task_inference import TaskInferenceSettings
+    from cl_compress.models import ContinualModel, build_backbone
+    from cl_compress.rundir.session import run_session
+    from cl_compress.settings.validate import check_model_fits
+    from cl_compress.strategies import TrainSettings, get_strategy
+    from cl_compress.strategies.base import variant_of
+    from cl_compress.tracking import Tracker, TrackerSettings
 
     train = TrainSettings(**c["train"])  # checked by precheck (build_and_run)
     params = dict(c["strategy"])
@@ -103,7 +103,7 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     data_spec = spec
     if spec.scenario == "class" and strategy.infers_task:
         # trained exactly as task-IL (local labels, one head per task); the task id is
-        # inferred at test time (cl_compress.task_inference)
+        # inferred at test time (cl_compress.engine.task_inference)
         data_spec = dataclasses.replace(spec, scenario="task")
     else:
         task_inference = None
@@ -142,8 +142,8 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
 def precheck(c: dict[str, Any]) -> None:
     """Every check of the config that needs neither data nor torch; the strategy's
     hyper-parameters are checked next, when its class is imported (:func:`check_strategy`)."""
-    from .guards import check_config
-    from .settings import BenchmarkSpec, TrainSettings, validate_spec
+    from cl_compress.settings import BenchmarkSpec, TrainSettings, validate_spec
+    from cl_compress.settings.validate import check_config
 
     check_config(c)
     _check_train(TrainSettings(**c["train"]))
@@ -153,8 +153,8 @@ def precheck(c: dict[str, Any]) -> None:
 def check_strategy(c: dict[str, Any]) -> None:
     """The strategy's hyper-parameters and scenario: imports torch and the strategy (not
     Lightning, not the data)."""
-    from .settings import TrainSettings
-    from .strategies import get_strategy
+    from cl_compress.settings import TrainSettings
+    from cl_compress.strategies import get_strategy
 
     params = {k: v for k, v in c["strategy"].items() if k not in ("name", "variant")}
     name = c["strategy"]["name"]
@@ -208,7 +208,7 @@ def wandb_config(c: dict[str, Any], group: str, variant: str, label: str) -> dic
 
 
 def _check_train(t) -> None:
-    from .settings import SCHEDULERS
+    from cl_compress.settings import SCHEDULERS
 
     if (t.epochs is None) == (t.steps_per_task is None):
         raise ConfigError(
@@ -264,7 +264,7 @@ def main(cfg: DictConfig) -> None:
 
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners, tips
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from .tracking import is_rank_zero
+    from cl_compress.tracking import is_rank_zero
 
     res = run_job(c, run_dir, rank_zero=is_rank_zero())
     if res is None or not is_rank_zero():
@@ -308,7 +308,7 @@ def final_summary(res: dict[str, Any], run_dir: Path) -> str:
       results     runs/x/results.json
       W&B         off
     """
-    from .progress import clock
+    from cl_compress.engine.progress import clock
 
     comp = res["compression"]
     T = res["n_tasks"]
@@ -347,14 +347,14 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
     """One run of ``python -m cl_compress.train`` with its ``status.json`` bookkeeping.
 
     ``skip_if_done=true``: a run directory that already holds a complete results.json of
-    the same config (:func:`cl_compress.status.is_finished`) is kept as it is (returns
+    the same config (:func:`cl_compress.rundir.status.is_finished`) is kept as it is (returns
     None); one whose previous attempt of the same config left a ``checkpoint.pt`` continues
     from its last finished task (``resume=true``). ``keep_going=true``: an error is
     recorded in status.json and printed, and the function returns None instead of raising,
     so a multirun launcher goes on with the other runs.
     """
-    from . import status
-    from .runner import CHECKPOINT
+    from cl_compress.engine.loop import CHECKPOINT
+    from cl_compress.rundir import status
 
     run_dir = Path(run_dir)
     digest = status.config_hash(c)
@@ -366,7 +366,7 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
         if (run_dir / CHECKPOINT).is_file() and old.get("config_hash") == digest:
             c = {**c, "resume": True}
             print(f"resuming {run_dir} from its checkpoint (skip_if_done=true)")
-    from .runlock import RunDirBusy, RunDirTaken
+    from cl_compress.rundir.lock import RunDirBusy, RunDirTaken
 
     status_file = run_dir / status.STATUS
     before = status_file.read_bytes() if status_file.is_file() else None  # another run's record

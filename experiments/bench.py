@@ -27,13 +27,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from cl_compress import metrics
 from cl_compress.benchmarks import BenchmarkSpec, build_stream, make_loader
-from cl_compress.config import compose_config
+from cl_compress.engine import metrics
+from cl_compress.engine.loop import TrainerSettings, make_trainer
+from cl_compress.engine.system import ContinualSystem
 from cl_compress.models import ContinualModel, build_backbone
-from cl_compress.runner import TrainerSettings, make_trainer
+from cl_compress.settings.compose import compose_config
 from cl_compress.strategies import Phase, TrainSettings, builtin_names, get_strategy
-from cl_compress.system import ContinualSystem
 from cl_compress.train import build_and_run
 from experiments import harness
 

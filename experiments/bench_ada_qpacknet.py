@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cl_compress import claims
+from cl_compress.report import claims
 from experiments import harness
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def table(results: list[dict], ref_bytes: int, ref_acc: float) -> str:
 
 
 def reading(pk: dict, ada: list[dict]) -> str:
-    """The figures, judged by the shared checks of :mod:`cl_compress.claims` (the project's
+    """The figures, judged by the shared checks of :mod:`cl_compress.report.claims` (the project's
     targets vs PackNet and the paper's claim, with the thresholds documented there)."""
     k = ada[0]
     c = k["compression"]
@@ -76,7 +76,7 @@ def reading(pk: dict, ada: list[dict]) -> str:
         *(line for _, line in targets),
         f"counting the owner index and codebooks too, the body costs "
         f"{c['body_bits_per_used_weight']:.2f} bits per used weight",
-        f"paper claim (`cl_compress.claims.ada_qpacknet`): **{paper.verdict}** ({paper.evidence})",
+        f"paper claim (`cl_compress.report.claims.ada_qpacknet`): **{paper.verdict}** ({paper.evidence})",
         f"bit-width chosen per task (k-means): {k['strategy_extra']['bits_per_task']}",
         f"artifact reloaded in a fresh process gives the same accuracy row: {k['reload_ok']}",
     ]

@@ -4,8 +4,8 @@ All runs share the framework defaults (MLP 784-256-256, Adam lr 1e-3, batch 128,
 the same budget: ``--steps`` optimiser steps per task (default 1000, the embedded default;
 PackNet's retraining shares them). CACL factorises both
 hidden Linear layers. Target: ``THRESHOLDS.targets["cacl_vs_individual"]`` in
-:mod:`cl_compress.claims` (>= 3x fewer stored parameters than ``individual`` with avg_acc
-within 1 point of it); the paper claim is judged by ``cl_compress.claims.cacl``.
+:mod:`cl_compress.report.claims` (>= 3x fewer stored parameters than ``individual`` with avg_acc
+within 1 point of it); the paper claim is judged by ``cl_compress.report.claims.cacl``.
 
 Usage: python -m experiments.bench_cacl [--quick] [--steps N] [--tuned] [--out PATH]
   --quick    2000 training samples per task (smoke test, figures not comparable)
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from cl_compress import claims
+from cl_compress.report import claims
 from cl_compress.strategies import builtin_names
 from experiments import harness
 
@@ -56,7 +56,7 @@ def row(name: str, overrides: list[str], r: dict, ref: dict | None) -> str:
 
 
 def reading(res: dict[str, dict], missing: list[str]) -> str:
-    """The figures, judged by the shared checks of :mod:`cl_compress.claims` (the project's
+    """The figures, judged by the shared checks of :mod:`cl_compress.report.claims` (the project's
     size target and CACL's paper claim, with the thresholds documented there)."""
     ind, cacl = res["individual"], res["cacl (authors' hp)"]
     groups = claims.groups_from_results({"individual": ind, "cacl": cacl})
@@ -64,7 +64,7 @@ def reading(res: dict[str, dict], missing: list[str]) -> str:
     paper = claims.cacl(groups)
     txt = (f"CACL (authors' hyper-parameters): {target}; at avg_acc {cacl['avg_acc']:.4f} against "
            f"{ind['avg_acc']:.4f}; its forgetting is {cacl['forgetting']:.4f} "
-           f"(frozen components, per-task ranks). Paper claim (`cl_compress.claims.cacl`): "
+           f"(frozen components, per-task ranks). Paper claim (`cl_compress.report.claims.cacl`): "
            f"**{paper.verdict}** ({paper.evidence}). ")
     if "packnet" in res:
         pn = res["packnet"]

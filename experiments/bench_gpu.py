@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from cl_compress.benchmarks import make_loader
+from cl_compress.engine.loop import TrainerSettings, make_trainer
+from cl_compress.engine.system import ContinualSystem
 from cl_compress.models import ContinualModel, build_backbone
-from cl_compress.runner import TrainerSettings, make_trainer
 from cl_compress.strategies import Phase, StreamInfo, TaskData, TrainSettings, builtin_names, get_strategy
-from cl_compress.system import ContinualSystem
 from experiments import harness
 
 SHAPE = (3, 32, 32)

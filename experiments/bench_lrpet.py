@@ -35,9 +35,9 @@ import sys
 import time
 from pathlib import Path
 
-from cl_compress import claims
-from cl_compress.config import compose_config
-from cl_compress.system import NonFiniteLossError
+from cl_compress.engine.system import NonFiniteLossError
+from cl_compress.report import claims
+from cl_compress.settings.compose import compose_config
 from experiments import harness
 
 LRPET, NO_ET, TRUNC = "LRPET", "LRPET, no energy transfer", "dense -> SVD truncate -> fine-tune"
@@ -88,7 +88,7 @@ def compare(rows: list[dict], regime: str, ranks: list[int]) -> list[str]:
         paper = claim(et, tr, no)
         out.append(f"- {regime} images/task, k={k}: LRPET {et['avg_acc']:.2f} vs truncate+fine-tune "
                    f"{tr['avg_acc']:.2f} ({d_tr:+.2f}); energy transfer on vs off {et['avg_acc']:.2f} "
-                   f"vs {no['avg_acc']:.2f} ({d_et:+.2f}). Shared check (`cl_compress.claims.lrpet`): "
+                   f"vs {no['avg_acc']:.2f} ({d_et:+.2f}). Shared check (`cl_compress.report.claims.lrpet`): "
                    f"**{paper.verdict}** ({paper.evidence}).")
         if et["s_epoch"] and et["n_epochs"]:
             bare = (et["s_epoch"] * et["n_epochs"] - et["proj_s"]) / et["n_epochs"]
@@ -157,7 +157,7 @@ def reading(size_line: str, regimes: list[tuple[str, list[dict], list[int]]]) ->
             + ("" if tag == "all" else f" ({-(-int(tag) // 128)} optimiser steps per epoch)")
             + f", LRPET has the higher accuracy than truncate+fine-tune at {wins_tr} of "
             f"{len(ranks)} rank(s) and energy transfer than no transfer at {wins_et} of "
-            f"{len(ranks)} ({'; '.join(gaps)}); the shared claim check (`cl_compress.claims.lrpet`: "
+            f"{len(ranks)} ({'; '.join(gaps)}); the shared claim check (`cl_compress.report.claims.lrpet`: "
             f"equal steps and stored size, a difference beyond the seed noise) says "
             f"{', '.join(verdicts)}.")
     parts.append("All figures are one seed. The projection share of training time is timed "
@@ -166,7 +166,7 @@ def reading(size_line: str, regimes: list[tuple[str, list[dict], list[int]]]) ->
     return " ".join(parts)
 
 
-# The LRPET authors' CIFAR recipe (cifar10_train.py; see cl_compress/presets/recipe_lrpet.yaml):
+# The LRPET authors' CIFAR recipe (cifar10_train.py; see cl_compress/launch/presets/recipe_lrpet.yaml):
 # SGD 0.1, momentum 0.9, wd 1e-4, x0.1 at 50 % and 75 % of each phase, batch 128.
 RECIPE = ["train.optimizer=sgd", "train.lr=0.1", "train.momentum=0.9", "train.weight_decay=0.0001",
           "train.scheduler=multistep", "train.milestones=[0.5,0.75]", "train.batch_size=128"]

@@ -5,7 +5,7 @@ Both see the same materialised split_fmnist experiences (5 tasks x 2 classes), a
 per task. Avalanche's PackNet cannot take a multi-head classifier, so, as in Avalanche's
 own reference experiment, its MLP ends in one shared 10-unit layer over the global labels
 (pruned like every other layer) and task labels select the mask. Ours uses one head per
-task. Accuracy matrices of both go through ``cl_compress.metrics`` (Chaudhry forgetting).
+task. Accuracy matrices of both go through ``cl_compress.engine.metrics`` (Chaudhry forgetting).
 
 Usage: python -m experiments.bench_packnet [--quick] [--out PATH]
 """
@@ -22,11 +22,12 @@ import lightning as L
 import torch
 from torch import nn
 
-from cl_compress import claims, metrics
 from cl_compress.benchmarks import BenchmarkSpec, Stream, build_stream
-from cl_compress.config import compose_config
+from cl_compress.engine import metrics
+from cl_compress.engine.loop import TrainerSettings, run_stream
 from cl_compress.models import ContinualModel, build_backbone
-from cl_compress.runner import TrainerSettings, run_stream
+from cl_compress.report import claims
+from cl_compress.settings.compose import compose_config
 from cl_compress.strategies import TrainSettings, get_strategy
 from cl_compress.tracking import Tracker, TrackerSettings
 from experiments import harness
@@ -207,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def paper_claim(res: dict) -> str:
-    """PackNet's claim on our default run, by the shared check (``cl_compress.claims``: zero
+    """PackNet's claim on our default run, by the shared check (``cl_compress.report.claims``: zero
     forgetting, free capacity shrinking task by task, from the run's metrics.csv)."""
     c = claims.packnet(claims.groups_from_results({"packnet": res}, {"packnet": RUNS / "ours0"}))
-    return f"Paper claim ({c.claim}; `cl_compress.claims.packnet`): **{c.verdict}** — {c.evidence}."
+    return f"Paper claim ({c.claim}; `cl_compress.report.claims.packnet`): **{c.verdict}** — {c.evidence}."
 
 
 ISSUE_FIGURE = (0.942, 0.79)  # Avalanche avg_acc and last-task accuracy quoted in issue 3

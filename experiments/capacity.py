@@ -25,7 +25,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cl_compress.config import compose_config
+from cl_compress.settings.compose import compose_config
 from cl_compress.train import build_and_run
 
 from . import harness
@@ -94,8 +94,8 @@ def time_search(reps: int) -> None:
     import torch.nn.functional as F
 
     from cl_compress.benchmarks import BenchmarkSpec, build_stream, make_loader
+    from cl_compress.engine.loop import engine_fitter, evaluate
     from cl_compress.models import ContinualModel, build_backbone
-    from cl_compress.runner import engine_fitter, evaluate
     from cl_compress.settings import TrainerSettings
     from cl_compress.strategies import StreamInfo, TaskData, TrainSettings, get_strategy
     from cl_compress.strategies.base import Phase, build_optimizer

@@ -1,5 +1,5 @@
 """Class-incremental split Fashion-MNIST (5 x 2): every isolation strategy with the task id
-inferred at test time (cl_compress.task_inference), beside naive (the floor) and Avalanche
+inferred at test time (cl_compress.engine.task_inference), beside naive (the floor) and Avalanche
 Replay with 200 stored images (the anchor), on the same stream and step budget.
 
     python -m experiments.class_il [--steps 1000] [--max-train N] [--out FILE.md]
@@ -21,8 +21,8 @@ import sys
 import tempfile
 import time
 
-from cl_compress.config import compose_config
-from cl_compress.task_inference import class_il_row
+from cl_compress.engine.task_inference import class_il_row
+from cl_compress.settings.compose import compose_config
 from cl_compress.train import build_and_run
 from experiments import harness
 

@@ -4,7 +4,7 @@
 Prints a table (training steps per task of every row, extra steps, accuracy, stored
 parameters, ratio against ``individual``) and the acceptance check of the defaults: CACL
 stores >= 3x fewer parameters than ``individual`` with average accuracy at most 1 point
-below it (``cl_compress.claims.THRESHOLDS.targets["cacl_vs_individual"]``; a check that can
+below it (``cl_compress.report.claims.THRESHOLDS.targets["cacl_vs_individual"]``; a check that can
 come out either way: at the old 2-epoch default, 188 steps per task, CACL compressed 1.18x).
 Writes ``experiments/results/defaults-<date>.md``.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from cl_compress import claims
+from cl_compress.report import claims
 from cl_compress.strategies import builtin_names
 from experiments import harness
 
@@ -30,14 +30,14 @@ def run(strategy: str, benchmark: str, seed: int, extra: list[str], root: Path) 
 
 
 def cacl_check(rows: dict[str, dict]) -> str:
-    """The target ``cacl_vs_individual`` of :data:`cl_compress.claims.THRESHOLDS` (the one set
+    """The target ``cacl_vs_individual`` of :data:`cl_compress.report.claims.THRESHOLDS` (the one set
     of thresholds the report and every bench script use), on this seed's runs."""
     if "cacl" not in rows or "individual" not in rows:
         return "CACL check: not measured (needs cacl and individual)"
     groups = claims.groups_from_results({"individual": rows["individual"], "cacl": rows["cacl"]})
     met, text = claims.size_target(groups["cacl"], groups["individual"], "cacl_vs_individual")
     verdict = "met" if met else "MISSED"
-    return f"CACL check (`cl_compress.claims` target `cacl_vs_individual`): **{verdict}**: {text}"
+    return f"CACL check (`cl_compress.report.claims` target `cacl_vs_individual`): **{verdict}**: {text}"
 
 
 def main(argv: list[str] | None = None) -> int:

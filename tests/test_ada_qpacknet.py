@@ -10,9 +10,9 @@ import torch
 
 from cl_compress.compress import masks, quant
 from cl_compress.errors import ConfigError
-from cl_compress.io import load_torch
 from cl_compress.models import ContinualModel
 from cl_compress.models.backbones import mlp
+from cl_compress.rundir.io import load_torch
 from cl_compress.strategies import StreamInfo, TaskData, TrainSettings, get_strategy
 from cl_compress.testing import QUICK, run_quick
 

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "cl_compress"
 # modules of the engine: a plugin that imports one is no longer a plugin
-ENGINE = ("system", "runner", "train", "sweep", "report", "tracking")
+ENGINE = ("engine", "rundir", "train", "launch", "report", "tracking")
 # strategies/ modules that are the plugin API, not plugins
 PLUGIN_API = ("base", "registry", "builtin", "helpers", "__init__")
 
@@ -146,7 +146,8 @@ def test_plugins_import_only_the_plugin_api():
 def test_every_module_is_seen():
     """The walk finds the package (a wrong root would make the two tests above pass empty)."""
     graph = import_graph(ROOT, PACKAGE)
-    assert {"cl_compress.runner", "cl_compress.strategies.packnet", "cl_compress.report.write"} <= set(graph)
+    assert {"cl_compress.engine.loop", "cl_compress.strategies.packnet",
+            "cl_compress.report.write"} <= set(graph)
     assert "cl_compress.strategies.base" in graph["cl_compress.strategies.packnet"]
 
 
@@ -165,14 +166,15 @@ def planted(tmp_path):
         "pkg/b.py": "def f():\n    from .a import g  # a lazy import closing the circle\n",
         "pkg/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .d import X\n",
         "pkg/d.py": "from .c import Y\n",
-        "pkg/runner.py": "",
+        "pkg/engine/__init__.py": "",
+        "pkg/engine/loop.py": "",
         "pkg/strategies/__init__.py": "from .registry import get\n",
         "pkg/strategies/registry.py": "",
         "pkg/strategies/helpers.py": "_shared = 1\n",
         "pkg/strategies/one.py": "_secret = 1\n",
         "pkg/strategies/two.py": ("from .one import _secret\nfrom .helpers import _shared\n"
                                   "from .registry import get\n"),
-        "pkg/strategies/three.py": "def f():\n    from ..runner import run\n",
+        "pkg/strategies/three.py": "def f():\n    from ..engine.loop import run\n",
         "pkg/strategies/four.py": "from pkg.strategies import one\nimport pkg.strategies.two\n",
     })
     return tmp_path
@@ -186,6 +188,6 @@ def test_checker_finds_a_planted_cycle(planted):
 
 def test_checker_finds_planted_plugin_faults(planted):
     assert plugin_violations(planted, "pkg") == [
-        "pkg.strategies.three imports the engine module pkg.runner",
+        "pkg.strategies.three imports the engine module pkg.engine.loop",
         "pkg.strategies.two imports the private name _secret of plugin pkg.strategies.one",
     ]

@@ -51,7 +51,12 @@ def test_permuted_task_zero_is_identity_and_others_permute():
 
 
 def test_fashion_mnist_loads_real_files():
-    s = build_stream(BenchmarkSpec("split_fmnist", backend="native", max_test_per_task=50))
+    """The real Fashion-MNIST files (`make data`: Debian's dataset-fashion-mnist, or $CLC_DATA);
+    `make test` installs nothing, so without them this one test is skipped."""
+    try:
+        s = build_stream(BenchmarkSpec("split_fmnist", backend="native", max_test_per_task=50))
+    except DataError as e:
+        pytest.skip(f"Fashion-MNIST not installed here: {str(e).splitlines()[0][:120]}")
     assert s.n_tasks == 5 and s.input_shape == (1, 28, 28)
     assert sum(e.train_x.shape[0] for e in s.experiences) == 60000
     assert all(e.test_x.shape[0] == 50 for e in s.experiences)
@@ -116,8 +121,15 @@ def test_loader_serves_whole_batches_in_a_seeded_order():
     assert t == 2 and torch.equal(xb[:, 0], yb.float())
 
 
-def test_permuted_backends_agree():
-    spec = dict(name="permuted_fmnist", n_tasks=2, max_test_per_task=None)  # task 1 is permuted
+def test_permuted_backends_agree(tmp_path):
+    """On files in Fashion-MNIST's exact idx format (synthetic pixels: `make test` needs no data)."""
+    rng = np.random.default_rng(0)
+    tmp_path.mkdir(exist_ok=True)
+    for split, n in (("train", 200), ("t10k", 100)):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    spec = dict(name="permuted_fmnist", n_tasks=2, max_test_per_task=None,  # task 1 is permuted
+                data_root=str(tmp_path))
     a = build_stream(BenchmarkSpec(**spec, backend="avalanche"))
     n = build_stream(BenchmarkSpec(**spec, backend="native"))
     for ea, en in zip(a.experiences, n.experiences, strict=True):

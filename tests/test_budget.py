@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from cl_compress.benchmarks import make_loader
+from cl_compress.engine.loop import TrainerSettings, make_trainer
+from cl_compress.engine.system import ContinualSystem
 from cl_compress.errors import ConfigError
+from cl_compress.launch.sweep import shipped_presets
 from cl_compress.models import ContinualModel, build_backbone
-from cl_compress.runner import TrainerSettings, make_trainer
 from cl_compress.strategies import Phase, get_strategy
 from cl_compress.strategies.base import TrainSettings, allocate_steps, lr_factor
-from cl_compress.sweep import shipped_presets
-from cl_compress.system import ContinualSystem
 from cl_compress.testing import run_quick
 
 
@@ -136,7 +136,7 @@ def _preset(tmp_path, **extra):
 
 
 def test_sweep_refuses_epoch_budgets_unless_the_preset_names_the_difference(tmp_path, capsys):
-    from cl_compress import sweep
+    from cl_compress.launch import sweep
 
     assert sweep.main(["--preset", _preset(tmp_path), "--dry-run"]) == 2
     err = capsys.readouterr().err
@@ -159,7 +159,7 @@ def test_sweep_refuses_epoch_budgets_unless_the_preset_names_the_difference(tmp_
 def test_every_preset_plans_with_an_equal_step_budget(name, capsys):
     """Every committed preset validates (strategy configs, budget in steps or named exceptions)
     and plans its multiruns; --dry-run runs nothing."""
-    from cl_compress import sweep
+    from cl_compress.launch import sweep
 
     assert sweep.main(["--preset", name, "--dry-run"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import torch
 
 from cl_compress.compress.svd import SVDConv2d, SVDLinear
 from cl_compress.errors import ConfigError
-from cl_compress.io import load_torch
+from cl_compress.rundir.io import load_torch
 from cl_compress.strategies import TrainSettings, get_strategy
 from cl_compress.testing import old_task_outputs, run_quick
 

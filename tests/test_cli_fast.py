@@ -49,7 +49,7 @@ def test_config_error_leaves_no_run_folder(tmp_path):
 def test_static_backbone_signatures_match_the_functions():
     import inspect
 
-    from cl_compress.guards import backbone_signatures
+    from cl_compress.settings.validate import backbone_signatures
 
     static = backbone_signatures()
     assert set(static) == set(BACKBONES)

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import cl_compress
-from cl_compress.io import load_torch, save_torch
+from cl_compress.rundir.io import load_torch, save_torch
 from cl_compress.strategies import builtin_names, get_strategy
 from cl_compress.testing import old_task_outputs, run_quick
 

@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cl_compress import metrics
 from cl_compress.benchmarks import BenchmarkSpec, build_stream, make_loader
-from cl_compress.io import load_torch
+from cl_compress.engine import metrics
+from cl_compress.engine.loop import TrainerSettings, evaluate, make_trainer, task_seed
+from cl_compress.engine.system import ContinualSystem
 from cl_compress.models import ContinualModel, build_backbone
-from cl_compress.runner import TrainerSettings, evaluate, make_trainer, task_seed
+from cl_compress.rundir.io import load_torch
 from cl_compress.strategies import Phase, TrainSettings, get_strategy
-from cl_compress.system import ContinualSystem
 from cl_compress.testing import run_quick
 
 EPOCHS, LR, BATCH = 2, 1e-3, 64

@@ -1,4 +1,4 @@
-"""Inference FLOPs per task (cl_compress.flops): analytic counts, thin factorised forwards."""
+"""Inference FLOPs per task (cl_compress.engine.flops): analytic counts, thin factorised forwards."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from torch import nn
 
 from cl_compress.benchmarks import BenchmarkSpec, build_stream
 from cl_compress.compress.svd import SVDLinear
-from cl_compress.flops import deployed, forward_flops
+from cl_compress.engine.flops import deployed, forward_flops
 from cl_compress.testing import run_quick
 
 HIDDEN = ["model.hidden=[32,32]"]

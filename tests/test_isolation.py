@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cl_compress import sweep
+from cl_compress.launch import sweep
 from cl_compress.tracking import Tracker, TrackerSettings
 from cl_compress.train import overrides_subdir
 

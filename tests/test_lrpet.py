@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 from cl_compress.compress import lowrank
+from cl_compress.engine.loop import load_model_state
 from cl_compress.errors import ConfigError
-from cl_compress.io import load_torch
 from cl_compress.models import ContinualModel, build_backbone
-from cl_compress.runner import load_model_state
+from cl_compress.rundir.io import load_torch
 from cl_compress.strategies import Phase, StreamInfo, TaskData, TrainSettings, get_strategy
 from cl_compress.testing import old_task_outputs, run_quick
 

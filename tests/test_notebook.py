@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import yaml
 
-from cl_compress import sweep
+from cl_compress.launch import sweep
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_strategies.ipynb"
 KERNEL = "cl_compress_test"

@@ -11,7 +11,7 @@ import torch
 from cl_compress.benchmarks import BenchmarkSpec, build_stream
 from cl_compress.compress import masks
 from cl_compress.errors import ConfigError
-from cl_compress.io import load_torch
+from cl_compress.rundir.io import load_torch
 from cl_compress.strategies.packnet import decode_artifact
 from cl_compress.testing import QUICK, compose_config, old_task_outputs, run_quick
 from cl_compress.train import build_and_run

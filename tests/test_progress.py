@@ -2,7 +2,7 @@
 
 import io
 
-from cl_compress.progress import RunProgress, clock
+from cl_compress.engine.progress import RunProgress, clock
 
 
 class FakeSystem:

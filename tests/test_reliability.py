@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from cl_compress.config import compose_config
+from cl_compress.engine.system import NonFiniteLossError
 from cl_compress.errors import CheckpointError, ConfigError, DataError
-from cl_compress.finite import NonFiniteWeightsError
-from cl_compress.io import load_torch, save_torch
-from cl_compress.runlock import RunDirBusy, RunLock
-from cl_compress.system import NonFiniteLossError
+from cl_compress.rundir.finite import NonFiniteWeightsError
+from cl_compress.rundir.io import load_torch, save_torch
+from cl_compress.rundir.lock import RunDirBusy, RunLock
+from cl_compress.settings.compose import compose_config
 from cl_compress.testing import run_quick
 from cl_compress.train import build_and_run
 
@@ -34,7 +34,7 @@ ENV = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
 
 
 def _finite(obj) -> bool:
-    from cl_compress.finite import first_nonfinite
+    from cl_compress.rundir.finite import first_nonfinite
 
     return first_nonfinite(obj) is None
 
@@ -116,7 +116,7 @@ def test_checkpoint_stores_the_training_config(finished):
 
 SLOW_TASKS = textwrap.dedent("""
     import sys, time
-    from cl_compress import system
+    from cl_compress.engine import system
 
     step = system.ContinualSystem.training_step
 
@@ -169,7 +169,7 @@ def test_resume_auto_starts_when_there_is_no_checkpoint(tmp_path):
 POISON_STEP = textwrap.dedent("""
     import sys
     import torch
-    from cl_compress import system
+    from cl_compress.engine import system
 
     step = system.ContinualSystem.training_step
 
@@ -184,7 +184,7 @@ POISON_STEP = textwrap.dedent("""
 
 
 def test_individual_with_nonfinite_weights_stops_and_writes_nothing_nonfinite(tmp_path, monkeypatch):
-    from cl_compress import system
+    from cl_compress.engine import system
 
     # register the original with monkeypatch first, so that it is restored after the test
     monkeypatch.setattr(system.ContinualSystem, "training_step", system.ContinualSystem.training_step)
@@ -258,7 +258,7 @@ def test_second_run_into_a_locked_directory_fails_at_once(tmp_path):
 def test_lock_is_exclusive_across_processes(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from cl_compress.runlock import RunLock
+        from cl_compress.rundir.lock import RunLock
         with RunLock({str(tmp_path)!r}):
             print("locked", flush=True)
             time.sleep(60)
@@ -392,7 +392,7 @@ def test_wandb_online_without_key_fails_before_training(tmp_path, monkeypatch):
 
 
 def test_wandb_online_with_netrc_key_is_accepted(tmp_path, monkeypatch):
-    from cl_compress.guards import check_logger
+    from cl_compress.settings.validate import check_logger
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     netrc = tmp_path / "netrc"
@@ -512,7 +512,7 @@ def test_reload_reports_a_tampered_artifact_in_one_line(ada_run, tmp_path, capsy
 def test_disk_full_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):
     import errno
 
-    from cl_compress import io
+    from cl_compress.rundir import io
 
     target = tmp_path / "checkpoint.pt"
     save_torch(target, {"w": torch.ones(2)})
@@ -540,7 +540,7 @@ def test_disk_full_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch
 
 
 def test_signal_before_any_task_finished_says_so_and_restores_handlers(tmp_path):
-    from cl_compress.preempt import Preempted, stop_on_signals
+    from cl_compress.rundir.preempt import Preempted, stop_on_signals
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Preempted) as e, stop_on_signals(tmp_path):

@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cl_compress import claims, metrics, report, sweep
+from cl_compress import report
 from cl_compress.benchmarks import BENCHMARKS
-from cl_compress.config import compose_config
+from cl_compress.engine import metrics
 from cl_compress.errors import ConfigError
-from cl_compress.io import write_json
+from cl_compress.launch import sweep
+from cl_compress.report import claims
+from cl_compress.rundir.io import write_json
+from cl_compress.settings.compose import compose_config
 from cl_compress.strategies import builtin_names, get_strategy
 
 PERFECT = [[1.0], [1.0, 1.0], [1.0, 1.0, 1.0]]
@@ -446,7 +449,7 @@ def test_sweep_plan_one_multirun_per_benchmark(tmp_path):
         assert f"hydra.searchpath=['file://{tmp_path / sweep.CONFIG_DIR}']" in j
     jobs, configs, notes = sweep.plan({}, ["naive", "individual"], [0], ["split_fmnist"], "c",
                                       tmp_path, ["benchmark.scenario=class"])
-    # individual infers the task id under class-IL (cl_compress.task_inference): not skipped
+    # individual infers the task id under class-IL (cl_compress.engine.task_inference): not skipped
     assert jobs[0][1] == "strategy=naive,individual" and configs == {} and notes == []
 
 
@@ -516,7 +519,7 @@ def test_preset_resolves_by_name_through_package_resources(tmp_path, monkeypatch
     from importlib import resources
 
     monkeypatch.chdir(tmp_path)  # no source checkout around the working directory
-    cpu = resources.files("cl_compress").joinpath("presets", "cpu.yaml")
+    cpu = resources.files("cl_compress.launch").joinpath("presets", "cpu.yaml")
     assert cpu.is_file() and "cpu" in sweep.shipped_presets()
     loaded = sweep.load_preset("cpu")
     assert loaded["preset"] == "cpu"

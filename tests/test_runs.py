@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cl_compress.engine.system import NonFiniteLossError
 from cl_compress.errors import CheckpointError
-from cl_compress.io import load_torch
-from cl_compress.system import NonFiniteLossError
+from cl_compress.rundir.io import load_torch
 from cl_compress.testing import run_quick
 
 REPO = Path(__file__).resolve().parents[1]

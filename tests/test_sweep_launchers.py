@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cl_compress import sweep
+from cl_compress.launch import sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def _env() -> dict:
 
 
 def _sweep(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cl_compress.sweep", "--poll", "0.5", *args],
+    return subprocess.run([sys.executable, "-m", "cl_compress.launch.sweep", "--poll", "0.5", *args],
                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
@@ -53,10 +53,10 @@ def _pid_alive(pid: int) -> bool:
 
 def test_make_compare_passes_launcher_parallel_and_dir():
     out = subprocess.run(["make", "-n", "compare", "LAUNCHER=submitit_local", "PARALLEL=3",
-                          "DIR=runs/x", "PRESET=cpu", "PY=python", "STAMP=Makefile"],
+                          "DIR=runs/x", "PRESET=cpu"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     out = out.replace("\\\n", " ")
-    line = next(ln for ln in out.splitlines() if "cl_compress.sweep" in ln)
+    line = next(ln for ln in out.splitlines() if "cl_compress.launch.sweep" in ln)
     assert "--launcher submitit_local" in line and "--parallel 3" in line and '--dir "runs/x"' in line
 
 
@@ -100,7 +100,7 @@ def test_default_launcher_killed_sweep_finishes_only_the_missing_runs(tmp_path):
     only the missing ones; the report then has all of them."""
     preset = _preset(tmp_path / "p.yaml", strategies=["naive"], seeds=[0, 1, 2])
     d = tmp_path / "sw"
-    cmd = [sys.executable, "-m", "cl_compress.sweep", "--preset", str(preset), "--dir", str(d),
+    cmd = [sys.executable, "-m", "cl_compress.launch.sweep", "--preset", str(preset), "--dir", str(d),
            "--poll", "0.5"]
     first = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -132,7 +132,7 @@ def test_default_launcher_killed_sweep_finishes_only_the_missing_runs(tmp_path):
 
 
 def test_progress_counts_runs_from_their_files(tmp_path):
-    from cl_compress.status import write_status
+    from cl_compress.rundir.status import write_status
 
     prog = sweep.Progress(tmp_path, total=4, t0=time.time() - 10)
     write_status(tmp_path / "a" / "s0", "running")

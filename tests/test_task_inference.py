@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cl_compress.errors import ConfigError
-from cl_compress.runner import state_fingerprint
-from cl_compress.task_inference import (
+from cl_compress.engine.loop import state_fingerprint
+from cl_compress.engine.task_inference import (
     TaskInferenceSettings,
     feature_basis,
     infer_tasks,
@@ -17,6 +16,7 @@ from cl_compress.task_inference import (
     refit_not_mine,
     task_scores,
 )
+from cl_compress.errors import ConfigError
 from cl_compress.testing import run_quick
 
 PIN = json.loads((Path(__file__).parent / "data" / "task_il_pin.json").read_text())
@@ -193,8 +193,8 @@ def test_rotation_class_heads_answer_upright_classes(tmp_path):
 
 
 def test_report_has_a_class_il_table_with_anchors(tmp_path):
-    from cl_compress.io import write_json
     from cl_compress.report import write_report
+    from cl_compress.rundir.io import write_json
 
     root = tmp_path / "sweep"
     for s in ("naive", "packnet"):

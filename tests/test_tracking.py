@@ -74,7 +74,7 @@ def test_offline_run_read_back_with_wandbs_own_records(tmp_path, monkeypatch):
     per-task ratio of `individual` 1.0 at every task, task and phase on every training row,
     one line-series chart of every task's accuracy, the model artifact with its metadata,
     the group used in the config, and no `trainer/global_step`."""
-    from cl_compress.wandb_offline import read_run
+    from cl_compress.tracking.offline import read_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_dir = tmp_path / "run"
@@ -111,7 +111,7 @@ def test_offline_run_read_back_with_wandbs_own_records(tmp_path, monkeypatch):
 
 def test_variant_names_runs_apart(tmp_path, monkeypatch):
     """LRPET's truncate baseline is its own method in W&B: name, tag and strategy.variant."""
-    from cl_compress.wandb_offline import read_run
+    from cl_compress.tracking.offline import read_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_quick(tmp_path / "a", ["logger=wandb", "strategy=lrpet", "strategy.mode=truncate",

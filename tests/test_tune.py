@@ -13,8 +13,9 @@ import pytest
 import torch
 import yaml
 
-from cl_compress import benchmarks, sweep, tune
+from cl_compress import benchmarks
 from cl_compress.benchmarks import BenchmarkSpec, build_stream
+from cl_compress.launch import sweep, tune
 from cl_compress.strategies import builtin_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,9 +80,9 @@ def test_make_tune_packnet_split_digits_6_trials(poisoned_test_split, tmp_path, 
     embedded SQLite study, 6 trials that never touch the test split, a preset that
     `make compare` runs."""
     cmd = subprocess.run(["make", "-n", "tune", "STRATEGY=packnet", "BENCHMARK=split_digits",
-                          "TRIALS=6", "PY=python", "STAMP=Makefile"], cwd=REPO, capture_output=True,
+                          "TRIALS=6"], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout.replace("\\\n", " ")
-    line = next(ln for ln in cmd.splitlines() if "cl_compress.tune" in ln)
+    line = next(ln for ln in cmd.splitlines() if "cl_compress.launch.tune" in ln)
     assert "--strategy packnet --benchmark split_digits" in line and "--trials 6" in line
     monkeypatch.chdir(tmp_path)  # default storage runs/tune/<study>.db, below the cwd
     out = tmp_path / "tuned.yaml"
@@ -128,7 +129,7 @@ def test_multi_objective_reports_the_pareto_front(tmp_path, monkeypatch):
 
 def test_two_tune_processes_share_one_sqlite_study(tmp_path):
     db = tmp_path / "shared.db"
-    cmd = [sys.executable, "-m", "cl_compress.tune", "--strategy", "packnet", "--benchmark",
+    cmd = [sys.executable, "-m", "cl_compress.launch.tune", "--strategy", "packnet", "--benchmark",
            "synthetic", "--trials", "6", "--storage", f"sqlite:///{db}", "--study", "shared",
            "--dir", str(tmp_path / "runs"), "--out", str(tmp_path / "p.yaml"),
            "train.steps_per_task=30"]

@@ -1,8 +1,8 @@
 """Variant labels: derived from non-default categorical settings, or set by the sweep."""
 
+from cl_compress.launch.sweep import strategy_config
 from cl_compress.strategies import get_strategy
 from cl_compress.strategies.base import variant_of
-from cl_compress.sweep import strategy_config
 
 
 def test_variant_is_the_non_default_categorical_settings():

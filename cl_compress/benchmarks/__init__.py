@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
-from ..settings import BACKENDS, BENCHMARKS, EVAL_SPLITS, BenchmarkSpec, validate_spec  # noqa: F401
-from .base import (  # noqa: F401  (SCENARIOS re-exported)
+from cl_compress.benchmarks.base import (  # noqa: F401  (SCENARIOS re-exported)
     SCENARIOS,
     DataError,
     Experience,
@@ -22,7 +20,9 @@ from .base import (  # noqa: F401  (SCENARIOS re-exported)
     permuted_tasks,
     split_by_classes,
 )
-from .sources import load_digits, load_fashion_mnist, make_synthetic
+from cl_compress.benchmarks.sources import load_digits, load_fashion_mnist, make_synthetic
+from cl_compress.errors import ConfigError
+from cl_compress.settings import BACKENDS, BENCHMARKS, EVAL_SPLITS, BenchmarkSpec, validate_spec  # noqa: F401
 
 __all__ = [
     "BENCHMARKS", "BenchmarkSpec", "DataError", "Experience", "Stream", "build_stream",
@@ -42,7 +42,7 @@ def build_stream(spec: BenchmarkSpec) -> Stream:
     _, default_tasks, kind = BENCHMARKS[spec.name]
     n_tasks = spec.n_tasks or default_tasks
     if kind == "classic":
-        from .avalanche_streams import classic_stream
+        from cl_compress.benchmarks.avalanche_streams import classic_stream
 
         exps, shape, n_cls = classic_stream(spec.name, n_tasks, spec.scenario, spec.seed, spec.data_root)
         source = "avalanche-classic"
@@ -64,7 +64,7 @@ def build_stream(spec: BenchmarkSpec) -> Stream:
             if sorted(order) != list(range(n_cls)):
                 raise ConfigError(f"benchmark.class_order must be a permutation of 0..{n_cls - 1}")
             if backend == "avalanche":
-                from .avalanche_streams import nc_stream
+                from cl_compress.benchmarks.avalanche_streams import nc_stream
 
                 exps = nc_stream(*arrays, order, n_tasks, spec.scenario)
             else:
@@ -75,7 +75,7 @@ def build_stream(spec: BenchmarkSpec) -> Stream:
     _limit(exps, spec)
     stream = Stream(spec.name, spec.scenario, shape, n_cls, exps, source=source,
                     meta={"eval_split": spec.eval_split})
-    from ..guards import check_stream
+    from cl_compress.settings.validate import check_stream
 
     check_stream(stream)  # shapes across splits, labels, >= 2 classes per task: before training
     return stream
@@ -92,7 +92,7 @@ def _held_out(e: Experience, spec: BenchmarkSpec) -> Experience:
 def _permuted(arrays, n_tasks: int, spec: BenchmarkSpec, n_cls: int, backend: str) -> list[Experience]:
     exps = permuted_tasks(*arrays, n_tasks=n_tasks, seed=spec.seed, n_classes=n_cls)
     if backend == "avalanche":
-        from .avalanche_streams import per_dataset_stream
+        from cl_compress.benchmarks.avalanche_streams import per_dataset_stream
 
         tasks = [(e.train_x, e.train_y, e.test_x, e.test_y) for e in exps]
         exps = per_dataset_stream(tasks, spec.scenario, n_cls)

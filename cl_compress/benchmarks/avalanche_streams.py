@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from .base import DataError, Experience
+from cl_compress.benchmarks.base import DataError, Experience
 
 
 @contextlib.contextmanager

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import ConfigError, DataError  # noqa: F401  (DataError re-exported)
-from ..settings import SCENARIOS  # noqa: E402,F401  (re-exported)
+from cl_compress.errors import ConfigError, DataError  # noqa: F401  (DataError re-exported)
+from cl_compress.settings import SCENARIOS  # noqa: E402,F401  (re-exported)
 
 
 @dataclass

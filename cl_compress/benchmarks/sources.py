@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import DataError
+from cl_compress.benchmarks.base import DataError
 
 FMNIST_FILES = {
     "train_x": "train-images-idx3-ubyte",

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor
 
-from . import packing
+from cl_compress.compress import packing
 
 FREE = 0
 MAX_TASKS = 255

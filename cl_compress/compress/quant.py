@@ -22,7 +22,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .packing import pack_bits, unpack_bits
+from cl_compress.compress.packing import pack_bits, unpack_bits
 
 LINEAR_METHODS = ("linear_sym", "linear_asym")
 METHODS = ("kmeans", *LINEAR_METHODS)

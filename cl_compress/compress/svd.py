@@ -169,7 +169,7 @@ class SVDFactorized(nn.Module):
 
     def thin_factors(self) -> tuple[Tensor, Tensor, Tensor | None, dict | None] | None:
         """``(U, V, bias, conv)`` of the weight as the layer answers now (its active rank):
-        what a deployed model multiplies (``cl_compress.flops``); ``conv`` is None for a
+        what a deployed model multiplies (``cl_compress.engine.flops``); ``conv`` is None for a
         linear layer."""
         u, v = self.folded_factors(self.active_rank if self.active_rank is not None else self.rank)
         return u, v, None if self.bias is None else self.bias.detach(), self._conv_args()

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from cl_compress.errors import ConfigError
 
 
 def mlp(input_shape: tuple[int, ...], hidden: list[int] | tuple[int, ...] = (256, 256)) -> nn.Module:

@@ -14,7 +14,7 @@ class ContinualModel(nn.Module):
     parameter sets identical across DDP ranks and makes checkpoints shape-stable.
 
     ``extra_outputs`` adds outputs to every head beyond its task's classes: the "not mine"
-    logit of class-incremental task inference (:mod:`cl_compress.task_inference`); the
+    logit of class-incremental task inference (:mod:`cl_compress.engine.task_inference`); the
     class logits are always the first ``head_sizes[t]`` outputs. ``rotations`` > 1 gives
     every head one output per (rotation, class) pair, rotation-major (output ``k * n + c``:
     class ``c`` seen rotated by ``k`` quarter turns), CLOM-style; the first ``n`` outputs

@@ -1,5 +1,5 @@
 """``python -m cl_compress.report <sweep dir> [--out DIR]``."""
 
-from .write import main
+from cl_compress.report.write import main
 
 raise SystemExit(main())

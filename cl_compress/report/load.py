@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runs import Run, read_per_task
-from ..status import read_status
+from cl_compress.report.runs import Run, read_per_task
+from cl_compress.rundir.status import read_status
 
 BASELINES = ("individual", "naive")
 
@@ -41,7 +41,7 @@ def _default_config(strategy: str) -> dict[str, Any] | None:
     import dataclasses
 
     try:
-        from ..strategies import get_strategy
+        from cl_compress.strategies import get_strategy
 
         return dataclasses.asdict(get_strategy(strategy).Config())
     except Exception:  # a strategy that is no longer importable: label by what varies

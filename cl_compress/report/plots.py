@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ..runs import Run, stat
+from cl_compress.report.runs import Run, stat
 
 TASK_KEY = re.compile(r"^task_(\d+)$")
 

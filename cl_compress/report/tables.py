@@ -1,8 +1,8 @@
 """Text of the report: the tables (mean ± std over seeds), the shared settings, the Pareto
 front, runs.csv, the W&B and tuning notes, and path clean-up. The verdicts themselves come
-from :mod:`cl_compress.claims` (shared with the bench scripts).
+from :mod:`cl_compress.report.claims` (shared with the bench scripts).
 
-Imports run one way: :mod:`.load` and :mod:`cl_compress.runs` → this module → :mod:`.write`.
+Imports run one way: :mod:`.load` and :mod:`cl_compress.report.runs` → this module → :mod:`.write`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..runs import Run, stat
-from .load import Sweep
+from cl_compress.report.load import Sweep
+from cl_compress.report.runs import Run, stat
 
 # (key in results.json or a derived name, header, scale, format: int decimals or "si")
 COLUMNS: list[tuple[str, str, float, Any]] = [
@@ -172,7 +172,7 @@ def wandb_markdown(sweep: Sweep) -> str:
 
 
 def tuning_lines(tuning: dict[str, Any]) -> list[str]:
-    """Report lines for a preset written by ``cl_compress.tune``: trials per tuned strategy,
+    """Report lines for a preset written by ``cl_compress.launch.tune``: trials per tuned strategy,
     and whether every tuned strategy had the same number.
 
     >>> tuning_lines({"a": {"trials": 6, "study": "s"}, "b": {"trials": 6, "study": "t"}})[-1]

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..claims import (
+from cl_compress.report import plots as rp
+from cl_compress.report.claims import (
     budget_check,
     budget_table,
     claims,
@@ -18,10 +19,8 @@ from ..claims import (
     config_differences,
     thresholds_markdown,
 )
-from ..io import write_json
-from . import plots as rp
-from .load import load_sweep
-from .tables import (
+from cl_compress.report.load import load_sweep
+from cl_compress.report.tables import (
     capacity_markdown,
     capacity_rows,
     class_il_markdown,
@@ -37,11 +36,12 @@ from .tables import (
     wandb_markdown,
     write_runs_csv,
 )
+from cl_compress.rundir.io import write_json
 
 
 def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.md``, its PNGs, ``runs.csv`` and ``summary.json``; returns report.md."""
-    from ..strategies.registry import builtin_names  # torch: only when a report is written
+    from cl_compress.strategies.registry import builtin_names  # torch: only when a report is written
 
     sweep = load_sweep(sweep_dir)
     if not sweep.runs:
@@ -131,7 +131,7 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
                           "lrpet_energy": lrpet_energy_rows(groups),
                           "ada_qpacknet_capacity": capacity_rows(groups)}
     md += ["", "## Claim thresholds", "", "Every verdict above uses these rules "
-           "(`cl_compress/claims.py`, shared with the bench scripts):", "",
+           "(`cl_compress/report/claims.py`, shared with the bench scripts):", "",
            thresholds_markdown(), "",
            "## W&B", "", wandb_markdown(sweep), "",
            "Raw per-run figures: `runs.csv`; table and verdicts as JSON: `summary.json`.", ""]

@@ -1,6 +1,6 @@
 """Strategy plugins: the API (``base``), the registry, and the built-in strategies."""
 
-from .base import (
+from cl_compress.strategies.base import (
     CompressionStats,
     ConfigError,
     Phase,
@@ -11,7 +11,7 @@ from .base import (
     TrainSettings,
     hp,
 )
-from .registry import available, builtin_names, get_strategy, register
+from cl_compress.strategies.registry import available, builtin_names, get_strategy, register
 
 __all__ = [
     "CompressionStats", "ConfigError", "Phase", "Strategy", "StrategyConfig", "StreamInfo",

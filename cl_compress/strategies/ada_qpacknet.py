@@ -84,11 +84,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..compress import masks, quant
-from ..errors import ConfigError
-from ..models import ContinualModel
-from .base import CompressionStats, Phase, StrategyConfig, TaskData, check_format, hp
-from .helpers import (
+from cl_compress.compress import masks, quant
+from cl_compress.errors import ConfigError
+from cl_compress.models import ContinualModel
+from cl_compress.strategies.base import CompressionStats, Phase, StrategyConfig, TaskData, check_format, hp
+from cl_compress.strategies.helpers import (
     NORMS,
     clone_state,
     head_states,
@@ -96,8 +96,8 @@ from .helpers import (
     load_norm_state,
     norm_layers,
 )
-from .packnet import PackNet
-from .registry import register
+from cl_compress.strategies.packnet import PackNet
+from cl_compress.strategies.registry import register
 
 
 @dataclass
@@ -451,7 +451,7 @@ class AdaQPacknet(PackNet):
     def load_artifact(self, artifact: dict[str, Any]) -> None:
         check_format(artifact, "ada-qpacknet-v1", self.name)
         if artifact.get("capacity", "exclusive") != self.cfg.capacity:
-            from ..errors import CheckpointError
+            from cl_compress.errors import CheckpointError
 
             raise CheckpointError(f"the artifact was written with strategy.capacity="
                                   f"{artifact.get('capacity', 'exclusive')}, this run has "

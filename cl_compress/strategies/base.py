@@ -34,9 +34,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..errors import ConfigError
-from ..models import ContinualModel
-from ..settings import DEFAULT_PHASE_WEIGHT, SCHEDULERS, TrainSettings  # noqa: F401  (re-exported)
+from cl_compress.errors import ConfigError
+from cl_compress.models import ContinualModel
+from cl_compress.settings import DEFAULT_PHASE_WEIGHT, SCHEDULERS, TrainSettings  # noqa: F401  (re-exported)
 
 
 def hp(default: Any, low: float | None = None, high: float | None = None, *,
@@ -229,7 +229,7 @@ class TaskData:
         ``phase.name`` (:meth:`Strategy.count_steps`) and returned."""
         if self.fitter is None:
             raise RuntimeError("this TaskData has no training engine attached (fitter=None): "
-                               "cl_compress.runner.engine_fitter makes one")
+                               "cl_compress.engine.loop.engine_fitter makes one")
         return self.fitter(phase)
 
 
@@ -244,7 +244,7 @@ class CompressionStats:
 
 def check_format(artifact: Any, expected: str, strategy: str) -> None:
     """Refuse an artifact of another format (another strategy, another version)."""
-    from ..errors import CheckpointError
+    from cl_compress.errors import CheckpointError
 
     got = artifact.get("format") if isinstance(artifact, dict) else type(artifact).__name__
     if got != expected:
@@ -267,12 +267,12 @@ class Strategy:
     scenarios: ClassVar[tuple[str, ...]] = ("task", "class")
     # True: the strategy answers through task_context(j) and head j, so under
     # benchmark.scenario=class it trains task-incrementally and the task id is inferred at
-    # test time (cl_compress.task_inference); False: class-IL uses one shared head
+    # test time (cl_compress.engine.task_inference); False: class-IL uses one shared head
     infers_task: ClassVar[bool] = False
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
     val_fraction: float = 0.0
-    # hyper-parameter search (cl_compress.tune): by default every ``hp`` field is searched over
-    # its valid range (see cl_compress.tune.search_space); an entry here narrows one field
+    # hyper-parameter search (cl_compress.launch.tune): by default every ``hp`` field is searched over
+    # its valid range (see cl_compress.launch.tune.search_space); an entry here narrows one field
     # ({"low": .., "high": .., "log": bool} or {"choices": [...]}) or, as None, keeps it at
     # its configured value (policies that change what the method is, compute knobs)
     tune_space: ClassVar[dict[str, dict[str, Any] | None]] = {}

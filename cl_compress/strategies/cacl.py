@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..compress.svd import (
+from cl_compress.compress.svd import (
     SPARSITY,
     SVDFactorized,
     energy_keep_mask,
@@ -52,9 +52,17 @@ from ..compress.svd import (
     kaiming_factors,
     orthogonality_frozen,
 )
-from ..errors import CheckpointError, ConfigError
-from .base import CompressionStats, Phase, Strategy, StrategyConfig, TaskData, check_format, hp
-from .helpers import (
+from cl_compress.errors import CheckpointError, ConfigError
+from cl_compress.strategies.base import (
+    CompressionStats,
+    Phase,
+    Strategy,
+    StrategyConfig,
+    TaskData,
+    check_format,
+    hp,
+)
+from cl_compress.strategies.helpers import (
     head_states,
     load_head_states,
     load_norm_state,
@@ -62,7 +70,7 @@ from .helpers import (
     norm_states_from,
     swapped_norm_state,
 )
-from .registry import register
+from cl_compress.strategies.registry import register
 
 GROWTH = ("authors_average", "authors_full", "average_incl_current", "full", "none")
 

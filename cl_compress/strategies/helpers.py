@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..models import ContinualModel
+from cl_compress.models import ContinualModel
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 RUNNING = ("running_mean", "running_var")

@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from .base import CompressionStats, Strategy, TaskData, check_format, dense_stats
-from .helpers import clone_state, head_params, head_states, load_head_states
-from .registry import register
+from cl_compress.strategies.base import CompressionStats, Strategy, TaskData, check_format, dense_stats
+from cl_compress.strategies.helpers import clone_state, head_params, head_states, load_head_states
+from cl_compress.strategies.registry import register
 
 
 def reset_parameters(module: nn.Module) -> None:

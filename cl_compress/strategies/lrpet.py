@@ -64,10 +64,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..compress import lowrank
-from ..errors import CheckpointError, ConfigError
-from ..models import ContinualModel
-from .base import (
+from cl_compress.compress import lowrank
+from cl_compress.errors import CheckpointError, ConfigError
+from cl_compress.models import ContinualModel
+from cl_compress.strategies.base import (
     CompressionStats,
     Phase,
     Strategy,
@@ -77,7 +77,7 @@ from .base import (
     check_format,
     hp,
 )
-from .helpers import (
+from cl_compress.strategies.helpers import (
     head_params,
     head_states,
     load_head_states,
@@ -85,7 +85,7 @@ from .helpers import (
     norm_states_from,
     swapped_norm_state,
 )
-from .registry import register
+from cl_compress.strategies.registry import register
 
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -136,7 +136,7 @@ class TaskResidualLayer(nn.Module):
     def thin_factors(self) -> tuple[Tensor, Tensor, Tensor | None, dict | None] | None:
         """``(U, V, bias, conv)`` of the weight answering for ``eval_task`` ``j``, the stored
         terms stacked into one pair (``independent``: term ``j`` alone); None while training,
-        for dense terms (``k`` None) or a grouped conv (``cl_compress.flops``)."""
+        for dense terms (``k`` None) or a grouped conv (``cl_compress.engine.flops``)."""
         if self.eval_task is None or self.k is None:
             return None
         j = self.eval_task

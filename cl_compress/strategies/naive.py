@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Strategy
-from .registry import register
+from cl_compress.strategies.base import Strategy
+from cl_compress.strategies.registry import register
 
 
 @register("naive")

@@ -47,10 +47,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..compress import masks
-from ..errors import ConfigError
-from ..models import ContinualModel
-from .base import (
+from cl_compress.compress import masks
+from cl_compress.errors import ConfigError
+from cl_compress.models import ContinualModel
+from cl_compress.strategies.base import (
     CompressionStats,
     Phase,
     Strategy,
@@ -60,7 +60,7 @@ from .base import (
     check_format,
     hp,
 )
-from .helpers import (
+from cl_compress.strategies.helpers import (
     NORMS,
     clone_state,
     head_params,
@@ -72,7 +72,7 @@ from .helpers import (
     norm_states_from,
     swapped_norm_state,
 )
-from .registry import register
+from cl_compress.strategies.registry import register
 
 PRUNABLE = (nn.Linear, nn.modules.conv._ConvNd)
 

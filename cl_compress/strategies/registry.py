@@ -6,8 +6,8 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from ..errors import ConfigError
-from .base import Strategy
+from cl_compress.errors import ConfigError
+from cl_compress.strategies.base import Strategy
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 ENTRY_POINT_GROUP = "cl_compress.strategies"
@@ -29,7 +29,7 @@ def register(name: str):
 
 
 def _load_builtins() -> None:
-    from . import builtin  # noqa: F401  (imports every built-in strategy module)
+    from cl_compress.strategies import builtin  # noqa: F401  (imports every built-in strategy module)
 
 
 def _entry_point_strategies() -> dict[str, object]:

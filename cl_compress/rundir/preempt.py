@@ -47,7 +47,7 @@ def stop_on_signals(run_dir: str | Path) -> Iterator[None]:
     try:
         yield
     except Preempted as e:
-        from .resume import describe_checkpoint
+        from cl_compress.rundir.checkpoint import describe_checkpoint
 
         name = signal.Signals(e.signum).name
         if (Path(run_dir) / "checkpoint.pt").exists():

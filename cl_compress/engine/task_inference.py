@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ConfigError
-from .settings import NEGATIVES, SCORES, TaskInferenceSettings  # noqa: E402,F401  (re-exported)
+from cl_compress.errors import ConfigError
+from cl_compress.settings import NEGATIVES, SCORES, TaskInferenceSettings  # noqa: E402,F401  (re-exported)
 
 
 # --- self-made negatives ------------------------------------------------------------------------

@@ -6,7 +6,7 @@ messages framed like a LevelDB log: a 7-byte header (``:W&B``, magic ``0xBEE1``,
 then 32 KiB blocks of chunks, each ``crc32 (4) | length (2, little-endian) | type (1)``
 followed by ``length`` bytes (type 1 = a whole record, 2/3/4 = first/middle/last piece).
 
-    python -m cl_compress.wandb_offline <run_dir | offline-run-* | file.wandb>
+    python -m cl_compress.tracking.offline <run_dir | offline-run-* | file.wandb>
 
 prints a short summary (rows, keys, artifacts). Tests use :func:`read_run` to check what
 was actually logged rather than what the code meant to log.
@@ -174,7 +174,7 @@ def read_run(path: str | Path, wait: float = 0.0) -> OfflineRun:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m cl_compress.wandb_offline <run_dir | offline-run-* | file.wandb>",
+        print("usage: python -m cl_compress.tracking.offline <run_dir | offline-run-* | file.wandb>",
               file=sys.stderr)
         return 2
     run = read_run(argv[0])

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, UserError
+from cl_compress.errors import CheckpointError, UserError
 
 
 class OutputError(UserError, OSError):
@@ -76,7 +76,7 @@ def write_text(path: str | Path, text: str) -> None:
 def save_torch(path: str | Path, obj: Any) -> int:
     """``torch.save`` atomically; returns the size of the file in bytes. Tensors holding
     NaN/inf are refused (``finite.NonFiniteWeightsError``): they are never written."""
-    from .finite import refuse_nonfinite
+    from cl_compress.rundir.finite import refuse_nonfinite
 
     refuse_nonfinite(path, obj)
     _atomic(Path(path), lambda f: torch.save(obj, f))

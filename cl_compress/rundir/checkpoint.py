@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
-from .finite import NonFiniteWeightsError, first_nonfinite
+from cl_compress.errors import CheckpointError
+from cl_compress.rundir.finite import NonFiniteWeightsError, first_nonfinite
 
 # output/logging keys: they may change between an interrupted run and its resumption
 # keys that do not change what a run computes: ignored by resume and by a sweep's
@@ -112,7 +112,7 @@ def check_config(ck: dict[str, Any], current: dict[str, Any], path: Path) -> Non
 def check_model_shapes(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Path) -> None:
     """The checkpoint's tensors are the model's: same names, same shapes (SVD factors of a
     factorised layer may differ in rank only: CACL truncates and grows them)."""
-    from .compress.svd import SVDFactorized
+    from cl_compress.compress.svd import SVDFactorized
 
     own = dict(model.named_parameters()) | dict(model.named_buffers())
     own |= {k: v for k, v in model.state_dict().items() if k not in own}
@@ -133,7 +133,7 @@ def check_model_shapes(state: dict[str, torch.Tensor], model: torch.nn.Module, p
 
 def describe_checkpoint(run_dir: str | Path) -> str:
     """One phrase on what ``checkpoint.pt`` in ``run_dir`` keeps (for stop messages)."""
-    from .io import load_torch
+    from cl_compress.rundir.io import load_torch
 
     path = Path(run_dir) / "checkpoint.pt"
     if not path.exists():
@@ -204,7 +204,7 @@ def wandb_run_id(run_dir: Path, resume: bool) -> str:
 
 
 def check_state(model: torch.nn.Module, strategy: Any, task: int, run_dir: str | Path) -> None:
-    """Raise :class:`~cl_compress.finite.NonFiniteWeightsError` if the model or the strategy
+    """Raise :class:`~cl_compress.rundir.finite.NonFiniteWeightsError` if the model or the strategy
     state is not finite, naming the last finite checkpoint."""
     hit = first_nonfinite({"model": model.state_dict(), "strategy": strategy.state_dict()})
     if hit:

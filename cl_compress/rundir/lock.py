@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import ConfigError, UserError
+from cl_compress.errors import ConfigError, UserError
 
 LOCK_NAME = ".lock"
 # what a run writes into its directory (removed by a fresh run with overwrite=true)

@@ -3,7 +3,7 @@ finite tensors, and a run whose weights turn NaN/inf stops, naming the last fini
 checkpoint (training can diverge without a NaN loss, e.g. one huge step per task).
 
 The checks here import nothing of the engine (io uses them before every write); the check
-of a run's state, which names its last checkpoint, is :func:`cl_compress.resume.check_state`."""
+of a run's state, which names its last checkpoint, is :func:`cl_compress.rundir.checkpoint.check_state`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .errors import NonFiniteLossError
+from cl_compress.errors import NonFiniteLossError
 
 
 class NonFiniteWeightsError(NonFiniteLossError):

@@ -17,14 +17,22 @@ import lightning as L
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from . import metrics
-from .benchmarks import Stream, make_loader
-from .compress.accounting import individual_reference_bits
-from .flops import flops_per_task
-from .io import CheckpointError, load_torch, save_torch, write_json
-from .models import ContinualModel
-from .progress import RunProgress
-from .resume import (
+from cl_compress.benchmarks import Stream, make_loader
+from cl_compress.compress.accounting import individual_reference_bits
+from cl_compress.engine import metrics
+from cl_compress.engine.flops import flops_per_task
+from cl_compress.engine.progress import RunProgress
+from cl_compress.engine.system import ContinualSystem, NonFiniteLossError
+from cl_compress.engine.task_inference import (
+    TaskInferenceSettings,
+    body_features,
+    class_il_row,
+    feature_basis,
+    infer_tasks,
+    refit_not_mine,
+)
+from cl_compress.models import ContinualModel
+from cl_compress.rundir.checkpoint import (
     CKPT_FORMAT,
     check_model_shapes,
     check_structure,
@@ -32,9 +40,10 @@ from .resume import (
     file_sha256,
     training_config,
 )
-from .resume import check_state as check_finite_state
-from .settings import TrainerSettings
-from .strategies.base import (
+from cl_compress.rundir.checkpoint import check_state as check_finite_state
+from cl_compress.rundir.io import CheckpointError, load_torch, save_torch, write_json
+from cl_compress.settings import TrainerSettings
+from cl_compress.strategies.base import (
     CompressionStats,
     Phase,
     Strategy,
@@ -43,16 +52,7 @@ from .strategies.base import (
     TrainSettings,
     allocate_steps,
 )
-from .system import ContinualSystem, NonFiniteLossError
-from .task_inference import (
-    TaskInferenceSettings,
-    body_features,
-    class_il_row,
-    feature_basis,
-    infer_tasks,
-    refit_not_mine,
-)
-from .tracking import Tracker, is_rank_zero
+from cl_compress.tracking import Tracker, is_rank_zero
 
 log = logging.getLogger(__name__)
 # raised inside Lightning by the installed torch on every fit; nothing a user can act on
@@ -200,7 +200,7 @@ def run_stream(
     ``task_inference``: class-incremental evaluation of a strategy trained task-incrementally
     (``stream`` has local labels and one head per task; ``Experience.classes`` maps them to
     global labels). After every task the class-IL matrix (task id inferred among the seen
-    tasks, :mod:`cl_compress.task_inference`) and the task-inference accuracy are recorded
+    tasks, :mod:`cl_compress.engine.task_inference`) and the task-inference accuracy are recorded
     beside the task-IL matrix; the class-IL matrix is the run's ``acc_matrix``.
     """
     run_dir = Path(run_dir)
@@ -528,7 +528,7 @@ def class_il_results(R: list, class_il: dict[str, Any]) -> dict[str, Any]:
 
 
 def _inference_cost(stream: Stream, strategy: Strategy) -> dict[str, Any]:
-    """Forward FLOPs of one sample and nonzero weights per task (:mod:`cl_compress.flops`);
+    """Forward FLOPs of one sample and nonzero weights per task (:mod:`cl_compress.engine.flops`);
     a strategy the counter cannot handle gets its error recorded, not a crash at the end."""
     try:
         return flops_per_task(strategy.model, strategy,

@@ -22,9 +22,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from .errors import NonFiniteLossError  # noqa: F401  (re-exported)
-from .models import ContinualModel
-from .strategies.base import Phase, Strategy, build_optimizer, lr_factor  # noqa: F401  (re-exported)
+from cl_compress.errors import NonFiniteLossError  # noqa: F401  (re-exported)
+from cl_compress.models import ContinualModel
+from cl_compress.strategies.base import Phase, Strategy, build_optimizer, lr_factor  # noqa: F401  (re-exported)
 
 PROG_BAR_EVERY = 25  # steps between progress-bar loss updates
 CUDA_FINITE_CHECK_EVERY = 32  # on accelerators, checking every step would sync every step
@@ -59,7 +59,7 @@ class ContinualSystem(L.LightningModule):
         self.task_steps = 0
         self.phase_index = 0
         self.phase_epoch = 0
-        self.progress = None  # a cl_compress.progress.RunProgress, or None
+        self.progress = None  # a cl_compress.engine.progress.RunProgress, or None
         self._sched: torch.optim.lr_scheduler.LambdaLR | None = None
         # class-incremental task inference: (kind, weight) of the self-made negatives that
         # train each head's "not mine" output in the same optimiser steps (None: off)
@@ -115,12 +115,12 @@ class ContinualSystem(L.LightningModule):
         """One forward over the batch and as many self-made negatives (labelled with the
         head's last, "not mine", output); the loss is the batch's cross-entropy plus
         ``weight`` times the negatives'. Returns the batch's logits and the loss."""
-        from .task_inference import make_negatives
+        from cl_compress.engine.task_inference import make_negatives
 
         kind, weight = self.negatives  # type: ignore[misc]
         n = x.shape[0]
         if kind == "rotation_classes":  # every image at 4 quarter turns, one class per pair
-            from .task_inference import rotation_batch
+            from cl_compress.engine.task_inference import rotation_batch
 
             n_cls = self.model.n_classes(task)
             xr, yr = rotation_batch(x, y, n_cls)

@@ -18,9 +18,9 @@ from typing import Any
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from .guards import wandb_credentials
-from .resume import trim_metrics_csv, wandb_run_id
-from .settings import TrackerSettings
+from cl_compress.rundir.checkpoint import trim_metrics_csv, wandb_run_id
+from cl_compress.settings import TrackerSettings
+from cl_compress.settings.validate import wandb_credentials
 
 log = logging.getLogger(__name__)
 # context of a training row: W&B columns, not metrics.csv values
@@ -37,7 +37,7 @@ def is_rank_zero() -> bool:
 def heatmap_png(matrix: list[list[float | None]], path: Path, title: str) -> Path:
     """Draw the accuracy matrix (rows: after training task i; cols: task j) as a PNG, with
     the report's drawing (:func:`cl_compress.report.plots.matrix_figure`)."""
-    from .report.plots import matrix_figure  # matplotlib: only when a matrix is logged
+    from cl_compress.report.plots import matrix_figure  # matplotlib: only when a matrix is logged
 
     matrix_figure(matrix, title).savefig(path, dpi=110)
     return path

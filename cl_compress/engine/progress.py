@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-log = logging.getLogger("cl_compress.runner")
+log = logging.getLogger("cl_compress.engine.loop")
 REDRAW_SECONDS = 0.5
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from cl_compress.errors import ConfigError
 
 SCENARIOS = ("task", "class")
 
@@ -140,7 +140,7 @@ def validate_spec(spec: BenchmarkSpec) -> None:
             raise ConfigError(f"benchmark.{key} must be >= 1 or null, got {v}")
 
 
-# --- eval: class-IL task inference (used by cl_compress.task_inference) -------------------
+# --- eval: class-IL task inference (used by cl_compress.engine.task_inference) -------------------
 
 SCORES = ("auto", "max_softmax", "entropy", "energy", "not_mine", "rotation")
 NEGATIVES = ("none", "rotate", "jigsaw", "rotate_jigsaw", "flip_jigsaw", "cutmix", "all",

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .io import write_json
+from cl_compress.rundir.io import write_json
 
 STATUS = "status.json"
 # config keys that do not change what a run computes (logging, progress, sweep control)
@@ -27,7 +27,7 @@ STATUS = "status.json"
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` without the keys that do not change the result (logger, progress bar,
     resume / skip / keep-going switches)."""
-    from .resume import training_config  # one list of neutral keys for resume and skip
+    from cl_compress.rundir.checkpoint import training_config  # one list of neutral keys for resume and skip
 
     return json.loads(json.dumps(training_config(config), sort_keys=True, default=str))
 

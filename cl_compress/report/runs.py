@@ -1,7 +1,7 @@
 """A finished run as the report and the claim checks see it (its ``results.json`` plus the
 per-task ``compress/*`` figures of its ``metrics.csv``), and statistics over runs.
 
-Imported by :mod:`cl_compress.report` (its load, tables and plots) and :mod:`cl_compress.claims`;
+Imported by :mod:`cl_compress.report` (its load, tables and plots) and :mod:`cl_compress.report.claims`;
 it imports none of them.
 """
 

@@ -1,6 +1,6 @@
 """Hyper-parameter search of one strategy with Optuna, scored on a validation split.
 
-    python -m cl_compress.tune --strategy packnet [--benchmark split_digits] [--trials 20]
+    python -m cl_compress.launch.tune --strategy packnet [--benchmark split_digits] [--trials 20]
         [--preset BASE] [--storage URL] [--study NAME] [--objectives acc | acc,bits]
         [--params "prune_ratio retrain_lr_scale"] [--seeds "0"] [--out PRESET.yaml] [--dir DIR]
         [hydra overrides for every trial, e.g. train.steps_per_task=200]
@@ -39,9 +39,9 @@ from typing import Any
 
 import yaml
 
-from .config import compose_config
-from .errors import ConfigError, UserError
-from .io import write_json
+from cl_compress.errors import ConfigError, UserError
+from cl_compress.rundir.io import write_json
+from cl_compress.settings.compose import compose_config
 
 # overrides that only the tuning runs use: never copied into the written preset
 TUNE_ONLY = ("benchmark.eval_split", "benchmark.val_fraction", "seed", "trainer.progress_bar",
@@ -128,7 +128,7 @@ def search_space(strategy: str, only: list[str] | None = None) -> list[Param]:
     (choices -> categorical; numeric ranges -> :func:`numeric_param`; list-valued fields are
     not searched), with the strategy's ``tune_space`` entries replacing the generated ones
     (``None``: keep the configured value). ``only`` restricts the search to those names."""
-    from .strategies import get_strategy
+    from cl_compress.strategies import get_strategy
 
     cls = get_strategy(strategy)
     fields = {f.name: f for f in dataclasses.fields(cls.Config)}
@@ -214,10 +214,10 @@ def redact(url: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .strategies import builtin_names
-    from .sweep import LOCAL_PRESET_DIR, check_budget, load_preset, merge_overrides
+    from cl_compress.launch.sweep import LOCAL_PRESET_DIR, check_budget, load_preset, merge_overrides
+    from cl_compress.strategies import builtin_names
 
-    p = argparse.ArgumentParser(prog="python -m cl_compress.tune", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cl_compress.launch.tune", description=__doc__.split("\n")[0])
     p.add_argument("--strategy", required=True, help="the strategy to tune")
     p.add_argument("--benchmark", default="split_fmnist", help="benchmark (default split_fmnist)")
     p.add_argument("--trials", type=int, default=20, help="trials of the study in all (default 20)")
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         import optuna
 
         if args.strategy not in builtin_names():
-            from .strategies import get_strategy
+            from cl_compress.strategies import get_strategy
 
             get_strategy(args.strategy)  # raises ConfigError for an unknown name
         objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -271,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from .strategies.base import validate_config
-    from .train import build_and_run
+    from cl_compress.strategies.base import validate_config
+    from cl_compress.train import build_and_run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     import lightning.pytorch  # noqa: F401  (it sets its own log level on import)
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         params = {q.name: q.suggest(trial) for q in space}
         cfg = compose_config(trial_overrides)
         cfg["strategy"] |= base_params | params
-        from .strategies import get_strategy
+        from cl_compress.strategies import get_strategy
 
         cls = get_strategy(args.strategy)
         scfg = cls.Config(**{k: v for k, v in cfg["strategy"].items() if k not in ("name", "variant")})
@@ -386,7 +386,7 @@ def _dominates(a: Any, b: Any, k: int) -> bool:
 def write_preset(out: Path, base: dict[str, Any], args: Any, bench: str, fixed: list[str],
                  best: dict[str, Any], summary: dict[str, Any]) -> None:
     """Write (or extend) the comparison preset with the best hyper-parameters."""
-    from .sweep import merge_overrides
+    from cl_compress.launch.sweep import merge_overrides
 
     old = yaml.safe_load(out.read_text()) if out.is_file() else {}
     start = old or {k: v for k, v in base.items() if k not in ("preset", "out")}
@@ -418,7 +418,7 @@ def write_preset(out: Path, base: dict[str, Any], args: Any, bench: str, fixed: 
         print(f"warning: {out} keeps its overrides {start.get('overrides')}; this study ran with "
               f"{overrides}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
-    head = (f"# written by python -m cl_compress.tune ({dt.date.today()}); tuned strategies: "
+    head = (f"# written by python -m cl_compress.launch.tune ({dt.date.today()}); tuned strategies: "
             f"{', '.join(sorted(tuning))}\n# make compare PRESET={out}\n")
     out.write_text(head + yaml.safe_dump(preset, sort_keys=False))
 

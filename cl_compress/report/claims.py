@@ -31,7 +31,7 @@ Project targets checked by the bench scripts (not paper claims): ``targets`` map
 limits (``min_ratio`` fewer stored params than ``individual``, ``max_points_below`` it; Ada-
 QPacknet vs PackNet: ``max_points_gap``, ``max_code_bits``, ``min_bytes_ratio``).
 
-Imports run one way: :mod:`cl_compress.runs` → this module → :mod:`cl_compress.report`.
+Imports run one way: :mod:`cl_compress.report.runs` → this module → :mod:`cl_compress.report`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from .runs import Run, stat
+from cl_compress.report.runs import Run, stat
 
 
 @dataclass(frozen=True)

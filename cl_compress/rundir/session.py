@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
-from .preempt import stop_on_signals
-from .runlock import RunLock, check_fresh_start, remove_orphan_tmp
+from cl_compress.errors import CheckpointError
+from cl_compress.rundir.lock import RunLock, check_fresh_start, remove_orphan_tmp
+from cl_compress.rundir.preempt import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ def resolve_resume(value: Any, run_dir: Path) -> bool:
 
 def precheck_resume(run_dir: Path, c: dict[str, Any]) -> int:
     """Load and check the checkpoint against the current config; its next task."""
-    from .io import load_torch
-    from .resume import check_config, check_structure
+    from cl_compress.rundir.checkpoint import check_config, check_structure
+    from cl_compress.rundir.io import load_torch
 
     path = run_dir / "checkpoint.pt"
     if not path.exists():
@@ -53,7 +53,7 @@ def precheck_resume(run_dir: Path, c: dict[str, Any]) -> int:
 
 @contextlib.contextmanager
 def run_session(run_dir: str | Path, c: dict[str, Any]) -> Iterator[Session]:
-    from .tracking import is_rank_zero
+    from cl_compress.tracking import is_rank_zero
 
     run_dir = Path(run_dir)
     if not is_rank_zero():  # DDP workers: rank 0 holds the lock and did the checks

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, DataError
+from cl_compress.errors import ConfigError, DataError
 
 MAX_SEED = (2**32 - 1) // 1000 - 1  # task seeds are seed * 1000 + task, within numpy's range
 WANDB_MODES = ("online", "offline", "disabled")
@@ -35,7 +35,7 @@ def _top_level_keys() -> frozenset[str]:
     """Keys the packaged ``train.yaml`` defines (plain keys and config groups)."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(Path(__file__).parent / "configs" / "train.yaml")
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "train.yaml")
     keys = {k for k in cfg if k not in ("defaults", "hydra")}
     for d in cfg.get("defaults", []):
         if isinstance(d, str) and d != "_self_":
@@ -66,7 +66,7 @@ def check_seed(name: str, v: Any) -> None:
 def check_config(c: dict[str, Any]) -> None:
     """Validate the resolved config dict; raises ConfigError naming the first bad key.
     Imports neither torch, Lightning nor Avalanche (``settings.py``, :func:`backbone_signatures`)."""
-    from .settings import BenchmarkSpec, TrackerSettings, TrainerSettings, TrainSettings
+    from cl_compress.settings import BenchmarkSpec, TrackerSettings, TrainerSettings, TrainSettings
 
     extra = sorted(set(c) - _top_level_keys() - {"hydra"})
     if extra:
@@ -102,7 +102,7 @@ def check_config(c: dict[str, Any]) -> None:
 def check_eval(e: Any) -> None:
     """``eval`` (class-IL task inference): known keys, typed values, valid choices (no
     torch import: the settings live in settings.py)."""
-    from .settings import TaskInferenceSettings
+    from cl_compress.settings import TaskInferenceSettings
 
     if not isinstance(e, dict):
         raise ConfigError(f"eval={e!r} must be a mapping of task-inference settings")
@@ -138,7 +138,7 @@ def backbone_signatures() -> dict[str, dict[str, Any]]:
     ``inspect.signature`` of the functions themselves."""
     import ast
 
-    tree = ast.parse((Path(__file__).parent / "models" / "backbones.py").read_text())
+    tree = ast.parse((Path(__file__).parents[1] / "models" / "backbones.py").read_text())
     funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     table = next(n.value for n in tree.body if isinstance(n, ast.Assign)
                  and any(getattr(t, "id", "") == "BACKBONES" for t in n.targets))

@@ -1,0 +1,1 @@
+"""The engine: the task loop, the LightningModule, evaluation metrics, FLOPs, task inference, progress."""

@@ -1,0 +1,1 @@
+"""Launching many runs: comparison sweeps (Hydra launchers), Optuna tuning, shipped presets."""

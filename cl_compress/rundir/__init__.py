@@ -1,0 +1,2 @@
+"""A run directory and its safety: lock, checkpoint and resume, status, preemption, atomic io,
+finite checks."""
