@@ -89,7 +89,8 @@ def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED) -> dict[str, A
             "acc_row": row, "expected": expected, "reproduced": expected == row}
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m cl_compress.evaluate_artifact RUN_DIR [RUN_DIR ...]", file=sys.stderr)
         return 2

@@ -7,7 +7,6 @@ training starts, builds the objects and calls :func:`cl_compress.engine.loop.run
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import sys
@@ -23,7 +22,6 @@ from cl_compress.rundir.preempt import Preempted
 log = logging.getLogger("cl_compress")
 
 MAX_SEGMENT = 200  # bytes of one path component (Linux allows 255)
-FLOAT32_MAX = 3.4028234663852886e38
 
 
 def overrides_subdir(dirname: str | None = None) -> str:
@@ -76,52 +74,16 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
 
 def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
                    stack: contextlib.ExitStack) -> dict[str, Any]:
-    from cl_compress.benchmarks import BenchmarkSpec, build_stream
-    from cl_compress.engine.loop import TrainerSettings, run_stream
-    from cl_compress.engine.task_inference import TaskInferenceSettings
-    from cl_compress.models import ContinualModel, build_backbone
+    from cl_compress.engine.loop import run_stream
+    from cl_compress.experiment import build_experiment, plan_experiment
     from cl_compress.rundir.session import run_session
-    from cl_compress.settings.validate import check_model_fits
-    from cl_compress.strategies import TrainSettings, get_strategy
-    from cl_compress.strategies.base import variant_of
     from cl_compress.tracking import Tracker, TrackerSettings
 
-    train = TrainSettings(**c["train"])  # checked by precheck (build_and_run)
-    params = dict(c["strategy"])
-    explicit = params.pop("variant", None)
-    name = params.pop("name")
-    strategy = get_strategy(name).from_config(params, train, name=name)
-    strategy.variant = str(explicit) if explicit not in (None, "") else variant_of(strategy.cfg)
-    spec = BenchmarkSpec(**c["benchmark"])
-    if spec.scenario not in strategy.scenarios:
-        raise ConfigError(
-            f"strategy {strategy.name!r} supports the {'/'.join(strategy.scenarios)}-incremental "
-            f"scenario(s), not benchmark.scenario={spec.scenario!r}"
-        )
-    task_inference = TaskInferenceSettings(**(c.get("eval") or {}))
-    task_inference.validate()
-    data_spec = spec
-    if spec.scenario == "class" and strategy.infers_task:
-        # trained exactly as task-IL (local labels, one head per task); the task id is
-        # inferred at test time (cl_compress.engine.task_inference)
-        data_spec = dataclasses.replace(spec, scenario="task")
-    else:
-        task_inference = None
-    model_kw = dict(c["model"])
-    model_name = model_kw.pop("name")
-    trainer = TrainerSettings(**c["trainer"])
+    plan = plan_experiment(c)  # every setting checked (no data)
+    strategy, spec = plan.strategy, plan.spec
     tracker_settings = TrackerSettings(**c["logger"])
     session = stack.enter_context(run_session(run_dir, c))  # lock, overwrite/resume, signals
-
-    stream = build_stream(data_spec)
-    import lightning as L
-
-    L.seed_everything(int(c["seed"]), workers=True, verbose=False)  # model init is seeded
-    body, feat = build_backbone(model_name, stream.input_shape, **model_kw)
-    model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task",
-                           extra_outputs=task_inference.extra_outputs if task_inference else 0,
-                           rotations=task_inference.rotations if task_inference else 1)
-    check_model_fits(model, stream)
+    exp = build_experiment(plan)
     group = tracker_settings.group or f"{spec.name}-{spec.scenario}"
     tracker = Tracker(
         run_dir, tracker_settings, name=f"{strategy.label}-{spec.name}-s{c['seed']}", group=group,
@@ -131,39 +93,30 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
         resume_task=session.next_task,
     )
     try:
-        results = run_stream(stream, model, strategy, train, trainer, tracker, run_dir,
-                             seed=int(c["seed"]), resume=session.resume, config=c,
-                             on_task_end=on_task_end, task_inference=task_inference)
+        results = run_stream(exp.stream, exp.model, strategy, plan.train, plan.trainer, tracker,
+                             run_dir, seed=plan.seed, resume=session.resume, config=c,
+                             on_task_end=on_task_end, task_inference=plan.task_inference,
+                             checkpoint=session.checkpoint)
     finally:
         tracker.finish()
     return results
 
 
 def precheck(c: dict[str, Any]) -> None:
-    """Every check of the config that needs neither data nor torch; the strategy's
+    """Every check of the config that needs neither data nor torch (one entry per config
+    group: :func:`cl_compress.settings.validate.check_config`); the strategy's
     hyper-parameters are checked next, when its class is imported (:func:`check_strategy`)."""
-    from cl_compress.settings import BenchmarkSpec, TrainSettings, validate_spec
     from cl_compress.settings.validate import check_config
 
     check_config(c)
-    _check_train(TrainSettings(**c["train"]))
-    validate_spec(BenchmarkSpec(**c["benchmark"]))
 
 
 def check_strategy(c: dict[str, Any]) -> None:
-    """The strategy's hyper-parameters and scenario: imports torch and the strategy (not
-    Lightning, not the data)."""
-    from cl_compress.settings import TrainSettings
-    from cl_compress.strategies import get_strategy
+    """The strategy's hyper-parameters and scenario and how the settings fit together:
+    imports torch and the strategy (not Lightning, not the data)."""
+    from cl_compress.experiment import plan_experiment
 
-    params = {k: v for k, v in c["strategy"].items() if k not in ("name", "variant")}
-    name = c["strategy"]["name"]
-    cls = get_strategy(name)
-    cls.from_config(params, TrainSettings(**c["train"]), name=name)
-    scenario = c["benchmark"].get("scenario", "task")
-    if scenario not in cls.scenarios:
-        raise ConfigError(f"strategy {name!r} supports the {'/'.join(cls.scenarios)}-incremental "
-                          f"scenario(s), not benchmark.scenario={scenario!r}")
+    plan_experiment(c)
 
 
 HYDRA_ONLY = {".hydra", "status.json", ".lock"}  # what a run that never started leaves, with <job>.log
@@ -207,38 +160,6 @@ def wandb_config(c: dict[str, Any], group: str, variant: str, label: str) -> dic
     return out
 
 
-def _check_train(t) -> None:
-    from cl_compress.settings import SCHEDULERS
-
-    if (t.epochs is None) == (t.steps_per_task is None):
-        raise ConfigError(
-            f"train.epochs={t.epochs} and train.steps_per_task={t.steps_per_task}: set exactly one "
-            "budget (e.g. train.steps_per_task=1000, or train.epochs=3 train.steps_per_task=null)")
-    checks = [("train.batch_size", t.batch_size, 1), ("train.eval_batch_size", t.eval_batch_size, 1),
-              ("train.warmup_steps", t.warmup_steps, 0)]
-    checks += [(f"train.{k}", v, 1) for k, v in (("epochs", t.epochs),
-                                                  ("steps_per_task", t.steps_per_task)) if v is not None]
-    for name, v, lo in checks:
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ConfigError(f"{name}={v!r} must be an integer >= {lo}")
-    # number types (and NaN) are checked by guards.check_config before this; here: ranges
-    if not 0 < t.lr < FLOAT32_MAX:  # torch casts lr to the weights' float32 in the step
-        raise ConfigError(f"train.lr={t.lr!r} must be a finite number > 0 (below {FLOAT32_MAX:.3g})")
-    if t.weight_decay < 0:
-        raise ConfigError(f"train.weight_decay={t.weight_decay!r} must be >= 0")
-    if t.optimizer not in ("adam", "adamw", "sgd"):
-        raise ConfigError(f"train.optimizer={t.optimizer!r}; choose one of adam, adamw, sgd")
-    if t.scheduler not in SCHEDULERS:
-        raise ConfigError(f"train.scheduler={t.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-    ms = list(t.milestones or [])
-    if not all(isinstance(m, int | float) and not isinstance(m, bool) and 0 < m < 1 for m in ms) \
-            or ms != sorted(ms):
-        raise ConfigError(f"train.milestones={ms!r} must be increasing fractions in (0, 1) of a "
-                          "phase's steps, e.g. [0.5, 0.75]")
-    if not 0 < t.gamma <= 1:
-        raise ConfigError(f"train.gamma={t.gamma!r} must be in (0, 1]")
-
-
 @hydra.main(version_base=None, config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
@@ -264,7 +185,7 @@ def main(cfg: DictConfig) -> None:
 
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners, tips
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from cl_compress.tracking import is_rank_zero
+    from cl_compress.rundir.rank import is_rank_zero
 
     res = run_job(c, run_dir, rank_zero=is_rank_zero())
     if res is None or not is_rank_zero():
@@ -353,7 +274,7 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
     recorded in status.json and printed, and the function returns None instead of raising,
     so a multirun launcher goes on with the other runs.
     """
-    from cl_compress.engine.loop import CHECKPOINT
+    from cl_compress.engine.callbacks import CHECKPOINT
     from cl_compress.rundir import status
 
     run_dir = Path(run_dir)

@@ -24,11 +24,10 @@ from torch import nn
 
 from cl_compress.benchmarks import BenchmarkSpec, Stream, build_stream
 from cl_compress.engine import metrics
-from cl_compress.engine.loop import TrainerSettings, run_stream
-from cl_compress.models import ContinualModel, build_backbone
+from cl_compress.engine.loop import run_stream
+from cl_compress.experiment import build_experiment
 from cl_compress.report import claims
 from cl_compress.settings.compose import compose_config
-from cl_compress.strategies import TrainSettings, get_strategy
 from cl_compress.tracking import Tracker, TrackerSettings
 from experiments import harness
 from experiments.avalanche_ref import accuracy_matrix, avalanche_benchmark
@@ -94,18 +93,13 @@ def run_ours(stream: Stream, overrides: list[str], tag: str) -> dict:
                         "train.steps_per_task=null", f"train.lr={LR}",
                         f"train.batch_size={BATCH}", f"strategy.prune_ratio={PRUNE}",
                         f"strategy.retrain_epochs={POST_PRUNE}", f"seed={SEED}", *overrides])
-    train = TrainSettings(**c["train"])
-    params = dict(c["strategy"])
-    name = params.pop("name")
-    strategy = get_strategy(name).from_config(params, train, name=name)
-    torch.manual_seed(SEED)
-    body, feat = build_backbone("mlp", stream.input_shape, hidden=c["model"]["hidden"])
-    model = ContinualModel(body, feat, stream.head_sizes, multi_head=True)
+    exp = build_experiment(c, stream=stream)  # model initialised from seed=SEED
+    strategy, model, train = exp.strategy, exp.model, exp.plan.train
     run_dir = RUNS / tag
     tracker = Tracker(run_dir, TrackerSettings(**c["logger"]), name=tag, group="bench", config=c)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        res = run_stream(stream, model, strategy, train, TrainerSettings(**c["trainer"]), tracker,
+        res = run_stream(stream, model, strategy, train, exp.plan.trainer, tracker,
                          run_dir, seed=SEED, config=c)
     finally:
         tracker.finish()

@@ -93,21 +93,18 @@ def time_search(reps: int) -> None:
 
     import torch.nn.functional as F
 
-    from cl_compress.benchmarks import BenchmarkSpec, build_stream, make_loader
+    from cl_compress.benchmarks import make_loader
     from cl_compress.engine.loop import engine_fitter, evaluate
-    from cl_compress.models import ContinualModel, build_backbone
+    from cl_compress.experiment import build_experiment
     from cl_compress.settings import TrainerSettings
-    from cl_compress.strategies import StreamInfo, TaskData, TrainSettings, get_strategy
+    from cl_compress.strategies import StreamInfo, TaskData
     from cl_compress.strategies.base import Phase, build_optimizer
     from cl_compress.strategies.packnet import PackNet
 
-    cfg = compose_config(["benchmark=split_fmnist", "benchmark.max_train_per_task=2000"])
-    stream = build_stream(BenchmarkSpec(**cfg["benchmark"]))
-    train = TrainSettings(**cfg["train"])
-    kw = dict(cfg["model"])
-    body, feat = build_backbone(kw.pop("name"), stream.input_shape, **kw)
-    model = ContinualModel(body, feat, stream.head_sizes, multi_head=True)
-    s = get_strategy("ada_qpacknet").from_config({}, train)
+    cfg = compose_config(["strategy=ada_qpacknet", "benchmark=split_fmnist",
+                          "benchmark.max_train_per_task=2000"])
+    exp = build_experiment(cfg)
+    stream, model, s, train = exp.stream, exp.model, exp.strategy, exp.plan.train
     s.setup(model, StreamInfo(stream.n_tasks, "task", stream.input_shape, stream.head_sizes))
     e = stream.experiences[0]
 

@@ -191,3 +191,69 @@ def test_checker_finds_planted_plugin_faults(planted):
         "pkg.strategies.three imports the engine module pkg.engine.loop",
         "pkg.strategies.two imports the private name _secret of plugin pkg.strategies.one",
     ]
+
+
+# --- the import rules of docs/architecture.md ----------------------------------------------------
+DOC = ROOT / "docs" / "architecture.md"
+
+
+def unit_of(module: str, package: str = PACKAGE) -> str:
+    """``cl_compress.engine.loop`` -> ``engine``; the package's own __init__ -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def read_rules(text: str) -> dict[str, set[str]]:
+    """The "may import" column of the table between the import-rules markers."""
+    body = text.split("<!-- import-rules: begin -->", 1)[1].split("<!-- import-rules: end -->", 1)[0]
+    rules: dict[str, set[str]] = {}
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        allowed = {a.strip() for a in cells[2].split(",") if a.strip() not in ("", "–", "-")}
+        rules[cells[0].strip("`")] = allowed
+    return rules
+
+
+def rule_violations(root: Path, package: str, rules: dict[str, set[str]]) -> list[str]:
+    graph = import_graph(root, package)
+    units = {unit_of(m, package) for m in graph} - {"__init__", "__main__"}
+    out = [f"unit {u} has no row in the import rules" for u in sorted(units - set(rules))]
+    out += [f"the import rules name {u}, which does not exist" for u in sorted(set(rules) - units)]
+    for m in sorted(graph):
+        src = unit_of(m, package)
+        for t in sorted(graph[m]):
+            dst = unit_of(t, package)
+            if dst != src and src in rules and dst not in rules[src] | {"__init__"}:
+                out.append(f"{m} imports {t}: {src} may not import {dst}")
+    return out
+
+
+def test_imports_follow_the_documented_rules():
+    found = rule_violations(ROOT, PACKAGE, read_rules(DOC.read_text()))
+    assert not found, "docs/architecture.md import rules broken:\n" + "\n".join(found)
+
+
+def test_top_level_holds_few_modules():
+    """The package's top level: a handful of entry modules besides the subpackages."""
+    top = sorted(p.stem for p in (ROOT / PACKAGE).glob("*.py") if p.stem not in ("__init__", "__main__"))
+    assert len(top) <= 8, top
+
+
+def test_rule_checker_finds_planted_faults(tmp_path):
+    _plant(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/low.py": "def f():\n    from pkg.high import x  # lazy, still an import\n",
+        "pkg/high.py": "from pkg import low\n",
+        "pkg/new.py": "",
+    })
+    rules = read_rules("<!-- import-rules: begin -->\n| unit | role | may import |\n|---|---|---|\n"
+                       "| `low` | x | – |\n| `high` | x | low |\n| `gone` | x | – |\n"
+                       "<!-- import-rules: end -->")
+    assert rules == {"low": set(), "high": {"low"}, "gone": set()}
+    assert rule_violations(tmp_path, "pkg", rules) == [
+        "unit new has no row in the import rules",
+        "the import rules name gone, which does not exist",
+        "pkg.low imports pkg.high: low may not import high",
+    ]

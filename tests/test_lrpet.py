@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cl_compress.compress import lowrank
-from cl_compress.engine.loop import load_model_state
+from cl_compress.engine.callbacks.checkpoint import load_model_state
 from cl_compress.errors import ConfigError
 from cl_compress.models import ContinualModel, build_backbone
 from cl_compress.rundir.io import load_torch

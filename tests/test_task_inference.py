@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cl_compress.engine.loop import state_fingerprint
+from cl_compress.engine.callbacks import state_fingerprint
 from cl_compress.engine.task_inference import (
     TaskInferenceSettings,
     feature_basis,

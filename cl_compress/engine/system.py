@@ -9,7 +9,7 @@ therefore only adds to two in-place sums and a count (no ``self.log`` and no met
 object per step); they are reduced across ranks once per epoch. ``self.log`` was the
 largest single overhead (0.8-1 ms per call on this CPU), so it is not used: the run's
 progress display (progress.py) reads the loss every ``PROG_BAR_EVERY`` steps only.
-Evaluation uses torchmetrics (runner.py).
+Evaluation uses torchmetrics (engine/loop.py).
 """
 
 from __future__ import annotations
@@ -61,9 +61,11 @@ class ContinualSystem(L.LightningModule):
         self.phase_epoch = 0
         self.progress = None  # a cl_compress.engine.progress.RunProgress, or None
         self._sched: torch.optim.lr_scheduler.LambdaLR | None = None
-        # class-incremental task inference: (kind, weight) of the self-made negatives that
-        # train each head's "not mine" output in the same optimiser steps (None: off)
-        self.negatives: tuple[str, float] | None = None
+        # the training loss: None is the task head's cross-entropy; a callable
+        # ``loss_fn(model, x, y, task) -> (logits, loss, n_extra)`` replaces it (class-IL task
+        # inference trains "not mine" outputs on ``n_extra`` self-made negatives per batch,
+        # counted in ``phase_negatives``)
+        self.loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor, int]] | None = None
         self.phase_negatives = 0
 
     def set_phase(self, task: int, phase: Phase, index: int = 0) -> None:
@@ -81,11 +83,12 @@ class ContinualSystem(L.LightningModule):
         x, y, task = batch
         opt = self.optimizers()
         opt.zero_grad()  # type: ignore[union-attr]
-        if self.negatives is None:
+        if self.loss_fn is None:
             logits = self.model(x, int(task))
             loss = F.cross_entropy(logits, y)
         else:
-            logits, loss = self._with_negatives(x, y, int(task))
+            logits, loss, n_extra = self.loss_fn(self.model, x, y, int(task))
+            self.phase_negatives += n_extra
         t0 = time.perf_counter()
         total = self.strategy.training_loss(loss, logits, batch)
         self.strategy_seconds += time.perf_counter() - t0
@@ -110,28 +113,6 @@ class ContinualSystem(L.LightningModule):
             self._epoch_n += y.shape[0]
         if self.progress is not None and batch_idx % PROG_BAR_EVERY == 0:
             self.progress.step(self, float(loss.detach()))
-
-    def _with_negatives(self, x: torch.Tensor, y: torch.Tensor, task: int):
-        """One forward over the batch and as many self-made negatives (labelled with the
-        head's last, "not mine", output); the loss is the batch's cross-entropy plus
-        ``weight`` times the negatives'. Returns the batch's logits and the loss."""
-        from cl_compress.engine.task_inference import make_negatives
-
-        kind, weight = self.negatives  # type: ignore[misc]
-        n = x.shape[0]
-        if kind == "rotation_classes":  # every image at 4 quarter turns, one class per pair
-            from cl_compress.engine.task_inference import rotation_batch
-
-            n_cls = self.model.n_classes(task)
-            xr, yr = rotation_batch(x, y, n_cls)
-            out = self.model(xr, task)
-            self.phase_negatives += xr.shape[0] - n
-            return out[:n], F.cross_entropy(out, yr)
-        out = self.model(torch.cat([x, make_negatives(x, kind)]), task)
-        logits, neg = out[:n], out[n:]
-        target = torch.full((n,), out.shape[1] - 1, dtype=torch.long, device=x.device)
-        self.phase_negatives += n
-        return logits, F.cross_entropy(logits, y) + weight * F.cross_entropy(neg, target)
 
     def _check_finite(self, total: torch.Tensor, batch_idx: int) -> None:
         """Stop on a NaN/inf loss: every step on CPU (cheap), every few steps elsewhere."""

@@ -213,6 +213,28 @@ def class_il_row(model: Any, strategy: Any, experiences: list[Any], t: int, scor
     return acc, tacc
 
 
+class NegativesLoss:
+    """The training loss of a class-IL run (``ContinualSystem.loss_fn``): one forward over the
+    batch and as many self-made negatives (labelled with the head's last, "not mine",
+    output); the loss is the batch's cross-entropy plus ``weight`` times the negatives'.
+    Returns the batch's logits, the loss and how many negatives were added. Stateless: a
+    search candidate's fit can share it."""
+
+    def __init__(self, kind: str, weight: float):
+        self.kind, self.weight = kind, weight
+
+    def __call__(self, model: Any, x: Tensor, y: Tensor, task: int) -> tuple[Tensor, Tensor, int]:
+        n = x.shape[0]
+        if self.kind == "rotation_classes":  # every image at 4 quarter turns, one class per pair
+            xr, yr = rotation_batch(x, y, model.n_classes(task))
+            out = model(xr, task)
+            return out[:n], F.cross_entropy(out, yr), xr.shape[0] - n
+        out = model(torch.cat([x, make_negatives(x, self.kind)]), task)
+        logits, neg = out[:n], out[n:]
+        target = torch.full((n,), out.shape[1] - 1, dtype=torch.long, device=x.device)
+        return logits, F.cross_entropy(logits, y) + self.weight * F.cross_entropy(neg, target), n
+
+
 def negative_loss(model: Any, x: Tensor, task: int, kind: str,
                   gen: torch.Generator | None = None) -> Tensor:
     """Cross-entropy of head ``task`` labelling self-made negatives of ``x`` "not mine"."""

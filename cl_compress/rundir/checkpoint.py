@@ -99,7 +99,7 @@ def check_structure(ck: Any, path: Path, n_tasks: int | None = None) -> None:
         raise CheckpointError(f"{path} is inconsistent: 'strategy'/'timing' are not mappings")
 
 
-def check_config(ck: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+def check_same_config(ck: dict[str, Any], current: dict[str, Any], path: Path) -> None:
     diffs = config_differences(ck["config"], current)
     if diffs:
         raise CheckpointError(
@@ -107,28 +107,6 @@ def check_config(ck: dict[str, Any], current: dict[str, Any], path: Path) -> Non
             f"{'; '.join(diffs)}. Resume with the checkpoint's settings, or start a fresh run "
             f"in another hydra.run.dir"
         )
-
-
-def check_model_shapes(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Path) -> None:
-    """The checkpoint's tensors are the model's: same names, same shapes (SVD factors of a
-    factorised layer may differ in rank only: CACL truncates and grows them)."""
-    from cl_compress.compress.svd import SVDFactorized
-
-    own = dict(model.named_parameters()) | dict(model.named_buffers())
-    own |= {k: v for k, v in model.state_dict().items() if k not in own}
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit the model: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
-    for name, v in state.items():
-        mine = own[name]
-        if mine.shape == v.shape:
-            continue
-        module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-        if isinstance(module, SVDFactorized) and mine.dim() == v.dim():
-            continue
-        raise CheckpointError(f"{path} does not fit the model: {name} has shape {tuple(v.shape)} "
-                              f"in the checkpoint, {tuple(mine.shape)} in the model")
 
 
 def describe_checkpoint(run_dir: str | Path) -> str:

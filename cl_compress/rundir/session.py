@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 class Session:
     resume: bool
     next_task: int | None  # the checkpoint's next task when resuming
+    # the checkpoint as the pre-check read it (rank 0, resuming): the loop's Checkpointer
+    # restores from it, so the file is read once
+    checkpoint: dict[str, Any] | None = None
 
 
 def resolve_resume(value: Any, run_dir: Path) -> bool:
@@ -34,9 +37,9 @@ def resolve_resume(value: Any, run_dir: Path) -> bool:
     return bool(value)
 
 
-def precheck_resume(run_dir: Path, c: dict[str, Any]) -> int:
-    """Load and check the checkpoint against the current config; its next task."""
-    from cl_compress.rundir.checkpoint import check_config, check_structure
+def precheck_resume(run_dir: Path, c: dict[str, Any]) -> dict[str, Any]:
+    """Load and check the checkpoint against the current config; the checkpoint."""
+    from cl_compress.rundir.checkpoint import check_same_config, check_structure
     from cl_compress.rundir.io import load_torch
 
     path = run_dir / "checkpoint.pt"
@@ -47,13 +50,13 @@ def precheck_resume(run_dir: Path, c: dict[str, Any]) -> int:
         )
     ck = load_torch(path)
     check_structure(ck, path)
-    check_config(ck, c, path)
-    return int(ck["next_task"])
+    check_same_config(ck, c, path)
+    return ck
 
 
 @contextlib.contextmanager
 def run_session(run_dir: str | Path, c: dict[str, Any]) -> Iterator[Session]:
-    from cl_compress.tracking import is_rank_zero
+    from cl_compress.rundir.rank import is_rank_zero
 
     run_dir = Path(run_dir)
     if not is_rank_zero():  # DDP workers: rank 0 holds the lock and did the checks
@@ -64,10 +67,10 @@ def run_session(run_dir: str | Path, c: dict[str, Any]) -> Iterator[Session]:
         if removed:
             log.info("removed half-written files of an earlier run: %s", ", ".join(removed))
         resume = resolve_resume(c.get("resume", False), run_dir)
+        ck = None
         if resume:
-            next_task = precheck_resume(run_dir, c)
+            ck = precheck_resume(run_dir, c)
         else:
             check_fresh_start(run_dir, bool(c.get("overwrite", False)))
-            next_task = None
         with stop_on_signals(run_dir):
-            yield Session(resume, next_task)
+            yield Session(resume, int(ck["next_task"]) if ck else None, ck)

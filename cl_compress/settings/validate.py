@@ -13,10 +13,14 @@ import math
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cl_compress.errors import ConfigError, DataError
+from cl_compress.errors import ConfigError
 
+if TYPE_CHECKING:
+    from cl_compress.settings import DataError, TrainSettings
+
+FLOAT32_MAX = 3.4028234663852886e38
 MAX_SEED = (2**32 - 1) // 1000 - 1  # task seeds are seed * 1000 + task, within numpy's range
 WANDB_MODES = ("online", "offline", "disabled")
 RESUME_VALUES = (True, False, "auto")
@@ -66,7 +70,13 @@ def check_seed(name: str, v: Any) -> None:
 def check_config(c: dict[str, Any]) -> None:
     """Validate the resolved config dict; raises ConfigError naming the first bad key.
     Imports neither torch, Lightning nor Avalanche (``settings.py``, :func:`backbone_signatures`)."""
-    from cl_compress.settings import BenchmarkSpec, TrackerSettings, TrainerSettings, TrainSettings
+    from cl_compress.settings import (
+        BenchmarkSpec,
+        TrackerSettings,
+        TrainerSettings,
+        TrainSettings,
+        validate_spec,
+    )
 
     extra = sorted(set(c) - _top_level_keys() - {"hydra"})
     if extra:
@@ -84,10 +94,12 @@ def check_config(c: dict[str, Any]) -> None:
     lr = c["train"].get("lr")
     if not _is_number(lr) or not lr > 0:
         raise ConfigError(f"train.lr={lr!r} must be a number > 0")
+    check_train(TrainSettings(**c["train"]))
     _unknown_keys("benchmark", c["benchmark"], set(_fields(BenchmarkSpec)))
     check_seed("benchmark.seed", c["benchmark"].get("seed", 0))
     if c["benchmark"].get("data_root") == "":
         raise ConfigError("benchmark.data_root is empty; give a folder, or null for the default search")
+    validate_spec(BenchmarkSpec(**c["benchmark"]))
     _unknown_keys("trainer", c["trainer"], set(_fields(TrainerSettings)))
     check_trainer(c["trainer"])
     _unknown_keys("logger", c["logger"], set(_fields(TrackerSettings)))
@@ -302,3 +314,36 @@ def check_model_fits(model, stream) -> None:
                         f"(shape {tuple(e.test_x.shape[1:])}): {first}") from err
     finally:
         model.train(was)
+
+
+def check_train(t: TrainSettings) -> None:
+    """``train``: one budget, integer sizes, finite positive lr, known optimiser and schedule."""
+    from cl_compress.settings import SCHEDULERS
+
+    if (t.epochs is None) == (t.steps_per_task is None):
+        raise ConfigError(
+            f"train.epochs={t.epochs} and train.steps_per_task={t.steps_per_task}: set exactly one "
+            "budget (e.g. train.steps_per_task=1000, or train.epochs=3 train.steps_per_task=null)")
+    checks = [("train.batch_size", t.batch_size, 1), ("train.eval_batch_size", t.eval_batch_size, 1),
+              ("train.warmup_steps", t.warmup_steps, 0)]
+    checks += [(f"train.{k}", v, 1) for k, v in (("epochs", t.epochs),
+                                                  ("steps_per_task", t.steps_per_task)) if v is not None]
+    for name, v, lo in checks:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ConfigError(f"{name}={v!r} must be an integer >= {lo}")
+    # number types (and NaN) are checked by guards.check_config before this; here: ranges
+    if not 0 < t.lr < FLOAT32_MAX:  # torch casts lr to the weights' float32 in the step
+        raise ConfigError(f"train.lr={t.lr!r} must be a finite number > 0 (below {FLOAT32_MAX:.3g})")
+    if t.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay={t.weight_decay!r} must be >= 0")
+    if t.optimizer not in ("adam", "adamw", "sgd"):
+        raise ConfigError(f"train.optimizer={t.optimizer!r}; choose one of adam, adamw, sgd")
+    if t.scheduler not in SCHEDULERS:
+        raise ConfigError(f"train.scheduler={t.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    ms = list(t.milestones or [])
+    if not all(isinstance(m, int | float) and not isinstance(m, bool) and 0 < m < 1 for m in ms) \
+            or ms != sorted(ms):
+        raise ConfigError(f"train.milestones={ms!r} must be increasing fractions in (0, 1) of a "
+                          "phase's steps, e.g. [0.5, 0.75]")
+    if not 0 < t.gamma <= 1:
+        raise ConfigError(f"train.gamma={t.gamma!r} must be in (0, 1]")

@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
 from cl_compress.rundir.checkpoint import trim_metrics_csv, wandb_run_id
+from cl_compress.rundir.rank import is_rank_zero
 from cl_compress.settings import TrackerSettings
 from cl_compress.settings.validate import wandb_credentials
 
@@ -28,10 +27,6 @@ CONTEXT_KEYS = frozenset({"train/task", "train/phase", "train/phase_index", "tra
                           "train/task_step", "train/phase_epoch"})
 PER_TASK_ACC = re.compile(r"^eval/acc/task_\d+$")
 ACC_CHART = "eval/acc_per_task"  # the multi-line chart of every task's accuracy
-
-
-def is_rank_zero() -> bool:
-    return rank_zero_only.rank == 0
 
 
 def heatmap_png(matrix: list[list[float | None]], path: Path, title: str) -> Path:
