@@ -18,34 +18,43 @@ SCHEDULERS = ("none", "multistep", "cosine")
 
 
 @dataclass
-class TrainSettings:
+class OptimSettings:
+    """The optimiser and its learning-rate schedule: one type shared by the ``train`` group
+    (:class:`TrainSettings`, the run's defaults) and every phase of a task
+    (``strategies.base.Phase``, which starts from them and may override any).
+
+    ``scheduler`` shapes the learning rate inside a phase over that phase's own steps:
+    ``multistep`` multiplies it by ``gamma`` at each fraction in ``milestones``, ``cosine``
+    anneals it to 0; ``warmup_steps`` first ramps it linearly up to ``lr``.
+    """
+
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "none"
+    milestones: list = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    nesterov: bool = False
+
+
+@dataclass
+class TrainSettings(OptimSettings):
     """Default optimisation settings (``train`` config group); phases may override.
 
     The training budget of a task is exactly one of ``steps_per_task`` (default: optimiser
     steps in total over the task's phases, split between them in proportion to their
     epochs: PackNet's main phase weighs ``phase_epochs`` = 2 and ``retrain_epochs`` = 1, so
     2/3 of the steps train and 1/3 retrain) or ``epochs`` (per phase). Steps are the unit
-    that a comparison across datasets and strategies can hold equal (``runner.Budget``
-    records the work done).
-
-    ``scheduler`` shapes the learning rate inside every phase over that phase's own steps:
-    ``multistep`` multiplies it by ``gamma`` at each fraction in ``milestones``, ``cosine``
-    anneals it to 0; ``warmup_steps`` first ramps it linearly up to ``lr``.
+    that a comparison across datasets and strategies can hold equal (the ``BudgetLedger``
+    run callback records the work done).
     """
 
     epochs: int | None = None
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
     batch_size: int = 128
     eval_batch_size: int = 1024
     steps_per_task: int | None = 1000
-    scheduler: str = "none"
-    milestones: list = field(default_factory=lambda: [0.5, 0.75])
-    gamma: float = 0.1
-    warmup_steps: int = 0
-    nesterov: bool = False
 
     @property
     def phase_epochs(self) -> int:

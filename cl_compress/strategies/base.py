@@ -36,7 +36,12 @@ from torch.utils.data import DataLoader
 
 from cl_compress.errors import ConfigError
 from cl_compress.models import ContinualModel
-from cl_compress.settings import DEFAULT_PHASE_WEIGHT, SCHEDULERS, TrainSettings  # noqa: F401  (re-exported)
+from cl_compress.settings import (  # noqa: F401  (re-exported)
+    DEFAULT_PHASE_WEIGHT,
+    SCHEDULERS,
+    OptimSettings,
+    TrainSettings,
+)
 
 
 def hp(default: Any, low: float | None = None, high: float | None = None, *,
@@ -121,31 +126,23 @@ def lr_factor(step: int, total: int, scheduler: str, milestones: list, gamma: fl
 
 
 @dataclass
-class Phase:
+class Phase(OptimSettings):
     """One ``Trainer.fit`` of a task: its length and optimiser.
 
-    ``epochs`` is the length unless ``steps`` is set (optimiser steps; the runner sets it
-    from ``train.steps_per_task``). Schedule fields as in :class:`TrainSettings`.
+    ``epochs`` is the length unless ``steps`` is set (optimiser steps; the loop sets it
+    from ``train.steps_per_task``). The optimiser and schedule are :class:`OptimSettings`,
+    the type ``TrainSettings`` shares: :meth:`default` starts from the run's.
     """
 
     name: str = "train"
     epochs: int = 1
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
     steps: int | None = None
-    scheduler: str = "none"
-    milestones: list = field(default_factory=lambda: [0.5, 0.75])
-    gamma: float = 0.1
-    warmup_steps: int = 0
-    nesterov: bool = False
 
     @classmethod
     def default(cls, train: TrainSettings, name: str = "train", **overrides: Any) -> Phase:
         """A phase with every setting it shares with ``train`` (optimiser, schedule), the
         default phase length ``train.phase_epochs`` and ``overrides``."""
-        shared = {f.name for f in dataclasses.fields(cls)} & {f.name for f in dataclasses.fields(train)}
+        shared = [f.name for f in dataclasses.fields(OptimSettings)]
         base = {k: copy.copy(getattr(train, k)) for k in shared}  # lists are not shared
         base |= {"name": name, "epochs": train.phase_epochs, **overrides}
         return cls(**base)
