@@ -15,10 +15,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cl_compress.errors import ConfigError
+from cl_compress.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from cl_compress.settings import DataError, TrainSettings
+    from cl_compress.settings import TrainSettings
 
 FLOAT32_MAX = 3.4028234663852886e38
 MAX_SEED = (2**32 - 1) // 1000 - 1  # task seeds are seed * 1000 + task, within numpy's range
