@@ -31,7 +31,8 @@ from cl_compress.benchmarks import BenchmarkSpec, build_stream, make_loader
 from cl_compress.engine import metrics
 from cl_compress.engine.loop import TrainerSettings, make_trainer
 from cl_compress.engine.system import ContinualSystem
-from cl_compress.models import ContinualModel, build_backbone
+from cl_compress.experiment import build_experiment
+from cl_compress.models import ContinualModel
 from cl_compress.settings.compose import compose_config
 from cl_compress.strategies import Phase, TrainSettings, builtin_names, get_strategy
 from cl_compress.train import build_and_run
@@ -47,9 +48,10 @@ BACKBONES = {  # (a)'s models: the default MLP (a tiny step) and the small CNN
 
 
 def _model(stream, seed: int, backbone: str = "mlp") -> ContinualModel:
-    torch.manual_seed(seed)
-    body, feat = build_backbone(backbone, stream.input_shape, **BACKBONES[backbone][1])
-    return ContinualModel(body, feat, stream.head_sizes, multi_head=True)
+    """The model ``cl_compress.train`` would build for ``stream`` (one experiment builder)."""
+    kw = [f"model.{k}=[{','.join(map(str, v))}]" for k, v in BACKBONES[backbone][1].items()]
+    return build_experiment(compose_config([f"model={backbone}", f"seed={seed}", *kw]),
+                            stream=stream).model
 
 
 def plain_loop(model: ContinualModel, loader, epochs: int, lr: float) -> float:
