@@ -90,7 +90,7 @@ def compare(rows: list[dict], regime: str, ranks: list[int]) -> list[str]:
         paper = claim(et, tr, no)
         out.append(f"- {regime} images/task, k={k}: LRPET {et['avg_acc']:.2f} vs truncate+fine-tune "
                    f"{tr['avg_acc']:.2f} ({d_tr:+.2f}); energy transfer on vs off {et['avg_acc']:.2f} "
-                   f"vs {no['avg_acc']:.2f} ({d_et:+.2f}). Shared check (`cl_compress.report.claims.lrpet`): "
+                   f"vs {no['avg_acc']:.2f} ({d_et:+.2f}). Shared check (`cl_compress.report.papers.lrpet`): "
                    f"**{paper.verdict}** ({paper.evidence}).")
         if et["s_epoch"] and et["n_epochs"]:
             bare = (et["s_epoch"] * et["n_epochs"] - et["proj_s"]) / et["n_epochs"]
@@ -106,7 +106,7 @@ def compare(rows: list[dict], regime: str, ranks: list[int]) -> list[str]:
 def claim(et: dict, tr: dict, no: dict) -> claims.Claim:
     """LRPET's paper claim on one rank's three runs, by the shared check (equal steps and
     stored size required; one seed gives "inconclusive")."""
-    return claims.lrpet(claims.groups_from_results(
+    return claims.check("lrpet")(claims.groups_from_results(
         {"lrpet": et["res"], "lrpet[mode=truncate]": tr["res"], "lrpet[no-et]": no["res"]}))
 
 
@@ -159,7 +159,7 @@ def reading(size_line: str, regimes: list[tuple[str, list[dict], list[int]]]) ->
             + ("" if tag == "all" else f" ({-(-int(tag) // 128)} optimiser steps per epoch)")
             + f", LRPET has the higher accuracy than truncate+fine-tune at {wins_tr} of "
             f"{len(ranks)} rank(s) and energy transfer than no transfer at {wins_et} of "
-            f"{len(ranks)} ({'; '.join(gaps)}); the shared claim check (`cl_compress.report.claims.lrpet`: "
+            f"{len(ranks)} ({'; '.join(gaps)}); the shared claim check (`cl_compress.report.papers.lrpet`: "
             f"equal steps and stored size, a difference beyond the seed noise) says "
             f"{', '.join(verdicts)}.")
     parts.append("All figures are one seed. The projection share of training time is timed "
@@ -290,7 +290,8 @@ def single_task(args) -> None:
         f"head, the LRPET authors' recipe (SGD 0.1, momentum 0.9, weight decay 1e-4, x0.1 at 50 % and "
         f"75 % of each phase, batch 128), seeds {args.seeds}, {steps:,} optimiser steps for every "
         f"method. Rank k is explicit and the same for both body layers (51 = the authors' "
-        f"k = int(n - 0.8 n) for n = 256, the same as this project's int(0.2 n)). LRPET projects at every epoch end and once more before "
+        f"k = int(n - 0.8 n) for n = 256, the same as this project's int(0.2 n)). LRPET "
+        f"projects at every epoch end and once more before "
         f"storing; truncate-then-fine-tune trains dense, truncates by SVD and fine-tunes the thin "
         f"factors, the steps split between its phases as its default phase epochs (2 : 1) say. "
         f"Stored params: body factors (k*(in+out) per layer) + biases + head; FLOPs: 2 per "
