@@ -212,7 +212,7 @@ def run_stream(
                            for t in range(T)]
     reference_bits = seen_reference_bits[-1]
     L.seed_everything(task_seed(seed, 0), workers=True, verbose=False)
-    strategy.setup(model, StreamInfo(T, stream.scenario, stream.input_shape, stream.head_sizes))
+    strategy.setup(model, StreamInfo(T, stream.scenario, stream.input_shape, stream.head_sizes, stream.name))
 
     R: list[list[float]] = []
     timing = {"train_seconds": 0.0, "strategy_seconds": 0.0, "eval_seconds": 0.0}
