@@ -530,3 +530,30 @@ def test_preset_resolves_by_name_through_package_resources(tmp_path, monkeypatch
     assert sweep.load_preset("mine") == {"description": "mine", "seeds": [0], "preset": "mine"}
     with pytest.raises(ConfigError, match=r"unknown preset 'nope'.*'cpu'.*'mine'"):
         sweep.load_preset("nope")
+
+
+def test_cacl_claim_is_judged_under_the_authors_branch_for_the_stream(tmp_path):
+    """get_avg (authors_average) is the authors' branch for CIFAR-100/miniImageNet only: on
+    split_fmnist the verdict comes from the authors_full runs, the other branch is shown beside
+    it, and with only the other branch the claim is not measured (each can come out either way)."""
+    avg = defaults("cacl") | {"growth": "authors_average"}
+    # authors_full 5.0x (supported), authors_average 1.03x (not supported): verdicts differ
+    fake_run(tmp_path / "a", "cacl", 0, params=600, extra={"growth": "authors_full"})
+    fake_run(tmp_path / "a", "cacl", 0, params=2900, cfg=avg, sub="cacl-average")
+    fake_run(tmp_path / "a", "individual", 0, params=3000)
+    c = verdict(claims.check("cacl"), tmp_path / "a")
+    assert c.verdict == "supported" and c.evidence.startswith("growth=authors_full")
+    assert "growth=authors_average (the authors' branch for other streams): **not supported** " \
+           "(a different verdict)" in c.evidence
+    # the reverse: the stream's branch fails, the other would pass
+    fake_run(tmp_path / "b", "cacl", 0, params=2900)  # growth=auto -> authors_full on split_fmnist
+    fake_run(tmp_path / "b", "cacl", 0, params=600, cfg=avg, sub="cacl-average")
+    fake_run(tmp_path / "b", "individual", 0, params=3000)
+    c = verdict(claims.check("cacl"), tmp_path / "b")
+    assert c.verdict == "not supported" and "**supported** (a different verdict)" in c.evidence
+    # only the other branch: not measured, with what it would read
+    fake_run(tmp_path / "c", "cacl", 0, params=600, cfg=avg)
+    fake_run(tmp_path / "c", "individual", 0, params=3000)
+    c = verdict(claims.check("cacl"), tmp_path / "c")
+    assert c.verdict == "not measured" and "no CACL run with growth=authors_full" in c.evidence
+    assert "it would read **supported**" in c.evidence
