@@ -66,7 +66,7 @@ def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED) -> dict[str, A
     strategy = get_strategy(cfg["strategy"]["name"]).from_config(
         params, TrainSettings(**cfg["train"]), name=cfg["strategy"]["name"])
     strategy.setup(model, StreamInfo(stream.n_tasks, stream.scenario, stream.input_shape,
-                                     stream.head_sizes))
+                                     stream.head_sizes, stream.name))
     art = load_torch(path)  # weights_only: a tampered file is refused in one line
     try:
         strategy.load_artifact(art)

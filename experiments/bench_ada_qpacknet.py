@@ -70,13 +70,13 @@ def reading(pk: dict, ada: list[dict]) -> str:
     c = k["compression"]
     groups = claims.groups_from_results({"packnet": pk, "ada_qpacknet": k})
     targets = claims.ada_targets(groups["ada_qpacknet"], groups["packnet"])
-    paper = claims.ada_qpacknet(groups)
+    paper = claims.check("ada_qpacknet")(groups)
     checks = [
         f"avg_acc {k['avg_acc']:.4f} vs PackNet {pk['avg_acc']:.4f}",
         *(line for _, line in targets),
         f"counting the owner index and codebooks too, the body costs "
         f"{c['body_bits_per_used_weight']:.2f} bits per used weight",
-        f"paper claim (`cl_compress.report.claims.ada_qpacknet`): **{paper.verdict}** ({paper.evidence})",
+        f"paper claim (`cl_compress.report.papers.ada_qpacknet`): **{paper.verdict}** ({paper.evidence})",
         f"bit-width chosen per task (k-means): {k['strategy_extra']['bits_per_task']}",
         f"artifact reloaded in a fresh process gives the same accuracy row: {k['reload_ok']}",
     ]

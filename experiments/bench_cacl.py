@@ -5,7 +5,7 @@ the same budget: ``--steps`` optimiser steps per task (default 1000, the embedde
 PackNet's retraining shares them). CACL factorises both
 hidden Linear layers. Target: ``THRESHOLDS.targets["cacl_vs_individual"]`` in
 :mod:`cl_compress.report.claims` (>= 3x fewer stored parameters than ``individual`` with avg_acc
-within 1 point of it); the paper claim is judged by ``cl_compress.report.claims.cacl``.
+within 1 point of it); the paper claim is judged by ``cl_compress.report.papers.cacl``.
 
 Usage: python -m experiments.bench_cacl [--quick] [--steps N] [--tuned] [--out PATH]
   --quick    2000 training samples per task (smoke test, figures not comparable)
@@ -61,10 +61,10 @@ def reading(res: dict[str, dict], missing: list[str]) -> str:
     ind, cacl = res["individual"], res["cacl (authors' hp)"]
     groups = claims.groups_from_results({"individual": ind, "cacl": cacl})
     _, target = claims.size_target(groups["cacl"], groups["individual"], "cacl_vs_individual")
-    paper = claims.cacl(groups)
+    paper = claims.check("cacl")(groups)
     txt = (f"CACL (authors' hyper-parameters): {target}; at avg_acc {cacl['avg_acc']:.4f} against "
            f"{ind['avg_acc']:.4f}; its forgetting is {cacl['forgetting']:.4f} "
-           f"(frozen components, per-task ranks). Paper claim (`cl_compress.report.claims.cacl`): "
+           f"(frozen components, per-task ranks). Paper claim (`cl_compress.report.papers.cacl`): "
            f"**{paper.verdict}** ({paper.evidence}). ")
     if "packnet" in res:
         pn = res["packnet"]

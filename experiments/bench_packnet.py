@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 def paper_claim(res: dict) -> str:
     """PackNet's claim on our default run, by the shared check (``cl_compress.report.claims``: zero
     forgetting, free capacity shrinking task by task, from the run's metrics.csv)."""
-    c = claims.packnet(claims.groups_from_results({"packnet": res}, {"packnet": RUNS / "ours0"}))
-    return f"Paper claim ({c.claim}; `cl_compress.report.claims.packnet`): **{c.verdict}** — {c.evidence}."
+    c = claims.check("packnet")(claims.groups_from_results({"packnet": res}, {"packnet": RUNS / "ours0"}))
+    return f"Paper claim ({c.claim}; `cl_compress.report.papers.packnet`): **{c.verdict}** — {c.evidence}."
 
 
 ISSUE_FIGURE = (0.942, 0.79)  # Avalanche avg_acc and last-task accuracy quoted in issue 3

@@ -106,12 +106,12 @@ def _ranks_and_slots(run_dir, overrides):
     return extra["ranks"], list(zip(*slots)), extra["initial_ranks"]
 
 
-def test_growth_authors_average_is_the_default_and_pinned(tmp_path):
+def test_growth_authors_average_is_pinned(tmp_path):
     """The authors' rule (SVDNet.arrange_model + get_avg): task 0 only refills its truncated
     slots (the layer keeps its initial size); after task t > 0 the fresh slots are at least
     int(mean of the cumulative ranks of tasks < t), capped at the initial rank, and the
     truncated slots are always refilled. ``full`` adds the initial rank after every task."""
-    ranks, slots, base = _ranks_and_slots(tmp_path / "a", GROWTH)
+    ranks, slots, base = _ranks_and_slots(tmp_path / "a", GROWTH + ["strategy.growth=authors_average"])
     # one seed, one thread, synthetic stream: the sequence this rule gives (not a target)
     assert ranks == {"layer0": [13, 20, 26], "layer1": [12, 15, 21]}
     assert dict(zip(ranks, map(list, slots))) == {"layer0": [21, 33, 42], "layer1": [16, 27, 34]}
@@ -129,6 +129,9 @@ def test_growth_authors_average_is_the_default_and_pinned(tmp_path):
     # authors_full (their get_avg off CIFAR-100/miniImageNet): task 0 as above, later tasks
     # at least the initial rank of fresh slots
     af_ranks, af_slots, _ = _ranks_and_slots(tmp_path / "c", GROWTH + ["strategy.growth=authors_full"])
+    # the default, auto, follows the authors' branch for the stream: authors_full here
+    auto_ranks, auto_slots, _ = _ranks_and_slots(tmp_path / "d", GROWTH)
+    assert (auto_ranks, auto_slots) == (af_ranks, af_slots)
     for (name, r), s in zip(af_ranks.items(), af_slots):
         assert s[0] == base[name]
         assert all(s[t] == r[t] + max(s[t - 1] - r[t], base[name]) for t in (1, 2))
@@ -176,3 +179,14 @@ def test_resume_with_growth_none_and_own_sigma_lr(shared, tmp_path):
     assert got["acc_matrix"] == want["acc_matrix"]
     assert got["strategy_extra"]["ranks"] == want["strategy_extra"]["ranks"]
     assert got["compression"]["stored_bits"] == want["compression"]["stored_bits"]
+
+
+def test_auto_growth_picks_the_authors_branch_by_stream():
+    """agents/SVDNet.py:411-414: get_avg on CIFAR-100 and miniImageNet, the initial rank on
+    every other stream; the branch a run followed is in results.json strategy_extra.growth."""
+    from cl_compress.strategies.cacl import authors_growth
+    assert get_strategy("cacl").Config().growth == "auto"
+    assert [authors_growth(n) for n in ("split_cifar100", "miniImageNet", "mini-imagenet")] == \
+        ["authors_average"] * 3
+    assert [authors_growth(n) for n in ("split_fmnist", "permuted_fmnist", "five_datasets", "")] == \
+        ["authors_full"] * 4

@@ -303,3 +303,25 @@ def test_independent_trains_exactly_the_step_budget(extra, tmp_path):
     for task in b["per_task"]:
         assert sum(p["steps"] for p in task["phases"].values()) == 25
         assert all(isinstance(v, int) and v > 0 for v in task["extra_steps"].values())
+
+
+def test_authors_rank_rule_is_the_same_k():
+    """The authors' k = int(n - n * prun_goal) (cifar10_train.py, default_parameters) equals
+    this project's int(rank_ratio * n) at rank_ratio = 1 - prun_goal: 51 for n = 256."""
+    for n in range(1, 2049):
+        assert lowrank.choose_rank((n, 4096), ratio=0.2) == max(1, int(n - n * 0.8)), n
+    assert lowrank.choose_rank((256, 784), ratio=0.2) == 51
+
+
+def test_truncate_fine_tunes_at_its_own_lr_scale():
+    """The baseline's fine-tuning phase restarts its optimiser and schedule: it runs at
+    finetune_lr_scale * train.lr (default 0.1, as PackNet's retrain); scale 1 restarts at
+    the full lr right after truncation."""
+    train = TrainSettings(lr=0.1, optimizer="sgd")
+    s = get_strategy("lrpet").from_config({"mode": "truncate"}, train)
+    dense, fine = s.phases(0)
+    assert dense.lr == pytest.approx(0.1) and fine.lr == pytest.approx(0.01)
+    s1 = get_strategy("lrpet").from_config({"mode": "truncate", "finetune_lr_scale": 1.0}, train)
+    assert s1.phases(0)[1].lr == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match=r"finetune_lr_scale=0.0 is out of range"):
+        get_strategy("lrpet").from_config({"finetune_lr_scale": 0.0}, train)

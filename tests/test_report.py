@@ -18,6 +18,7 @@ from cl_compress.engine import metrics
 from cl_compress.errors import ConfigError
 from cl_compress.launch import sweep
 from cl_compress.report import claims
+from cl_compress.report.papers import cacl as cacl_paper
 from cl_compress.rundir.io import write_json
 from cl_compress.settings.compose import compose_config
 from cl_compress.strategies import builtin_names, get_strategy
@@ -251,13 +252,13 @@ def test_per_task_csv_last_value_wins(tmp_path):
 
 
 def test_packnet_claim(tmp_path):
-    assert verdict(claims.packnet, _one(tmp_path, "naive")).verdict == "not measured"
+    assert verdict(claims.check("packnet"), _one(tmp_path, "naive")).verdict == "not measured"
     free = {"free_fraction/0": [0.5, 0.25, 0.0], "free_fraction/1": [0.5, 0.25, 0.0]}
     fake_run(tmp_path / "a", "packnet", 0, per_task=free)
-    c = verdict(claims.packnet, tmp_path / "a")
+    c = verdict(claims.check("packnet"), tmp_path / "a")
     assert c.verdict == "supported" and "100.0%, 50.0%, 25.0%" in c.evidence
     fake_run(tmp_path / "b", "packnet", 0, R=[[1.0], [0.9, 1.0], [0.9, 1.0, 1.0]], per_task=free)
-    assert verdict(claims.packnet, tmp_path / "b").verdict == "partly supported"
+    assert verdict(claims.check("packnet"), tmp_path / "b").verdict == "partly supported"
 
 
 def _one(root: Path, strategy: str) -> Path:
@@ -269,27 +270,27 @@ def test_ada_qpacknet_claim(tmp_path):
     x = {"bits_per_task": [6, 4, 4]}
     before = [1.0, 1.0, 1.0]  # R[t][t] = 1.0 after quantisation: no drop
     fake_run(tmp_path / "a", "ada_qpacknet", 0, extra=x, before=before)
-    c = verdict(claims.ada_qpacknet, tmp_path / "a")
+    c = verdict(claims.check("ada_qpacknet"), tmp_path / "a")
     assert c.verdict == "supported" and "+0.00 pts" in c.evidence
     # quantisation costs 5 points on the test set: the same sub-network does not match fp32
     R = [[0.9], [0.9, 0.9], [0.9, 0.9, 0.9]]
     fake_run(tmp_path / "b", "ada_qpacknet", 0, R=R, extra=x, before=[0.95, 0.95, 0.95])
-    c = verdict(claims.ada_qpacknet, tmp_path / "b")
+    c = verdict(claims.check("ada_qpacknet"), tmp_path / "b")
     assert c.verdict == "not supported" and "+5.00 pts" in c.evidence
     # more than 8 bits: not the claim, even without a drop
     fake_run(tmp_path / "c", "ada_qpacknet", 0, extra={"bits_per_task": [16, 4, 4]}, before=before)
-    assert verdict(claims.ada_qpacknet, tmp_path / "c").verdict == "not supported"
+    assert verdict(claims.check("ada_qpacknet"), tmp_path / "c").verdict == "not supported"
     # older runs without the test accuracy before quantisation are never a pass
     q = {"0": {"val_acc_fp32": 0.95, "val_acc": 0.95}}
     fake_run(tmp_path / "d", "ada_qpacknet", 0, extra=x | {"quantisation": q})
-    assert verdict(claims.ada_qpacknet, tmp_path / "d").verdict == "not measured"
+    assert verdict(claims.check("ada_qpacknet"), tmp_path / "d").verdict == "not measured"
 
 
 def test_ada_qpacknet_vs_packnet_lists_differing_policies(tmp_path):
     fake_run(tmp_path, "ada_qpacknet", 0, extra={"bits_per_task": [4, 4, 4]}, before=[1.0] * 3,
              steps=100)
     fake_run(tmp_path, "packnet", 0, R=[[1.0], [1.0, 1.0], [0.8, 0.8, 0.8]], steps=100)
-    c = verdict(claims.ada_qpacknet, tmp_path)
+    c = verdict(claims.check("ada_qpacknet"), tmp_path)
     assert c.verdict == "supported"  # judged on the drop; the PackNet gap is shown, not judged
     assert "not a single-factor comparison" in c.evidence
     for policy in ("reinit_free True vs False", "train_biases True vs False",
@@ -299,7 +300,7 @@ def test_ada_qpacknet_vs_packnet_lists_differing_policies(tmp_path):
 
 
 def test_lrpet_claim(tmp_path):
-    assert verdict(claims.lrpet, _one(tmp_path, "lrpet")).verdict == "not measured"
+    assert verdict(claims.check("lrpet"), _one(tmp_path, "lrpet")).verdict == "not measured"
     lr = defaults("lrpet")
     assert {"mode", "energy_transfer"} <= set(lr)  # the fields the claim reads
     tr = lr | {"mode": "truncate"}
@@ -313,61 +314,61 @@ def test_lrpet_claim(tmp_path):
 
     better = [(0.95, 0.80), (0.96, 0.81), (0.94, 0.79)]
     pair(tmp_path / "x", better)
-    c = verdict(claims.lrpet, tmp_path / "x")
+    c = verdict(claims.check("lrpet"), tmp_path / "x")
     assert c.verdict == "supported" and "+15.00 pts" in c.evidence
     pair(tmp_path / "w", [(b, a) for a, b in better])  # truncate better: the claim fails
-    assert verdict(claims.lrpet, tmp_path / "w").verdict == "not supported"
+    assert verdict(claims.check("lrpet"), tmp_path / "w").verdict == "not supported"
     pair(tmp_path / "u", better, steps=(100, 150))  # truncate trained longer
-    c = verdict(claims.lrpet, tmp_path / "u")
+    c = verdict(claims.check("lrpet"), tmp_path / "u")
     assert c.verdict == "not comparable" and "unequal budget (300 vs 450 steps)" in c.evidence
     pair(tmp_path / "s", better, params=(1000, 1200))  # truncate stores 20 % more
-    c = verdict(claims.lrpet, tmp_path / "s")
+    c = verdict(claims.check("lrpet"), tmp_path / "s")
     assert c.verdict == "not comparable" and "unequal stored size" in c.evidence
     fake_run(tmp_path / "n", "lrpet", 0, cfg=lr)  # no budget recorded
     fake_run(tmp_path / "n", "lrpet", 0, cfg=tr, sub="t")
-    assert verdict(claims.lrpet, tmp_path / "n").verdict == "not comparable"
+    assert verdict(claims.check("lrpet"), tmp_path / "n").verdict == "not comparable"
     fake_run(tmp_path / "y", "lrpet", 0, cfg=lr, steps=100)
     fake_run(tmp_path / "y", "lrpet", 0, cfg=tr, sub="t", steps=100)
-    assert verdict(claims.lrpet, tmp_path / "y").verdict == "inconclusive"  # one seed
+    assert verdict(claims.check("lrpet"), tmp_path / "y").verdict == "inconclusive"  # one seed
     # the truncate baseline is the shared (residual) one, even when an independent-per-task
     # truncate variant has more seeds; a run written before `sharing` existed counts as residual
     pair(tmp_path / "i", better)
     for s in range(4):
         fake_run(tmp_path / "i", "lrpet", s, R=[[1.0], [1.0, 1.0], [0.99] * 3], steps=100,
                  cfg=tr | {"sharing": "independent"}, sub="lrpet-truncate-independent")
-    assert verdict(claims.lrpet, tmp_path / "i").verdict == "supported"
+    assert verdict(claims.check("lrpet"), tmp_path / "i").verdict == "supported"
     for s, (a, b) in enumerate(better):
         for cfg, acc, sub in ((lr, a, None), (tr, b, "lrpet-truncate")):
             fake_run(tmp_path / "o", "lrpet", s, R=[[1.0], [1.0, 1.0], [acc] * 3], steps=100,
                      cfg={k: v for k, v in cfg.items() if k != "sharing"}, sub=sub)
-    assert verdict(claims.lrpet, tmp_path / "o").verdict == "supported"
+    assert verdict(claims.check("lrpet"), tmp_path / "o").verdict == "supported"
 
 
 def test_cacl_claim(tmp_path):
     fake_run(tmp_path / "a", "cacl", 0, params=800)
-    assert verdict(claims.cacl, tmp_path / "a").verdict == "inconclusive"  # no individual
+    assert verdict(claims.check("cacl"), tmp_path / "a").verdict == "inconclusive"  # no individual
     fake_run(tmp_path / "a", "individual", 0, params=3000)
-    c = verdict(claims.cacl, tmp_path / "a")
+    c = verdict(claims.check("cacl"), tmp_path / "a")
     # a 3-task stream is judged against the 5-task figure (5.91x), not the 20-task one
     assert c.verdict == "partly supported" and "3.75×" in c.evidence and "5.91× on 5-datasets" in c.evidence
     fake_run(tmp_path / "e", "cacl", 0, params=600)
     fake_run(tmp_path / "e", "individual", 0, params=3000)
-    assert verdict(claims.cacl, tmp_path / "e").verdict == "supported"  # 5.0x >= 0.8*5.91
+    assert verdict(claims.check("cacl"), tmp_path / "e").verdict == "supported"  # 5.0x >= 0.8*5.91
     fake_run(tmp_path / "d", "cacl", 0, params=2900)
     fake_run(tmp_path / "d", "individual", 0, params=3000)
-    assert verdict(claims.cacl, tmp_path / "d").verdict == "not supported"  # 1.03x
+    assert verdict(claims.check("cacl"), tmp_path / "d").verdict == "not supported"  # 1.03x
     fake_run(tmp_path / "c", "cacl", 0, params=600, R=[[1.0], [1.0, 1.0], [0.5, 0.5, 0.5]])
     fake_run(tmp_path / "c", "individual", 0, params=3000)
-    assert verdict(claims.cacl, tmp_path / "c").verdict == "not supported"  # accuracy
+    assert verdict(claims.check("cacl"), tmp_path / "c").verdict == "not supported"  # accuracy
 
 
 def test_cacl_reference_and_kept_rank_against_steps(tmp_path):
-    assert claims.cacl_reference(20)[2] == 3.64 and claims.cacl_reference(5)[2] == 5.91
-    assert claims.cacl_reference(3)[2] == 5.91 and claims.cacl_reference(15)[2] == 3.64
+    assert cacl_paper.cacl_reference(20)[2] == 3.64 and cacl_paper.cacl_reference(5)[2] == 5.91
+    assert cacl_paper.cacl_reference(3)[2] == 5.91 and cacl_paper.cacl_reference(15)[2] == 3.64
     ranks = {"ranks": {"l0": [184, 200, 210], "l1": [122, 130, 140]},
              "initial_ranks": {"l0": 192, "l1": 128}}
     fake_run(tmp_path, "cacl", 0, params=800, extra=ranks, steps=[64, 1000, 2000])
-    c = verdict(claims.cacl, tmp_path)
+    c = verdict(claims.check("cacl"), tmp_path)
     assert "task 0: 306 @ 64 steps, task 1: 24 @ 1000 steps, task 2: 20 @ 2000 steps" in c.evidence
     assert "of 320 fresh" in c.evidence
 
@@ -381,7 +382,7 @@ def test_claim_checks_from_results_dicts():
                 "compression": {"stored_params": params, "stored_bits": 32 * params}}
 
     g = claims.groups_from_results({"cacl": res("cacl", 500), "individual": [res("individual", 3000)]})
-    assert claims.cacl(g).verdict == "supported"
+    assert claims.check("cacl")(g).verdict == "supported"
     ok, line = claims.size_target(g["cacl"], g["individual"], "cacl_vs_individual")
     assert ok and "6.00x" in line and "met" in line
     g = claims.groups_from_results({"cacl": res("cacl", 500, 0.9), "individual": res("individual", 3000)})
@@ -529,3 +530,30 @@ def test_preset_resolves_by_name_through_package_resources(tmp_path, monkeypatch
     assert sweep.load_preset("mine") == {"description": "mine", "seeds": [0], "preset": "mine"}
     with pytest.raises(ConfigError, match=r"unknown preset 'nope'.*'cpu'.*'mine'"):
         sweep.load_preset("nope")
+
+
+def test_cacl_claim_is_judged_under_the_authors_branch_for_the_stream(tmp_path):
+    """get_avg (authors_average) is the authors' branch for CIFAR-100/miniImageNet only: on
+    split_fmnist the verdict comes from the authors_full runs, the other branch is shown beside
+    it, and with only the other branch the claim is not measured (each can come out either way)."""
+    avg = defaults("cacl") | {"growth": "authors_average"}
+    # authors_full 5.0x (supported), authors_average 1.03x (not supported): verdicts differ
+    fake_run(tmp_path / "a", "cacl", 0, params=600, extra={"growth": "authors_full"})
+    fake_run(tmp_path / "a", "cacl", 0, params=2900, cfg=avg, sub="cacl-average")
+    fake_run(tmp_path / "a", "individual", 0, params=3000)
+    c = verdict(claims.check("cacl"), tmp_path / "a")
+    assert c.verdict == "supported" and c.evidence.startswith("growth=authors_full")
+    assert "growth=authors_average (the authors' branch for other streams): **not supported** " \
+           "(a different verdict)" in c.evidence
+    # the reverse: the stream's branch fails, the other would pass
+    fake_run(tmp_path / "b", "cacl", 0, params=2900)  # growth=auto -> authors_full on split_fmnist
+    fake_run(tmp_path / "b", "cacl", 0, params=600, cfg=avg, sub="cacl-average")
+    fake_run(tmp_path / "b", "individual", 0, params=3000)
+    c = verdict(claims.check("cacl"), tmp_path / "b")
+    assert c.verdict == "not supported" and "**supported** (a different verdict)" in c.evidence
+    # only the other branch: not measured, with what it would read
+    fake_run(tmp_path / "c", "cacl", 0, params=600, cfg=avg)
+    fake_run(tmp_path / "c", "individual", 0, params=3000)
+    c = verdict(claims.check("cacl"), tmp_path / "c")
+    assert c.verdict == "not measured" and "no CACL run with growth=authors_full" in c.evidence
+    assert "it would read **supported**" in c.evidence

@@ -32,7 +32,9 @@ def test_task_il_unchanged_by_class_il_work(tmp_path, strategy):
     changes made on purpose: CACL's default growth became the authors' rule (acc and bits
     change; Ada-QPacknet's own default change was re-pinned in 656e744); PackNet
     (base_seed), Ada-QPacknet and LRPET (projection statistics) gained strategy-state keys, which
-    change the fingerprint while their acc_matrix and stored bits stayed identical."""
+    change the fingerprint while their acc_matrix and stored bits stayed identical. CACL
+    re-pinned on 2026-12-03: its default growth became ``auto`` (the authors' branch by stream,
+    authors_full on split_digits)."""
     fp = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

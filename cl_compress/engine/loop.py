@@ -164,7 +164,8 @@ def run_stream(
     state.seen_reference_bits = [individual_reference_bits(model.body, model.heads, T, seen=t + 1)
                                  for t in range(T)]
     L.seed_everything(task_seed(seed, 0), workers=True, verbose=False)
-    strategy.setup(model, StreamInfo(T, stream.scenario, stream.input_shape, stream.head_sizes))
+    strategy.setup(model, StreamInfo(T, stream.scenario, stream.input_shape, stream.head_sizes,
+                              stream.name))
     state.system = system = ContinualSystem(model, strategy, on_epoch_end=tracker.log_epoch)
     emit = _emitter(cbs)
     emit("on_run_start", state)

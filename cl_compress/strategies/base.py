@@ -195,6 +195,7 @@ class StreamInfo:
     scenario: str
     input_shape: tuple[int, ...]
     head_sizes: list[int]
+    benchmark: str = ""  # the stream's name (``benchmark.name``), e.g. for a rule the authors tie to a dataset
 
 
 @dataclass

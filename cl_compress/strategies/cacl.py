@@ -8,13 +8,16 @@ shared ones. After the task, the new components are truncated by energy and comp
 [old frozen | kept new | fresh slots]. Task j is answered with the first r_j components of
 every layer and head j: zero forgetting by construction.
 
-Growth (the fresh slots, ``growth``): the default is the authors' rule
-(``agents/SVDNet.py`` ``arrange_model`` and ``get_avg``): the slots truncation frees are always
-refilled with fresh components, so a layer never shrinks; after task 0 nothing more is added
-(it keeps its initial size); after a later task the fresh slots are topped up to
+Growth (the fresh slots, ``growth``): the default ``auto`` follows the authors' rule
+(``agents/SVDNet.py`` ``arrange_model`` and ``get_avg``) with the branch they pick by dataset
+(``SVDNet.py:411-414``): the slots truncation frees are always refilled with fresh
+components, so a layer never shrinks; after task 0 nothing more is added (it keeps its
+initial size); after a later task the fresh slots are topped up to
 ``int(min(mean of the previous tasks' cumulative ranks, initial rank))``, the current task
-excluded (``authors_average``; they use it on CIFAR-100 and miniImageNet, and the initial rank
-elsewhere: ``authors_full``). The rules of earlier versions stay as options: ``full`` (the
+excluded, on CIFAR-100- and miniImageNet-style streams (``authors_average``), and to the
+initial rank on every other stream (``authors_full``; e.g. the 5-datasets stream and
+Fashion-MNIST). ``auto`` picks the branch from the benchmark name (:func:`authors_growth`);
+results.json ``strategy_extra.growth`` records the branch a run followed. The rules of earlier versions stay as options: ``full`` (the
 initial rank of fresh slots after every task, task 0 included), ``average_incl_current`` (the
 mean including the current task, growth from task 0 on), ``none`` (no growth beyond the
 initial rank).
@@ -72,7 +75,22 @@ from cl_compress.strategies.helpers import (
 )
 from cl_compress.strategies.registry import register
 
-GROWTH = ("authors_average", "authors_full", "average_incl_current", "full", "none")
+GROWTH = ("auto", "authors_average", "authors_full", "average_incl_current", "full", "none")
+# streams on which the authors top fresh slots up to the mean of earlier ranks (get_avg,
+# agents/SVDNet.py:411-414: CIFAR-100 and miniImageNet); every other stream: the initial rank
+AVERAGE_STREAMS = ("cifar100", "miniimagenet")
+
+
+def authors_growth(benchmark: str) -> str:
+    """The authors' growth branch for a stream: ``authors_average`` on CIFAR-100- and
+    miniImageNet-style streams (the name contains ``cifar100`` or ``miniimagenet``, any case,
+    ``_``/``-`` ignored), ``authors_full`` elsewhere (e.g. the 5-datasets stream, Fashion-MNIST).
+
+    >>> authors_growth("split_cifar100"), authors_growth("split_fmnist")
+    ('authors_average', 'authors_full')
+    """
+    key = benchmark.lower().replace("_", "").replace("-", "")
+    return "authors_average" if any(s in key for s in AVERAGE_STREAMS) else "authors_full"
 
 
 @dataclass
@@ -85,8 +103,10 @@ class Config(StrategyConfig):
                           doc="fraction of the new components' energy that truncation may drop")
     initial_rank: str = hp("param_matched", choices=("param_matched", "full"),
                            doc="param_matched: in*k^2*out/(out+in*k^2); full: min(out, in*k^2)")
-    growth: str = hp("authors_average", choices=GROWTH,
-                     doc="fresh slots after a task: authors_average (task 0: refill the truncated "
+    growth: str = hp("auto", choices=GROWTH,
+                     doc="fresh slots after a task: auto (the authors' branch for the stream: "
+                         "authors_average on CIFAR-100/miniImageNet, authors_full elsewhere) | "
+                         "authors_average (task 0: refill the truncated "
                          "slots; later: at least the mean of the previous tasks' cumulative "
                          "ranks, authors' get_avg) | authors_full (later: at least the initial "
                          "rank, their rule off CIFAR/miniImageNet) | average_incl_current (mean "
@@ -141,6 +161,7 @@ class CACL(Strategy):
         self.paths: list[str] = []
         self.layers: list[SVDFactorized] = []
         self.base_ranks: list[int] = []
+        self.growth = cfg.growth  # resolved in setup when "auto"
         self.task_ranks: list[list[int]] = []  # cumulative rank per layer used by each task
         # per task: BatchNorm running statistics (bn_stats_per_task; empty when off)
         self.norm_states: dict[int, dict[str, Tensor]] = {}
@@ -164,6 +185,8 @@ class CACL(Strategy):
             )
         self.layers = [model.body.get_submodule(p) for p in self.paths]  # type: ignore[misc]
         self.base_ranks = [m.rank for m in self.layers]
+        # the growth rule this run follows (``auto``: the authors' branch for this stream)
+        self.growth = authors_growth(info.benchmark) if self.cfg.growth == "auto" else self.cfg.growth
 
     def _prev_ranks(self, task: int) -> list[int]:
         return list(self.task_ranks[task - 1]) if task > 0 else [0] * len(self.layers)
@@ -252,7 +275,7 @@ class CACL(Strategy):
     def _fresh_slots(self, li: int, task: int, slots: int, used: int) -> int:
         """Fresh components appended to layer ``li`` after task ``task``, which keeps ``used``
         of the layer's ``slots`` components."""
-        base, rule = self.base_ranks[li], self.cfg.growth
+        base, rule = self.base_ranks[li], self.growth
         if rule == "none":
             return max(base - used, 0)
         if rule == "full":
@@ -362,7 +385,7 @@ class CACL(Strategy):
         names = self._layer_names()
         return {"ranks": {n: [t[i] for t in self.task_ranks] for i, n in enumerate(names)},
                 "initial_ranks": dict(zip(names, self.base_ranks)),
-                "layers": dict(zip(names, self.paths))}
+                "layers": dict(zip(names, self.paths)), "growth": self.growth}
 
     def state_dict(self) -> dict[str, Any]:
         return {"paths": list(self.paths), "base_ranks": list(self.base_ranks),

@@ -34,8 +34,13 @@ Linear layers are projected too (their CNN code keeps FC layers dense; their ViT
 projects Linear layers); conv-BN pairs are found by data flow, not by position; one more
 projection before storing and a BN re-estimation of the stored weights (their script
 evaluates before the projection); no skip of layers with ``sigma_1 < 1e-4`` (a weight
-without energy is left as it is); rank ``k = int(rank_ratio * min(out, fan_in))``, the
-floor where theirs ``n - int(n * prun_goal)`` is the ceiling (``rank`` sets k exactly).
+without energy is left as it is). Rank: the same rule as theirs: ``k = int(rank_ratio *
+min(out, fan_in))`` equals their ``int(n - n * prun_goal)`` at ``rank_ratio = 1 - prun_goal``
+(both truncate n * ratio; e.g. n = 256, prun_goal 0.8: k = 51); ``rank`` sets k exactly.
+
+The truncate baseline fine-tunes its factors at ``finetune_lr_scale * train.lr`` (default 0.1,
+as PackNet's retrain): every phase restarts the optimiser and its schedule, so at scale 1 the
+fine-tuning would restart at the full lr right after truncation.
 
 Measured (split_fmnist, MLP 784-256-256, default 1000 steps/task, seed 0; see
 experiments/results/lrpet-sharing-2026-12-02.md, ``python -m experiments.bench_lrpet
@@ -46,10 +51,8 @@ projection of a fresh weight removes ~60 % of its energy (alpha up to 2.5-2.8), 
 task's projections remove 0.08-0.49 % on average, at most 2.1 % (alpha <= 1.021), and the
 last projection of any task removes at most 0.25 %: after the first projection, energy
 transfer is nearly idle. Single task (``--single-task``,
-experiments/results/lrpet-single-task-2026-12-02.md): at k = 52 LRPET beats
-truncate-then-fine-tune by 0.78 ± 0.11 points at equal steps and size (3 seeds, 3.2
-epochs), 0.19 below dense at 3.2x fewer params; at k = 8 the baseline's fine-tuning
-diverged at SGD lr 0.1 in 2 of 3 seeds.
+experiments/results/lrpet-single-task-<date>.md, the newest): LRPET against
+truncate-then-fine-tune at k = 51 (the authors' rule) and k = 8, equal steps and size.
 """
 
 from __future__ import annotations
@@ -211,6 +214,9 @@ class LRPETConfig(StrategyConfig):
     layers: str = hp("all", choices=("all", "linear", "conv"), doc="layer types made low-rank")
     bn_rectify: bool = hp(True, choices=(True, False), doc="project conv+BN in diag(a) W space")
     finetune_epochs: int = hp(1, 1, None, doc="mode=truncate: epochs of factor fine-tuning")
+    finetune_lr_scale: float = hp(0.1, 0.0, 1.0, low_open=True,
+                                  doc="mode=truncate: fine-tuning lr = scale * train.lr (the "
+                                      "phase restarts its schedule; 1: restart at the full lr)")
     bn_recalibrate: int = hp(20, 0, None, doc="batches to re-estimate BN statistics of the "
                                               "stored weights after each task; 0: off")
 
@@ -246,7 +252,7 @@ class LRPET(Strategy):
     tune_space = {"rank_ratio": {"low": 0.03, "high": 0.5, "log": True}, "rank": None,
                   "project_every": {"choices": [0, 10, 50]}, "mode": None, "sharing": None,
                   "energy_transfer": None, "layers": None, "bn_rectify": None,
-                  "finetune_epochs": None, "bn_recalibrate": None}
+                  "finetune_epochs": None, "finetune_lr_scale": None, "bn_recalibrate": None}
 
     def __init__(self, cfg: LRPETConfig, train):
         super().__init__(cfg, train)
@@ -303,7 +309,8 @@ class LRPET(Strategy):
         if self.cfg.mode == "lrpet":
             return [Phase.default(self.train, "lrpet")]
         return [Phase.default(self.train, "dense"),
-                Phase.default(self.train, "finetune", epochs=self.cfg.finetune_epochs)]
+                Phase.default(self.train, "finetune", epochs=self.cfg.finetune_epochs,
+                              lr=self.train.lr * self.cfg.finetune_lr_scale)]
 
     @torch.no_grad()
     def before_task(self, task: int, data: TaskData) -> None:
