@@ -83,3 +83,61 @@ def test_resolve_registered_never_imports(tmp_path, monkeypatch):
         resolve_registered("evil_mod2:Evil")
     assert not (tmp_path / "IMPORTED").exists()
     assert resolve_registered("naive").name == "naive"
+
+
+# --- 2. a sweep rerun never reports stale runs as done --------------------------------
+
+def test_refused_sweep_run_is_named_stale_not_done(finished, tmp_path, capsys):
+    """A sweep run (skip_if_done, keep_going) refused by another config's finished run is
+    recorded beside it; the sweep's progress counts it as stale, not done."""
+    import time
+
+    from cl_compress.launch import sweep
+    from cl_compress.settings.compose import compose_config
+    from cl_compress.testing import QUICK
+    from cl_compress.train import run_job
+
+    src, _ = finished
+    run = tmp_path / "sw" / "synthetic-task" / "naive" / "s0"
+    shutil.copytree(src, run)
+    t0 = time.time()
+    new = compose_config(QUICK + ["train.epochs=2", "skip_if_done=true", "keep_going=true"])
+    assert run_job(new, run) is None  # refused, swallowed by keep_going ...
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert not (run / "status.json").exists()  # the old run's own record (none) is kept
+    p = sweep.Progress(tmp_path / "sw", total=1, t0=t0).scan()
+    assert (p["done"], p["stale"]) == (0, 1)  # ... but never counted as done
+    assert p["stale_runs"][0]["run"] == "synthetic-task/naive/s0"
+    assert "refused (stale)" in sweep.Progress.line(p)
+    # with overwrite=true the run is redone and the refusal is gone
+    assert run_job({**new, "overwrite": True}, run) is not None
+    assert not (run / "refused.json").exists()
+    p = sweep.Progress(tmp_path / "sw", total=1, t0=t0).scan()
+    assert (p["done"], p["stale"]) == (1, 0)
+
+
+@pytest.mark.slow  # two sweeps of one run each: ~40 s at load 6 on 2 cores
+def test_sweep_rerun_after_preset_change_exits_nonzero_naming_stale_runs(tmp_path):
+    import yaml
+
+    def preset(steps):
+        path = tmp_path / f"p{steps}.yaml"
+        path.write_text(yaml.safe_dump({
+            "description": "t", "target": "t", "benchmarks": ["synthetic"], "strategies": ["naive"],
+            "seeds": [0], "launcher": "basic",
+            "overrides": ["logger=none", f"train.steps_per_task={steps}", "train.batch_size=32"]}))
+        return str(path)
+
+    d = tmp_path / "sw"
+    cmd = ["-m", "cl_compress.launch.sweep", "--poll", "0.5", "--dir", str(d)]
+    first = _py([*cmd, "--preset", preset(4)], cwd=REPO, timeout=300)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    again = _py([*cmd, "--preset", preset(6)], cwd=REPO, timeout=300)
+    assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "0/1 runs done" in again.stdout and "1 refused (stale)" in again.stdout
+    assert "stale: synthetic-task/naive/s0" in again.stderr
+    assert "overwrite=true" in again.stderr and "--dir" in again.stderr
+    fixed = _py([*cmd, "--preset", preset(6), "overwrite=true"], cwd=REPO, timeout=300)
+    assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-2000:]
+    res = json.loads((d / "synthetic-task" / "naive" / "s0" / "results.json").read_text())
+    assert res["config"]["train"]["steps_per_task"] == 6
