@@ -1,6 +1,6 @@
 """Evaluate a run's saved model artifact from scratch, for any strategy:
 
-    python -m cl_compress.evaluate_artifact RUN_DIR [RUN_DIR ...]
+    python -m cl_compress.evaluate_artifact [--allow-import] RUN_DIR [RUN_DIR ...]
 
 For each run directory: reads the run's own config from ``results.json``, checks that
 ``model_artifact.pt`` is the file the run wrote (sha256), rebuilds the stream and the model
@@ -10,6 +10,10 @@ of ``export_artifact``), evaluates every task under ``strategy.task_context`` an
 row with the final row of the run's accuracy matrix. Prints one JSON line per run
 (``acc_row``, ``expected``, ``reproduced``); exit status 0 when every row is reproduced, 1
 when one differs, 2 on an error (``error: ...``).
+
+The strategy name comes from ``results.json`` (a data file, possibly from elsewhere): it is
+resolved through the registry and the installed entry points only. A ``module:Class`` name
+is imported only with ``--allow-import`` (it runs that module's code).
 
 ``cl_compress.reload`` (Ada-QPacknet's own loader, through ``load_artifact`` of its module)
 keeps working; this command is the generic one.
@@ -27,7 +31,22 @@ from cl_compress.errors import CheckpointError, UserError
 INIT_SEED = 12345  # not the run's seed: the artifact alone must decide every weight
 
 
-def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED) -> dict[str, Any]:
+def _strategy_class(name: Any, allow_import: bool):
+    from cl_compress.errors import ConfigError
+    from cl_compress.strategies.registry import get_strategy, resolve_registered
+
+    try:
+        return resolve_registered(name)
+    except ConfigError:
+        if allow_import and isinstance(name, str) and ":" in name:
+            return get_strategy(name)
+        raise ConfigError(f"the run's strategy {name!r} is not registered; a name read from "
+                          f"results.json is imported as a path only with --allow-import "
+                          f"(it runs that module's code)") from None
+
+
+def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED,
+                 allow_import: bool = False) -> dict[str, Any]:
     """The final accuracy row rebuilt from ``run_dir``'s artifact, with the run's own row."""
     import torch
 
@@ -36,10 +55,10 @@ def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED) -> dict[str, A
     from cl_compress.models import ContinualModel, build_backbone
     from cl_compress.reload import run_config
     from cl_compress.rundir.io import load_torch
-    from cl_compress.strategies import get_strategy
     from cl_compress.strategies.base import StreamInfo, TrainSettings
 
     path, cfg = run_config(run_dir, [])
+    strategy_cls = _strategy_class((cfg.get("strategy") or {}).get("name"), allow_import)
     results = json.loads((path.parent / "results.json").read_text()) \
         if (path.parent / "results.json").is_file() else {}
     spec = BenchmarkSpec(**cfg["benchmark"])
@@ -63,7 +82,7 @@ def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED) -> dict[str, A
     model = ContinualModel(body, feat, stream.head_sizes, multi_head=stream.scenario == "task",
                            **extra)
     params = {k: v for k, v in cfg["strategy"].items() if k not in ("name", "variant")}
-    strategy = get_strategy(cfg["strategy"]["name"]).from_config(
+    strategy = strategy_cls.from_config(
         params, TrainSettings(**cfg["train"]), name=cfg["strategy"]["name"])
     strategy.setup(model, StreamInfo(stream.n_tasks, stream.scenario, stream.input_shape,
                                      stream.head_sizes, stream.name))
@@ -91,13 +110,16 @@ def evaluate_run(run_dir: str | Path, init_seed: int = INIT_SEED) -> dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    allow_import = "--allow-import" in argv
+    argv = [a for a in argv if a != "--allow-import"]
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m cl_compress.evaluate_artifact RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+        print("usage: python -m cl_compress.evaluate_artifact [--allow-import] RUN_DIR "
+              "[RUN_DIR ...]", file=sys.stderr)
         return 2
     ok = True
     for run_dir in argv:
         try:
-            out = evaluate_run(run_dir)
+            out = evaluate_run(run_dir, allow_import=allow_import)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

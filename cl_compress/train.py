@@ -301,6 +301,7 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
                 status_file.unlink(missing_ok=True)
             else:
                 status_file.write_bytes(before)
+            status.record_refusal(run_dir, digest, str(e))  # a sweep names it, never "done"
         print(f"error: {e}", file=sys.stderr)
         if c.get("keep_going"):
             return None

@@ -115,7 +115,8 @@ def merge_overrides(*groups: list[str]) -> list[str]:
 
 # keys never in a run's folder name: already in the path, or not a setting of the experiment
 DIR_EXCLUDE = ("seed", "strategy", "strategy.name", "benchmark", "benchmark.name",
-               "benchmark.scenario", "resume", "skip_if_done", "keep_going", "trainer.progress_bar",
+               "benchmark.scenario", "resume", "overwrite", "skip_if_done", "keep_going",
+               "trainer.progress_bar",
                "logger", "logger.wandb", "logger.project", "logger.entity", "logger.mode",
                "logger.group", "logger.tags")
 SWEEP_SYNTAX = re.compile(r"^(choice|range|glob|interval|tag|sort|shuffle)\(")
@@ -381,13 +382,18 @@ class Progress:
         return dirs
 
     def scan(self) -> dict[str, Any]:
-        from cl_compress.rundir.status import complete_results, read_status
+        from cl_compress.rundir.status import complete_results, read_refusal, read_status
 
-        done, kept, failed, running, finished_now = 0, 0, [], [], 0
+        done, kept, failed, running, finished_now, stale = 0, 0, [], [], 0, []
         for d in sorted(self.run_dirs()):
             st = read_status(d) or {}
             fresh = st.get("updated", 0) >= self.t0 - 1
-            if fresh and st.get("state") == "running":
+            refused = read_refusal(d) or {}
+            if refused.get("updated", 0) >= self.t0 - 1 and not (
+                    fresh and st.get("state") in ("running", "done")):
+                # this sweep's run was refused: the folder holds another config's run
+                stale.append({"run": str(d.relative_to(self.sweep_dir)), "error": refused.get("error")})
+            elif fresh and st.get("state") == "running":
                 running.append(str(d.relative_to(self.sweep_dir)))
             elif fresh and st.get("state") == "failed":
                 failed.append({"run": str(d.relative_to(self.sweep_dir)), "error": st.get("error")})
@@ -398,34 +404,36 @@ class Progress:
                     finished_now += 1
                 else:
                     kept += 1
-        total = self.total if self.total is not None else done + len(failed) + len(running)
-        total = max(total, done + len(failed) + len(running))
-        pending = total - done - len(failed) - len(running)
+        seen = done + len(failed) + len(running) + len(stale)
+        total = self.total if self.total is not None else seen
+        total = max(total, seen)
+        pending = total - seen
         now = time.time()
         elapsed = now - self.t0
-        left = total - done - len(failed)
+        left = total - done - len(failed) - len(stale)
         eta = elapsed / finished_now * left if finished_now and left else (0.0 if not left else None)
         return {"total": total, "done": done, "kept": kept, "failed": len(failed),
-                "running": len(running), "pending": pending,
+                "running": len(running), "pending": pending, "stale": len(stale),
                 "elapsed_seconds": round(elapsed, 1),
                 "eta_seconds": None if eta is None else round(eta, 1),
                 "eta_at": None if eta is None else dt.datetime.fromtimestamp(now + eta).isoformat(
                     timespec="seconds"),
                 "updated_at": dt.datetime.fromtimestamp(now).isoformat(timespec="seconds"),
-                "failed_runs": failed, "running_runs": running}
+                "failed_runs": failed, "running_runs": running, "stale_runs": stale}
 
     @staticmethod
     def line(p: dict[str, Any]) -> str:
         eta = ("ETA unknown" if p["eta_seconds"] is None else
                f"ETA {_clock(p['eta_seconds'])} ({p['eta_at'][11:16]})" if p["eta_seconds"] else "finished")
         return (f"[sweep] {p['done']}/{p['total']} done ({p['kept']} kept), {p['failed']} failed, "
-                f"{p['running']} running, {p['pending']} pending; {eta}")
+                + (f"{p['stale']} refused (stale), " if p.get("stale") else "")
+                + f"{p['running']} running, {p['pending']} pending; {eta}")
 
     def update(self, meta: dict[str, Any], sweep_dir: Path, force: bool = False) -> None:
         """Rescan; when the counts changed (or ``force``), print the line and rewrite
         sweep.json ``progress``."""
         p = self.scan()
-        key = (p["done"], p["failed"], p["running"], p["pending"])
+        key = (p["done"], p["failed"], p["running"], p["pending"], p["stale"])
         if key != self.last or force:
             self.last = key
             meta["progress"] = {k: v for k, v in p.items() if k != "running_runs"}
@@ -602,28 +610,41 @@ def main(argv: list[str] | None = None) -> int:
     meta["total_seconds"] = round(time.perf_counter() - t_all, 1)
     final = progress.scan()
     meta["failed_runs"] = final["failed_runs"]
-    missing = final["total"] - final["done"] - final["failed"]
+    meta["stale_runs"] = final["stale_runs"]
+    stale = final["stale"]
+    missing = final["total"] - final["done"] - final["failed"] - stale
     write_json(sweep_dir / "sweep.json", meta)
-    try:
-        report = str(write_report(sweep_dir))
-    except ValueError as e:  # no run finished
-        report = f"none ({e})"
+    if stale:  # the old runs there are another config's: no report that mixes them in
+        report = f"none ({stale} run folder(s) hold another config's run)"
+    else:
+        try:
+            report = str(write_report(sweep_dir))
+        except ValueError as e:  # no run finished
+            report = f"none ({e})"
     out = args.out or preset.get("out")
     if out and not report.startswith("none"):
         copy_report(sweep_dir, Path(out))
     failed = [j for j in meta["jobs"] if j["rc"] != 0]
     print(f"\nsweep: {sweep_dir} ({meta['total_seconds']:.0f} s): {final['done']}/{final['total']} "
-          f"runs done ({final['kept']} kept from before), {final['failed']} failed, {missing} "
-          f"missing; {len(failed)} multirun(s) exited non-zero\nreport: {report}"
+          f"runs done ({final['kept']} kept from before), {final['failed']} failed, "
+          + (f"{stale} refused (stale), " if stale else "")
+          + f"{missing} missing; {len(failed)} multirun(s) exited non-zero\nreport: {report}"
           + (f"\ncopied to: {out}" if out else ""))
     for f in final["failed_runs"]:
         print(f"failed: {f['run']}: {f['error']}", file=sys.stderr)
+    for f in final["stale_runs"]:
+        print(f"stale: {f['run']} holds a run of another config (not this sweep's); its results "
+              f"are not counted", file=sys.stderr)
+    if stale:
+        print(f"error: {stale} run folder(s) of {sweep_dir} hold runs made with other settings (an "
+              f"edited preset or new defaults): rerun with overwrite=true to replace them, or give "
+              f"a new --dir", file=sys.stderr)
     if missing:
         print("missing runs: run the same command again (same --dir) to finish them", file=sys.stderr)
     unequal = unequal_budgets(sweep_dir)
     for bench, text in unequal.items():
         print(f"error: {bench}: {text}", file=sys.stderr)
-    return 1 if failed or final["failed"] or missing or unequal else 0
+    return 1 if failed or final["failed"] or missing or stale or unequal else 0
 
 
 def unequal_budgets(sweep_dir: Path) -> dict[str, str]:

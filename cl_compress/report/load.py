@@ -41,10 +41,11 @@ def _default_config(strategy: str) -> dict[str, Any] | None:
     import dataclasses
 
     try:
-        from cl_compress.strategies import get_strategy
+        from cl_compress.strategies.registry import resolve_registered
 
-        return dataclasses.asdict(get_strategy(strategy).Config())
-    except Exception:  # a strategy that is no longer importable: label by what varies
+        # a name read from results.json: registry and entry points only, never an import path
+        return dataclasses.asdict(resolve_registered(strategy).Config())
+    except Exception:  # unregistered or no longer importable: label by what varies
         return None
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from cl_compress.rundir.io import write_json
 
 STATUS = "status.json"
+REFUSED = "refused.json"  # a run refused in this directory (another config's run is there)
 # config keys that do not change what a run computes (logging, progress, sweep control)
 
 
@@ -85,4 +86,20 @@ def write_status(run_dir: str | Path, state: str, **info: Any) -> dict[str, Any]
         rec["seconds"] = round(now - rec["started"], 1)
     rec |= info
     write_json(path, rec)
+    if state == "done":  # this config's run finished here: no refusal stands
+        (Path(run_dir) / REFUSED).unlink(missing_ok=True)
     return rec
+
+
+def record_refusal(run_dir: str | Path, config_hash_: str, error: str) -> None:
+    """Note beside the directory's own run that a run of another config was refused there
+    (``refused.json``): a sweep then names the folder as stale instead of counting the old
+    run as done; the directory's own ``status.json`` stays as it is."""
+    now = time.time()
+    write_json(Path(run_dir) / REFUSED, {
+        "config_hash": config_hash_, "error": error, "updated": now,
+        "updated_at": dt.datetime.fromtimestamp(now).isoformat(timespec="seconds")})
+
+
+def read_refusal(run_dir: str | Path) -> dict[str, Any] | None:
+    return read_json(Path(run_dir) / REFUSED)

@@ -51,6 +51,28 @@ def available() -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+def resolve_registered(name: str) -> type[Strategy]:
+    """Resolve ``name`` through the registry and the entry points only, never by import path.
+
+    For names read from data files (``results.json``, ``sweep.json``, checkpoints): a file
+    from elsewhere must not decide which module is imported."""
+    _load_builtins()
+    if not isinstance(name, str):
+        raise ConfigError(f"strategy name {name!r} is not a string")
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    eps = _entry_point_strategies()
+    if name not in eps:
+        raise ConfigError(
+            f"strategy {name!r} is neither registered nor an installed entry point "
+            f"(known: {', '.join(available())}); names read from run files are never imported "
+            f"as a path")
+    cls = eps[name].load()  # type: ignore[attr-defined]
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ConfigError(f"{name!r} does not name a cl_compress Strategy subclass")
+    return cls
+
+
 def get_strategy(name: str) -> type[Strategy]:
     """Resolve a registered name, an entry-point name, or ``module:Class``.
 

@@ -1,0 +1,143 @@
+"""Reliability round 3 (issue 27): no code from data files, no silent stale sweeps, DDP that
+stops on a signal, nothing of the user's lost, one-line errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cl_compress.testing import run_quick
+
+REPO = Path(__file__).resolve().parents[1]
+ONE = ["train.epochs=1"]
+ENV = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1",
+           PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 3-task naive run (1 epoch)."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    res = run_quick(run, ONE)
+    return run, res
+
+
+def _py(args, cwd=None, timeout=120, env=None):
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env or ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# --- 1. names from data files never import a path ------------------------------------
+
+EVIL = """from pathlib import Path
+Path(__file__).with_name("IMPORTED").write_text("ran")
+from cl_compress.strategies.naive import Naive as Evil
+"""
+
+
+def _planted_sweep(finished, tmp_path) -> Path:
+    src, _ = finished
+    sweep = tmp_path / "exchanged"
+    run = sweep / "run0"
+    shutil.copytree(src, run)
+    res = json.loads((run / "results.json").read_text())
+    res["strategy"] = "evil_mod:Evil"
+    res["config"]["strategy"]["name"] = "evil_mod:Evil"
+    (run / "results.json").write_text(json.dumps(res))
+    (sweep / "evil_mod.py").write_text(EVIL)
+    return sweep
+
+
+def test_report_on_unregistered_module_attr_imports_nothing(finished, tmp_path):
+    sweep = _planted_sweep(finished, tmp_path)
+    p = _py(["-m", "cl_compress.report", str(sweep), "--out", str(tmp_path / "out")], cwd=sweep)
+    assert not (sweep / "IMPORTED").exists(), "the report imported a module named in results.json"
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "evil_mod:Evil" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_evaluate_artifact_on_unregistered_module_attr_imports_nothing(finished, tmp_path):
+    sweep = _planted_sweep(finished, tmp_path)
+    p = _py(["-m", "cl_compress.evaluate_artifact", str(sweep / "run0")], cwd=sweep)
+    assert not (sweep / "IMPORTED").exists(), "evaluate_artifact imported a module from results.json"
+    assert p.returncode == 2
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and "--allow-import" in err[0] and "evil_mod:Evil" in err[0], p.stderr
+    # the explicit override imports it (and the run is reproduced)
+    p = _py(["-m", "cl_compress.evaluate_artifact", "--allow-import", str(sweep / "run0")], cwd=sweep)
+    assert (sweep / "IMPORTED").exists()
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_resolve_registered_never_imports(tmp_path, monkeypatch):
+    from cl_compress.errors import ConfigError
+    from cl_compress.strategies.registry import resolve_registered
+
+    (tmp_path / "evil_mod2.py").write_text(EVIL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="never imported"):
+        resolve_registered("evil_mod2:Evil")
+    assert not (tmp_path / "IMPORTED").exists()
+    assert resolve_registered("naive").name == "naive"
+
+
+# --- 2. a sweep rerun never reports stale runs as done --------------------------------
+
+def test_refused_sweep_run_is_named_stale_not_done(finished, tmp_path, capsys):
+    """A sweep run (skip_if_done, keep_going) refused by another config's finished run is
+    recorded beside it; the sweep's progress counts it as stale, not done."""
+    import time
+
+    from cl_compress.launch import sweep
+    from cl_compress.settings.compose import compose_config
+    from cl_compress.testing import QUICK
+    from cl_compress.train import run_job
+
+    src, _ = finished
+    run = tmp_path / "sw" / "synthetic-task" / "naive" / "s0"
+    shutil.copytree(src, run)
+    t0 = time.time()
+    new = compose_config(QUICK + ["train.epochs=2", "skip_if_done=true", "keep_going=true"])
+    assert run_job(new, run) is None  # refused, swallowed by keep_going ...
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert not (run / "status.json").exists()  # the old run's own record (none) is kept
+    p = sweep.Progress(tmp_path / "sw", total=1, t0=t0).scan()
+    assert (p["done"], p["stale"]) == (0, 1)  # ... but never counted as done
+    assert p["stale_runs"][0]["run"] == "synthetic-task/naive/s0"
+    assert "refused (stale)" in sweep.Progress.line(p)
+    # with overwrite=true the run is redone and the refusal is gone
+    assert run_job({**new, "overwrite": True}, run) is not None
+    assert not (run / "refused.json").exists()
+    p = sweep.Progress(tmp_path / "sw", total=1, t0=t0).scan()
+    assert (p["done"], p["stale"]) == (1, 0)
+
+
+@pytest.mark.slow  # two sweeps of one run each: ~40 s at load 6 on 2 cores
+def test_sweep_rerun_after_preset_change_exits_nonzero_naming_stale_runs(tmp_path):
+    import yaml
+
+    def preset(steps):
+        path = tmp_path / f"p{steps}.yaml"
+        path.write_text(yaml.safe_dump({
+            "description": "t", "target": "t", "benchmarks": ["synthetic"], "strategies": ["naive"],
+            "seeds": [0], "launcher": "basic",
+            "overrides": ["logger=none", f"train.steps_per_task={steps}", "train.batch_size=32"]}))
+        return str(path)
+
+    d = tmp_path / "sw"
+    cmd = ["-m", "cl_compress.launch.sweep", "--poll", "0.5", "--dir", str(d)]
+    first = _py([*cmd, "--preset", preset(4)], cwd=REPO, timeout=300)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    again = _py([*cmd, "--preset", preset(6)], cwd=REPO, timeout=300)
+    assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "0/1 runs done" in again.stdout and "1 refused (stale)" in again.stdout
+    assert "stale: synthetic-task/naive/s0" in again.stderr
+    assert "overwrite=true" in again.stderr and "--dir" in again.stderr
+    fixed = _py([*cmd, "--preset", preset(6), "overwrite=true"], cwd=REPO, timeout=300)
+    assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-2000:]
+    res = json.loads((d / "synthetic-task" / "naive" / "s0" / "results.json").read_text())
+    assert res["config"]["train"]["steps_per_task"] == 6
