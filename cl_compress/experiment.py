@@ -58,9 +58,11 @@ class Experiment:
         return self.plan.strategy
 
 
-def plan_experiment(c: dict[str, Any]) -> ExperimentPlan:
+def plan_experiment(c: dict[str, Any], strategy_cls: type | None = None) -> ExperimentPlan:
     """Build the strategy and the typed settings of config ``c`` and check how they fit
-    together (imports torch and the strategy, not Lightning, not the data)."""
+    together (imports torch and the strategy, not Lightning, not the data). ``strategy_cls``:
+    the strategy class when the caller resolved the name itself (a name read from a data
+    file resolves through the registry only: ``evaluate_artifact``)."""
     from cl_compress.benchmarks import BenchmarkSpec
     from cl_compress.engine.task_inference import TaskInferenceSettings
     from cl_compress.settings import TrainerSettings
@@ -71,7 +73,7 @@ def plan_experiment(c: dict[str, Any]) -> ExperimentPlan:
     params = dict(c["strategy"])
     explicit = params.pop("variant", None)
     name = params.pop("name")
-    strategy = get_strategy(name).from_config(params, train, name=name)
+    strategy = (strategy_cls or get_strategy(name)).from_config(params, train, name=name)
     strategy.variant = str(explicit) if explicit not in (None, "") else variant_of(strategy.cfg)
     spec = BenchmarkSpec(**c["benchmark"])
     if spec.scenario not in strategy.scenarios:

@@ -30,9 +30,10 @@ BASE = ["benchmark=split_fmnist", "logger=none", "trainer.progress_bar=false", "
 
 def reload_row(run_dir: Path, overrides: list[str]) -> list[float]:
     """Test accuracies of the saved artifact, computed in a fresh Python process."""
-    cmd = [sys.executable, "-m", "cl_compress.reload", str(run_dir / "model_artifact.pt"), *overrides]
+    cmd = [sys.executable, "-m", "cl_compress.evaluate_artifact", str(run_dir / "model_artifact.pt"),
+           *overrides]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])["acc_row"]
 
 
 def run(tag: str, overrides: list[str]) -> dict:

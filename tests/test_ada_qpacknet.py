@@ -331,17 +331,17 @@ def test_state_dict_round_trip(quick_run):
 
 
 def test_artifact_reloads_in_fresh_process(quick_run):
-    """``python -m cl_compress.reload`` (the module-level ``load_artifact``) under exclusive
+    """``python -m cl_compress.evaluate_artifact ARTIFACT overrides`` under exclusive
     capacity; the default shared_bits is reloaded by tests/test_reliability.py and every
     strategy's ``Strategy.load_artifact`` by the contract (tests/test_contract.py)."""
     if quick_run["capacity"] != "exclusive":
         pytest.skip("shared_bits: the contract reloads it in a fresh process; test_reliability "
                     "reloads it in-process")
     art = quick_run["dir"] / "model_artifact.pt"
-    cmd = [sys.executable, "-m", "cl_compress.reload", str(art), *QUICK, *quick_run["fast"]]
+    cmd = [sys.executable, "-m", "cl_compress.evaluate_artifact", str(art), *QUICK, *quick_run["fast"]]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row = json.loads(proc.stdout.strip().splitlines()[-1])["acc_row"]
     assert row == quick_run["results"]["acc_matrix"][-1]
     assert quick_run["results"]["compression"]["model_bytes"] == art.stat().st_size
 

@@ -446,12 +446,15 @@ def ada_run(tmp_path_factory):
 
 
 def _reload(*args):
-    return subprocess.run([sys.executable, "-m", "cl_compress.reload", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "cl_compress.evaluate_artifact", *map(str, args)], cwd=REPO,
                           env=ENV, capture_output=True, text=True, timeout=300)
 
 
 def test_reload_takes_a_run_directory_and_refuses_another_stream(ada_run, tmp_path):
-    from cl_compress.reload import accuracy_row
+    from cl_compress.evaluate_artifact import evaluate_run
+
+    def accuracy_row(path, overrides):
+        return evaluate_run(path, overrides)["acc_row"]
 
     run, res = ada_run
     assert accuracy_row(str(run), []) == res["acc_matrix"][-1]
@@ -471,7 +474,7 @@ class _Evil:
 def test_reload_reports_a_tampered_artifact_in_one_line(ada_run, tmp_path, capsys):
     import pickle
 
-    from cl_compress.reload import main
+    from cl_compress.evaluate_artifact import main
 
     def reload_rc(*argv) -> tuple[int, list[str]]:
         rc = main([str(a) for a in argv])

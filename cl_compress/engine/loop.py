@@ -305,7 +305,7 @@ def finish(state: LoopState) -> dict[str, Any]:
         "inference": _inference_cost(stream, strategy),
         "strategy_extra": strategy.extra_results(), "strategy_config": asdict(strategy.cfg),
         "stream_source": stream.source, "config": state.config or {},
-        "artifact_sha256": file_sha256(artifact) if is_rank_zero() else None,  # reload checks it
+        "artifact_sha256": file_sha256(artifact) if is_rank_zero() else None,  # evaluate_artifact checks it
         "method": strategy.label,
     }
 

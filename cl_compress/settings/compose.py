@@ -1,5 +1,5 @@
 """Compose the Hydra config in-process: the one place that turns overrides into the plain
-dict ``python -m cl_compress.train <overrides>`` runs with (used by reload, sweep, tune,
+dict ``python -m cl_compress.train <overrides>`` runs with (used by evaluate_artifact, sweep, tune,
 the experiment scripts and the tests).
 
 Imports Hydra and OmegaConf only (no torch, no Lightning)."""
