@@ -1,7 +1,8 @@
 """`make test` has no side effects outside the repository and the temporary directory: it
 never installs into the system Python (no pip outside .venv, no apt-get), tests never point
 make at another interpreter or stamp, and the real HOME is left untouched (conftest checks it
-at the end of every session; the check itself is tested here on a planted change)."""
+at the end of the session under .ci/run, CLC_CHECK_HOME=1; the check itself is tested here on
+a planted change)."""
 
 from __future__ import annotations
 
