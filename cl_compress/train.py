@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cl_compress.errors import ConfigError, UserError
 from cl_compress.rundir.preempt import Preempted
+from cl_compress.settings.catalogue import synthetic_suffix
 
 log = logging.getLogger("cl_compress")
 
@@ -56,6 +57,7 @@ def overrides_subdir(dirname: str | None = None) -> str:
 
 
 OmegaConf.register_new_resolver("clc_overrides", overrides_subdir, replace=True)
+OmegaConf.register_new_resolver("clc_synthetic", synthetic_suffix, replace=True)  # stand-in data
 
 
 def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
@@ -123,11 +125,12 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
                            rotations=task_inference.rotations if task_inference else 1)
     check_model_fits(model, stream)
     group = tracker_settings.group or f"{spec.name}-{spec.scenario}"
+    synthetic = "-synthetic" if stream.source.startswith("synthetic") else ""  # a stand-in's data
     tracker = Tracker(
-        run_dir, tracker_settings, name=f"{strategy.label}-{spec.name}-s{c['seed']}", group=group,
+        run_dir, tracker_settings, name=f"{strategy.label}-{spec.name}{synthetic}-s{c['seed']}", group=group,
         config=wandb_config(c, group, strategy.variant, strategy.label),
         tags=[strategy.name, *([strategy.label] if strategy.variant else []), spec.name,
-              spec.scenario, f"seed{c['seed']}"],
+              spec.scenario, f"seed{c['seed']}", *(["synthetic"] if synthetic else [])],
         resume_task=session.next_task,
     )
     try:
@@ -143,11 +146,13 @@ def precheck(c: dict[str, Any]) -> None:
     """Every check of the config that needs neither data nor torch; the strategy's
     hyper-parameters are checked next, when its class is imported (:func:`check_strategy`)."""
     from cl_compress.settings import BenchmarkSpec, TrainSettings, validate_spec
+    from cl_compress.settings.catalogue import check_data_files
     from cl_compress.settings.validate import check_config
 
     check_config(c)
     _check_train(TrainSettings(**c["train"]))
     validate_spec(BenchmarkSpec(**c["benchmark"]))
+    check_data_files(c["benchmark"]["name"], c["benchmark"].get("data_root"))  # image files there
 
 
 def check_strategy(c: dict[str, Any]) -> None:

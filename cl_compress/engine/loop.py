@@ -17,7 +17,8 @@ import lightning as L
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from cl_compress.benchmarks import Stream, make_loader
+from cl_compress.benchmarks import Stream
+from cl_compress.benchmarks.feed import TrainFeed
 from cl_compress.compress.accounting import individual_reference_bits
 from cl_compress.engine import metrics
 from cl_compress.engine.flops import flops_per_task
@@ -89,7 +90,8 @@ def diverged(e: NonFiniteLossError, run_dir: Path) -> NonFiniteLossError:
 
 def engine_fitter(model: ContinualModel, strategy: Strategy, loader: Callable[[], Any], task: int,
                   s: TrainerSettings, negatives: tuple[str, float] | None = None,
-                  run_dir: Path | None = None) -> Callable[[Phase], int]:
+                  run_dir: Path | None = None, augment: Callable[[], Any] | None = None,
+                  ) -> Callable[[Phase], int]:
     """``TaskData.fitter``: train ``task`` for a phase outside the task's phases (a search
     candidate) with the same engine as the phases: a fresh ``ContinualSystem`` (its
     ``training_step``, every strategy hook, the phase's optimiser and lr schedule) and a
@@ -99,6 +101,7 @@ def engine_fitter(model: ContinualModel, strategy: Strategy, loader: Callable[[]
     def fit(phase: Phase) -> int:
         system = ContinualSystem(model, strategy)
         system.negatives = negatives
+        system.batch_transform = augment() if augment is not None else None
         system.set_phase(task, phase)
         try:
             make_trainer(s, phase.epochs, phase.steps).fit(system, loader())
@@ -238,6 +241,7 @@ def run_stream(
     progress = RunProgress(T, show=trainer.progress_bar and is_rank_zero(), first_task=start)
     system.progress = progress if is_rank_zero() else None
     t_run = time.perf_counter() - sum(timing.get("task_seconds", []))
+    feed = TrainFeed.of(stream, trainer)  # augmentation, data on the device
 
     for t in range(start, T):
         exp = stream.experiences[t]
@@ -248,13 +252,12 @@ def run_stream(
             val = (vx, vy)
 
         def loader(e=exp, tt=t):
-            return make_loader(e.train_x, e.train_y, tt, train.batch_size, shuffle=True,
-                               seed=task_seed(seed, tt))
+            return feed.loader(e.train_x, e.train_y, tt, train.batch_size, seed=task_seed(seed, tt))
 
         data = TaskData(t, exp.n_outputs, loader, val,
                         lambda x, y, tt=t: evaluate(model, x, y, tt, train.eval_batch_size),
                         fitter=engine_fitter(model, strategy, loader, t, trainer, system.negatives,
-                                             run_dir),
+                                             run_dir, lambda tt=t: feed.augment(task_seed(seed, tt))),
                         seed=task_seed(seed, t))
         model.set_trainable_heads(t)
         system.strategy_seconds = 0.0
@@ -271,8 +274,9 @@ def run_stream(
             hook_s += _timed(strategy.before_phase, t, phase, data)
             system.set_phase(t, phase, k)
             progress.start_phase(phase.name, planned[k])
-            fit_loader = make_loader(exp.train_x, exp.train_y, t, train.batch_size, shuffle=True,
+            fit_loader = feed.loader(exp.train_x, exp.train_y, t, train.batch_size,
                                      seed=task_seed(seed, t) * 10 + k)
+            system.batch_transform = feed.augment(task_seed(seed, t) * 10 + k)
             t0 = time.perf_counter()
             try:
                 fit = make_trainer(trainer, phase.epochs, phase.steps)

@@ -166,3 +166,17 @@ def check_data_files(name: str, data_root: str | None) -> None:
     info = catalogue().get(name)
     if info is not None and info.layout is not None:
         find_dataset(info.layout, data_root)
+
+
+def synthetic_suffix(name: str, data_root: str | None = None) -> str:
+    """``"-synthetic"`` when ``name`` reads a stand-in folder (its marker file), else ``""``
+    (also when the files are missing: the config checks report that). The run folder's name
+    carries it (``clc_synthetic`` resolver in train.yaml)."""
+    info = catalogue().get(str(name))
+    if info is None or info.layout is None:
+        return ""
+    try:
+        folder = find_dataset(info.layout, data_root)
+    except DataError:
+        return ""
+    return "-synthetic" if (folder / STANDIN_MARKER).exists() else ""
