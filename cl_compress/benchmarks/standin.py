@@ -103,7 +103,7 @@ def write_tinyimagenet(out: Path, per_class: int, seed: int = 0) -> Path:
     (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
     (folder / "words.txt").write_text("".join(f"{w}\tsynthetic class {i}\n" for i, w in enumerate(wnids)))
     index = {w: i for i, w in enumerate(sorted(wnids))}
-    n_val = max(2, per_class // 5)
+    n_val = max(1, per_class // 5)
     for w in wnids:
         d = folder / "train" / w / "images"
         d.mkdir(parents=True, exist_ok=True)
