@@ -130,8 +130,11 @@ def per_dataset_stream(
 
 def classic_stream(
     name: str, n_tasks: int, scenario: str, seed: int, data_root: str | None,
+    normalise: tuple | None = None,
 ) -> tuple[list[Experience], tuple[int, ...], int]:
-    """Avalanche's classic benchmarks; they download their data on first use."""
+    """Avalanche's classic benchmarks; they download their data on first use (the CIFAR ones
+    are only used on files torchvision accepts: ``images.py``). ``normalise``: per-channel
+    (mean, std) of the CIFAR images."""
     from avalanche.benchmarks.classic import PermutedMNIST, SplitCIFAR10, SplitCIFAR100, SplitMNIST
     from torchvision import transforms
 
@@ -146,12 +149,10 @@ def classic_stream(
         shape, n_cls = (1, 28, 28), 10
         make = lambda: PermutedMNIST(n_tasks, return_task_id=til, **kw)  # noqa: E731
     elif name in ("split_cifar10", "split_cifar100"):
-        from cl_compress.benchmarks.images import NORMALISE
-
         n_cls = 10 if name == "split_cifar10" else 100
         shape, cls = (3, 32, 32), SplitCIFAR10 if n_cls == 10 else SplitCIFAR100
         tf = transforms.Compose([
-            transforms.ToTensor(), transforms.Normalize(*NORMALISE[f"cifar{n_cls}"])])
+            transforms.ToTensor(), transforms.Normalize(*normalise)])
         make = lambda: cls(  # noqa: E731
             n_tasks, return_task_id=til, class_ids_from_zero_in_each_exp=til,
             fixed_class_order=list(range(n_cls)), train_transform=tf, eval_transform=tf, **kw)

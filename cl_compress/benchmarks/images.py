@@ -173,7 +173,8 @@ def _load_cifar(spec, n_tasks: int, layout: str) -> Loaded:
         from cl_compress.benchmarks.avalanche_streams import classic_stream
 
         name = "split_cifar10" if layout == "cifar10" else "split_cifar100"
-        exps, shape, n_cls = classic_stream(name, n_tasks, spec.scenario, spec.seed, str(folder.parent))
+        exps, shape, n_cls = classic_stream(name, n_tasks, spec.scenario, spec.seed, str(folder.parent),
+                                             NORMALISE[layout])
         per = n_cls // n_tasks
         from cl_compress.benchmarks.avalanche_streams import grouped_by_class
 
