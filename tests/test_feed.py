@@ -72,7 +72,7 @@ def test_augmentation_runs_in_training_only(monkeypatch, tmp_path):
         return real(self, x)
 
     monkeypatch.setattr(BatchAugment, "__call__", spy)
-    res = run_quick(tmp_path / "a", ["strategy=naive", "benchmark.augment=standard",
+    res = run_quick(tmp_path / "a", ["strategy=naive", "+benchmark.augment=standard",
                                      "train.steps_per_task=3", "train.epochs=null"])
     steps = sum(int(b["train_steps"]) for b in res["budget"]["per_task"])
     assert len(calls) == steps == 9 and all(n <= 32 for n in calls)

@@ -168,7 +168,9 @@ def test_registry_static_facts_match_the_loaders_and_yamls():
         y = OmegaConf.to_container(OmegaConf.load(ROOT / "cl_compress" / "configs" / "benchmark" /
                                                   f"{name}.yaml"))
         assert y["name"] == name and y["n_tasks"] == info.default_tasks
-        assert y["augment"] == info.augment, name
+        # the image benchmarks state their augmentation; the others leave the key out (their
+        # configs, hashes and resumable checkpoints stay as before; +benchmark.augment=... sets it)
+        assert y.get("augment", "none") == info.augment, name
 
 
 def test_standin_command(tmp_path):
