@@ -1,5 +1,6 @@
 """Training augmentation (batched, seeded, training only) and the data-on-device loader."""
 
+import pytest
 import torch
 
 from cl_compress.benchmarks import make_loader
@@ -76,3 +77,28 @@ def test_augmentation_runs_in_training_only(monkeypatch, tmp_path):
                                      "train.steps_per_task=3", "train.epochs=null"])
     steps = sum(int(b["train_steps"]) for b in res["budget"]["per_task"])
     assert len(calls) == steps == 9 and all(n <= 32 for n in calls)
+
+
+@pytest.mark.slow
+def test_resume_with_augmentation_equals_an_uninterrupted_run(tmp_path):
+    """A stand-in CIFAR-10 run with the standard augmentation, killed after task 1 of 5 and
+    resumed, ends with the accuracy matrix of the uninterrupted run (the augmentation is
+    seeded per phase from the task seed)."""
+    from cl_compress.benchmarks.standin import write_cifar
+    from cl_compress.testing import run_quick
+
+    write_cifar("cifar10", tmp_path / "data", per_class=8)
+    ov = ["strategy=packnet", "benchmark=split_cifar10", f"benchmark.data_root={tmp_path / 'data'}",
+          "benchmark.n_tasks=5", "model=cnn", "model.channels=[8,8]",
+          "train.steps_per_task=4", "train.epochs=null", "train.batch_size=16"]
+    want = run_quick(tmp_path / "a", ov)
+    assert want["stream_source"].startswith("synthetic stand-in")
+
+    def kill(t, model, strategy):
+        if t == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_quick(tmp_path / "b", ov, on_task_end=kill)
+    got = run_quick(tmp_path / "b", ov + ["resume=true"])
+    assert got["acc_matrix"] == want["acc_matrix"]
