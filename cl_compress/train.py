@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cl_compress.errors import ConfigError, UserError
 from cl_compress.rundir.preempt import Preempted
+from cl_compress.settings.catalogue import synthetic_suffix
 
 log = logging.getLogger("cl_compress")
 
@@ -54,6 +55,7 @@ def overrides_subdir(dirname: str | None = None) -> str:
 
 
 OmegaConf.register_new_resolver("clc_overrides", overrides_subdir, replace=True)
+OmegaConf.register_new_resolver("clc_synthetic", synthetic_suffix, replace=True)  # stand-in data
 
 
 def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
@@ -85,11 +87,12 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     session = stack.enter_context(run_session(run_dir, c))  # lock, overwrite/resume, signals
     exp = build_experiment(plan)
     group = tracker_settings.group or f"{spec.name}-{spec.scenario}"
+    synthetic = "-synthetic" if exp.stream.source.startswith("synthetic") else ""  # a stand-in's data
     tracker = Tracker(
-        run_dir, tracker_settings, name=f"{strategy.label}-{spec.name}-s{c['seed']}", group=group,
+        run_dir, tracker_settings, name=f"{strategy.label}-{spec.name}{synthetic}-s{c['seed']}", group=group,
         config=wandb_config(c, group, strategy.variant, strategy.label),
         tags=[strategy.name, *([strategy.label] if strategy.variant else []), spec.name,
-              spec.scenario, f"seed{c['seed']}"],
+              spec.scenario, f"seed{c['seed']}", *(["synthetic"] if synthetic else [])],
         resume_task=session.next_task,
     )
     try:
@@ -106,9 +109,11 @@ def precheck(c: dict[str, Any]) -> None:
     """Every check of the config that needs neither data nor torch (one entry per config
     group: :func:`cl_compress.settings.validate.check_config`); the strategy's
     hyper-parameters are checked next, when its class is imported (:func:`check_strategy`)."""
+    from cl_compress.settings.catalogue import check_data_files
     from cl_compress.settings.validate import check_config
 
     check_config(c)
+    check_data_files(c["benchmark"]["name"], c["benchmark"].get("data_root"))  # image files there
 
 
 def check_strategy(c: dict[str, Any]) -> None:

@@ -1,16 +1,19 @@
 """Benchmark streams. ``build_stream(spec)`` is the single entry point.
 
-Local benchmarks (``split_fmnist``, ``permuted_fmnist``, ``split_digits``) are cut into
-experiences by Avalanche's generator (``backend="avalanche"``, the default) or by an
-equivalent pure-torch splitter (``backend="native"``, no Avalanche import; a test checks
-both give the same experiences). ``synthetic`` is native only. ``split_mnist``,
-``permuted_mnist`` and ``split_cifar100`` pass through to Avalanche's classic streams.
+A benchmark is one loader registered with ``@register_benchmark`` (registry.py; the small
+datasets in datasets.py, CIFAR and TinyImageNet in images.py) plus one YAML in
+``cl_compress/configs/benchmark/``. Array loaders are cut into experiences by Avalanche's
+generator (``backend="avalanche"``, the default) or by an equivalent pure-torch splitter
+(``backend="native"``, no Avalanche import; tests check both give the same experiences).
+``synthetic`` is native only; ``split_mnist`` and ``permuted_mnist`` pass through to
+Avalanche's classic streams.
 """
 
 from __future__ import annotations
 
 import torch
 
+from cl_compress.benchmarks import datasets, images  # noqa: F401  (register their loaders)
 from cl_compress.benchmarks.base import (  # noqa: F401  (SCENARIOS re-exported)
     SCENARIOS,
     DataError,
@@ -20,44 +23,40 @@ from cl_compress.benchmarks.base import (  # noqa: F401  (SCENARIOS re-exported)
     permuted_tasks,
     split_by_classes,
 )
-from cl_compress.benchmarks.sources import load_digits, load_fashion_mnist, make_synthetic
+from cl_compress.benchmarks.registry import LOADERS, Loaded, register_benchmark
 from cl_compress.errors import ConfigError
 from cl_compress.settings import BACKENDS, BENCHMARKS, EVAL_SPLITS, BenchmarkSpec, validate_spec  # noqa: F401
 
 __all__ = [
-    "BENCHMARKS", "BenchmarkSpec", "DataError", "Experience", "Stream", "build_stream",
-    "make_loader", "validate_spec",
+    "BENCHMARKS", "BenchmarkSpec", "DataError", "Experience", "Loaded", "Stream", "build_stream",
+    "make_loader", "register_benchmark", "validate_spec",
 ]
 
 def build_stream(spec: BenchmarkSpec) -> Stream:
-    """Load the data of ``spec`` and cut it into a stream of tensor experiences.
+    """Load the data of ``spec`` through its registered loader and cut it into a stream of
+    tensor experiences.
 
     ``eval_split="val"`` (hyper-parameter tuning): every experience keeps ``1 - val_fraction``
     of its training split for training and evaluates on the held-out rest (seeded by
     ``spec.seed``); the test split is never handed to the splitter nor kept in the stream
-    (local benchmarks pass the training arrays in its place; Avalanche's classic streams load
-    it with the training split and it is dropped here).
+    (array loaders pass the training arrays in its place; loaders that cut their own
+    experiences load it with the training split and it is dropped here).
     """
     validate_spec(spec)
-    _, default_tasks, kind = BENCHMARKS[spec.name]
-    n_tasks = spec.n_tasks or default_tasks
-    if kind == "classic":
-        from cl_compress.benchmarks.avalanche_streams import classic_stream
-
-        exps, shape, n_cls = classic_stream(spec.name, n_tasks, spec.scenario, spec.seed, spec.data_root)
-        source = "avalanche-classic"
+    info, load = LOADERS[spec.name]
+    n_tasks = spec.n_tasks or info.default_tasks
+    got = load(spec, n_tasks)
+    loaded = got if isinstance(got, Loaded) else Loaded(arrays=got)
+    backend = loaded.backend or (spec.backend if spec.backend in info.backends else info.backends[0])
+    if loaded.experiences is not None:
+        exps, shape, n_cls = loaded.experiences, loaded.input_shape, loaded.n_classes
     else:
-        if spec.name == "synthetic":
-            arrays, backend = make_synthetic(n_classes=2 * n_tasks, seed=spec.seed), "native"
-        elif spec.name == "split_digits":
-            arrays, backend = load_digits(seed=spec.seed), spec.backend
-        else:
-            arrays, backend = load_fashion_mnist(spec.data_root, spec.download), spec.backend
+        arrays = loaded.arrays
         if spec.eval_split == "val":  # the test split stays out of the stream entirely
             arrays = (arrays[0], arrays[1], arrays[0], arrays[1])
         shape = tuple(arrays[0].shape[1:])
         n_cls = int(arrays[1].max()) + 1
-        if kind == "permuted":
+        if info.kind == "permuted":
             exps = _permuted(arrays, n_tasks, spec, n_cls, backend)
         else:
             order = spec.class_order or list(range(n_cls))
@@ -69,12 +68,13 @@ def build_stream(spec: BenchmarkSpec) -> Stream:
                 exps = nc_stream(*arrays, order, n_tasks, spec.scenario)
             else:
                 exps = split_by_classes(*arrays, order, n_tasks, spec.scenario)
-        source = backend
     if spec.eval_split == "val":
         exps = [_held_out(e, spec) for e in exps]
     _limit(exps, spec)
-    stream = Stream(spec.name, spec.scenario, shape, n_cls, exps, source=source,
-                    meta={"eval_split": spec.eval_split})
+    meta = {"eval_split": spec.eval_split, "augment": spec.augmentation,
+            "on_device": spec.on_device, **loaded.meta}
+    stream = Stream(spec.name, spec.scenario, tuple(shape), int(n_cls), exps,
+                    source=loaded.source or backend, meta=meta)
     from cl_compress.settings.validate import check_stream
 
     check_stream(stream)  # shapes across splits, labels, >= 2 classes per task: before training

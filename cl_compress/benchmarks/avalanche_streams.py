@@ -83,7 +83,22 @@ def nc_stream(
     per = len(class_order) // n_tasks
     for e in exps:  # report original class ids (Avalanche reports remapped ones in TIL)
         e.classes = list(class_order[e.task_id * per:(e.task_id + 1) * per])
-    return exps
+    return [grouped_by_class(e, til) for e in exps]
+
+
+def grouped_by_class(e: Experience, local_labels: bool) -> Experience:
+    """Lay the samples of ``e`` out grouped by class in the order of ``e.classes`` (stable
+    within a class), as the native splitter does: Avalanche's generator keeps each class's
+    samples in order but may put the classes of an experience in another order (it does
+    with more than two classes per experience)."""
+    rank = torch.full((max(e.classes) + 1,), -1, dtype=torch.long)
+    rank[torch.tensor(e.classes)] = torch.arange(len(e.classes))
+    for split in ("train", "test"):
+        x, y = getattr(e, f"{split}_x"), getattr(e, f"{split}_y")
+        order = torch.sort(y if local_labels else rank[y], stable=True).indices
+        setattr(e, f"{split}_x", x[order])
+        setattr(e, f"{split}_y", y[order])
+    return e
 
 
 def per_dataset_stream(
@@ -115,9 +130,12 @@ def per_dataset_stream(
 
 def classic_stream(
     name: str, n_tasks: int, scenario: str, seed: int, data_root: str | None,
+    normalise: tuple | None = None,
 ) -> tuple[list[Experience], tuple[int, ...], int]:
-    """Avalanche's classic benchmarks; they download their data on first use."""
-    from avalanche.benchmarks.classic import PermutedMNIST, SplitCIFAR100, SplitMNIST
+    """Avalanche's classic benchmarks; they download their data on first use (the CIFAR ones
+    are only used on files torchvision accepts: ``images.py``). ``normalise``: per-channel
+    (mean, std) of the CIFAR images."""
+    from avalanche.benchmarks.classic import PermutedMNIST, SplitCIFAR10, SplitCIFAR100, SplitMNIST
     from torchvision import transforms
 
     til = scenario == "task"
@@ -130,15 +148,14 @@ def classic_stream(
     elif name == "permuted_mnist":
         shape, n_cls = (1, 28, 28), 10
         make = lambda: PermutedMNIST(n_tasks, return_task_id=til, **kw)  # noqa: E731
-    elif name == "split_cifar100":
-        shape, n_cls = (3, 32, 32), 100
+    elif name in ("split_cifar10", "split_cifar100"):
+        n_cls = 10 if name == "split_cifar10" else 100
+        shape, cls = (3, 32, 32), SplitCIFAR10 if n_cls == 10 else SplitCIFAR100
         tf = transforms.Compose([
-            transforms.ToTensor(),
-            transforms.Normalize((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-        ])
-        make = lambda: SplitCIFAR100(  # noqa: E731
+            transforms.ToTensor(), transforms.Normalize(*normalise)])
+        make = lambda: cls(  # noqa: E731
             n_tasks, return_task_id=til, class_ids_from_zero_in_each_exp=til,
-            fixed_class_order=list(range(100)), train_transform=tf, eval_transform=tf, **kw)
+            fixed_class_order=list(range(n_cls)), train_transform=tf, eval_transform=tf, **kw)
     else:
         raise DataError(f"no Avalanche classic benchmark called {name!r}")
     try:

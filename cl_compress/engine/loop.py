@@ -18,7 +18,8 @@ import lightning as L
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from cl_compress.benchmarks import Stream, make_loader
+from cl_compress.benchmarks import Stream
+from cl_compress.benchmarks.feed import TrainFeed
 from cl_compress.compress.accounting import individual_reference_bits
 from cl_compress.engine import metrics
 from cl_compress.engine.callbacks import (
@@ -74,7 +75,8 @@ def diverged(e: NonFiniteLossError, run_dir: Path) -> NonFiniteLossError:
 
 def engine_fitter(model: ContinualModel, strategy: Strategy, loader: Callable[[], Any], task: int,
                   s: TrainerSettings, loss_fn: Callable | None = None,
-                  run_dir: Path | None = None) -> Callable[[Phase], int]:
+                  run_dir: Path | None = None, augment: Callable[[], Any] | None = None,
+                  ) -> Callable[[Phase], int]:
     """``TaskData.fitter``: train ``task`` for a phase outside the task's phases (a search
     candidate) with the same engine as the phases: a fresh ``ContinualSystem`` (its
     ``training_step``, every strategy hook, the phase's optimiser and lr schedule) and a
@@ -84,6 +86,7 @@ def engine_fitter(model: ContinualModel, strategy: Strategy, loader: Callable[[]
     def fit(phase: Phase) -> int:
         system = ContinualSystem(model, strategy)
         system.loss_fn = loss_fn
+        system.batch_transform = augment() if augment is not None else None
         system.set_phase(task, phase)
         try:
             make_trainer(s, phase.epochs, phase.steps).fit(system, loader())
@@ -169,6 +172,7 @@ def run_stream(
     state.system = system = ContinualSystem(model, strategy, on_epoch_end=tracker.log_epoch)
     emit = _emitter(cbs)
     emit("on_run_start", state)
+    state.feed = TrainFeed.of(stream, trainer)  # augmentation, data on the device
     t_run = time.perf_counter() - sum(state.timing.get("task_seconds", []))
 
     for t in range(state.start, T):
@@ -230,14 +234,16 @@ def _task_data(state: LoopState, t: int) -> TaskData:
         val = (vx, vy)
     state.experience = exp
 
+    feed = state.feed
+
     def loader(e=exp, tt=t):
-        return make_loader(e.train_x, e.train_y, tt, train.batch_size, shuffle=True,
-                           seed=task_seed(seed, tt))
+        return feed.loader(e.train_x, e.train_y, tt, train.batch_size, seed=task_seed(seed, tt))
 
     return TaskData(t, exp.n_outputs, loader, val,
                     lambda x, y, tt=t: evaluate(model, x, y, tt, train.eval_batch_size),
                     fitter=engine_fitter(model, state.strategy, loader, t, state.trainer,
-                                         state.system.loss_fn, state.run_dir),
+                                         state.system.loss_fn, state.run_dir,
+                                         lambda tt=t: feed.augment(task_seed(seed, tt))),
                     seed=task_seed(seed, t))
 
 
@@ -252,8 +258,9 @@ def _fit_phase(state: LoopState, t: int, k: int, phase: Phase) -> L.Trainer:
     """One ``Trainer.fit`` of the system on task ``t``'s phase ``k``."""
     exp, system = state.experience, state.system
     system.set_phase(t, phase, k)
-    fit_loader = make_loader(exp.train_x, exp.train_y, t, state.train.batch_size, shuffle=True,
-                             seed=task_seed(state.seed, t) * 10 + k)
+    seed = task_seed(state.seed, t) * 10 + k
+    fit_loader = state.feed.loader(exp.train_x, exp.train_y, t, state.train.batch_size, seed=seed)
+    system.batch_transform = state.feed.augment(seed)  # training only; None without augmentation
     t0 = time.perf_counter()
     try:
         fit = make_trainer(state.trainer, phase.epochs, phase.steps)

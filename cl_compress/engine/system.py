@@ -67,6 +67,9 @@ class ContinualSystem(L.LightningModule):
         # counted in ``phase_negatives``)
         self.loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor, int]] | None = None
         self.phase_negatives = 0
+        # training-only batch transform (benchmarks.feed.BatchAugment), set per phase by the
+        # loop; None: batches are used as loaded. Evaluation never goes through it.
+        self.batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def set_phase(self, task: int, phase: Phase, index: int = 0) -> None:
         """Point the system at a task and phase (``index``: its place in the task's phases)
@@ -81,6 +84,9 @@ class ContinualSystem(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> None:
         x, y, task = batch
+        if self.batch_transform is not None:  # training augmentation, on the batch's device
+            x = self.batch_transform(x)
+            batch = (x, y, task)
         opt = self.optimizers()
         opt.zero_grad()  # type: ignore[union-attr]
         if self.loss_fn is None:

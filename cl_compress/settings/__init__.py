@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cl_compress.errors import ConfigError
+from cl_compress.settings.catalogue import AUGMENTS, BenchmarkInfo, catalogue  # noqa: F401
 
 SCENARIOS = ("task", "class")
 
@@ -91,16 +92,11 @@ class TrackerSettings:
     tags: list[str] = field(default_factory=list)
 
 
-# name -> (one-line description, default n_tasks, kind)
+# name -> (one-line description, default n_tasks, kind): a view of the registry
+# (``@register_benchmark`` on a loader in cl_compress/benchmarks/, read without torch)
+BENCHMARK_INFO = catalogue()
 BENCHMARKS: dict[str, tuple[str, int, str]] = {
-    "split_fmnist": ("Fashion-MNIST, 5 tasks x 2 classes (local files)", 5, "split"),
-    "permuted_fmnist": ("Fashion-MNIST, N tasks of pixel permutations, task 0 unpermuted", 5, "permuted"),
-    "split_digits": ("scikit-learn 8x8 digits, 5 tasks x 2 classes (always available)", 5, "split"),
-    "synthetic": ("tiny Gaussian-prototype images, 3 tasks x 2 classes (tests)", 3, "split"),
-    "split_mnist": ("Avalanche SplitMNIST (downloads MNIST)", 5, "classic"),
-    "permuted_mnist": ("Avalanche PermutedMNIST (downloads MNIST)", 10, "classic"),
-    "split_cifar100": ("Avalanche SplitCIFAR100, 10 or 20 tasks (downloads CIFAR-100)", 10, "classic"),
-}
+    n: (i.description, i.default_tasks, i.kind) for n, i in BENCHMARK_INFO.items()}
 BACKENDS = ("avalanche", "native")
 
 
@@ -120,6 +116,13 @@ class BenchmarkSpec:
     max_test_per_task: int | None = None
     eval_split: str = "test"
     val_fraction: float = 0.1
+    augment: str | None = None  # standard | none; None: the benchmark's default
+    on_device: bool | str = "auto"  # auto | true | false: the task's tensors on the accelerator
+
+    @property
+    def augmentation(self) -> str:
+        """``augment``, or the registered default of the benchmark."""
+        return self.augment if self.augment is not None else BENCHMARK_INFO[self.name].augment
 
 
 EVAL_SPLITS = ("test", "val")
@@ -143,6 +146,15 @@ def validate_spec(spec: BenchmarkSpec) -> None:
     if spec.eval_split == "val" and not (isinstance(spec.val_fraction, int | float)
                                          and 0.0 < spec.val_fraction < 1.0):
         raise ConfigError(f"benchmark.val_fraction={spec.val_fraction!r} must be in (0, 1)")
+    if spec.augment is not None and spec.augment not in AUGMENTS:
+        raise ConfigError(f"benchmark.augment={spec.augment!r}; choose one of: {', '.join(AUGMENTS)}")
+    if spec.on_device not in (True, False, "auto"):
+        raise ConfigError(f"benchmark.on_device={spec.on_device!r}; choose one of: auto, true, false")
+    info = BENCHMARK_INFO[spec.name]
+    n_tasks = spec.n_tasks or info.default_tasks
+    if info.n_classes is not None and info.kind == "split" and info.n_classes % n_tasks:
+        raise ConfigError(f"benchmark.n_tasks={n_tasks} must divide the {info.n_classes} classes "
+                          f"of {spec.name} evenly")
     for key in ("max_train_per_task", "max_test_per_task"):
         v = getattr(spec, key)
         if v is not None and v < 1:

@@ -54,6 +54,7 @@ class LoopState:
     task_budget: dict[str, Any] = field(default_factory=dict)
     task_metrics: dict[str, float] = field(default_factory=dict)
     artifact_format: Any = None  # the exported artifact's format tag (set at the end)
+    feed: Any = None  # benchmarks.feed.TrainFeed: loaders (host or device) and augmentation
 
     @property
     def n_tasks(self) -> int:

@@ -1,0 +1,53 @@
+"""The registered loaders of the small benchmarks (Fashion-MNIST, digits, synthetic, and
+Avalanche's classic MNIST streams). The CIFAR and TinyImageNet ones are in ``images.py``."""
+
+from __future__ import annotations
+
+from cl_compress.benchmarks.registry import Loaded, register_benchmark
+from cl_compress.benchmarks.sources import load_digits, load_fashion_mnist, make_synthetic
+
+
+@register_benchmark(name="split_fmnist", description="Fashion-MNIST, 5 tasks x 2 classes (local files)",
+                    default_tasks=5, n_classes=10)
+def split_fmnist(spec, n_tasks: int):
+    return load_fashion_mnist(spec.data_root, spec.download)
+
+
+@register_benchmark(name="permuted_fmnist",
+                    description="Fashion-MNIST, N tasks of pixel permutations, task 0 unpermuted",
+                    default_tasks=5, kind="permuted")
+def permuted_fmnist(spec, n_tasks: int):
+    return load_fashion_mnist(spec.data_root, spec.download)
+
+
+@register_benchmark(name="split_digits",
+                    description="scikit-learn 8x8 digits, 5 tasks x 2 classes (always available)",
+                    default_tasks=5, n_classes=10)
+def split_digits(spec, n_tasks: int):
+    return load_digits(seed=spec.seed)
+
+
+@register_benchmark(name="synthetic",
+                    description="tiny Gaussian-prototype images, 3 tasks x 2 classes (tests)",
+                    default_tasks=3, backends=("native",))
+def synthetic(spec, n_tasks: int):
+    return make_synthetic(n_classes=2 * n_tasks, seed=spec.seed)
+
+
+def _classic(spec, n_tasks: int) -> Loaded:
+    from cl_compress.benchmarks.avalanche_streams import classic_stream
+
+    exps, shape, n_cls = classic_stream(spec.name, n_tasks, spec.scenario, spec.seed, spec.data_root)
+    return Loaded(experiences=exps, input_shape=shape, n_classes=n_cls, source="avalanche-classic")
+
+
+@register_benchmark(name="split_mnist", description="Avalanche SplitMNIST (downloads MNIST)",
+                    default_tasks=5, kind="classic", backends=("avalanche",))
+def split_mnist(spec, n_tasks: int) -> Loaded:
+    return _classic(spec, n_tasks)
+
+
+@register_benchmark(name="permuted_mnist", description="Avalanche PermutedMNIST (downloads MNIST)",
+                    default_tasks=10, kind="classic", backends=("avalanche",))
+def permuted_mnist(spec, n_tasks: int) -> Loaded:
+    return _classic(spec, n_tasks)
