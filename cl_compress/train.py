@@ -14,11 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+if __name__ == "__main__":  # a typo answered in one line before Hydra is imported
+    from cl_compress.settings.suggest import exit_on_typo
 
-from cl_compress.errors import ConfigError, UserError
-from cl_compress.rundir.preempt import Preempted
+    exit_on_typo(sys.argv[1:])
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from cl_compress.errors import ConfigError, UserError  # noqa: E402
+from cl_compress.rundir.preempt import Preempted  # noqa: E402
 
 log = logging.getLogger("cl_compress")
 
@@ -300,8 +305,8 @@ def final_summary(res: dict[str, Any], run_dir: Path) -> str:
     ...                      "ratio_vs_individual": 2.0, "stored_params": 250000}}
     >>> print(final_summary(r, Path("runs/x")))  # doctest: +NORMALIZE_WHITESPACE
     packnet on synthetic (task-incremental, 2 tasks, seed 0)
-      accuracy    0.9500 average over tasks after the last one [0.9000 1.0000]
-      forgetting  0.0000 (backward transfer +0.0000, plasticity 0.9500)
+      accuracy    0.9500 task-IL, average over tasks after the last one [0.9000 1.0000]
+      forgetting  0.0000 task-IL (backward transfer +0.0000, plasticity 0.9500)
       size        1.00 MB stored (250,000 parameters; file 1.10 MB)
                   2.00x smaller than 2 individual models (2.00 MB)
       time        0:04 (training 0:03, evaluation 0:00)
@@ -318,13 +323,7 @@ def final_summary(res: dict[str, Any], run_dir: Path) -> str:
     lines = [
         f"{res.get('method') or res['strategy']} on {res['benchmark']} ({res['scenario']}-incremental, "
         f"{T} tasks, seed {res['seed']})",
-        f"  accuracy    {res['avg_acc']:.4f} average over tasks after the last one "
-        f"[{' '.join(f'{a:.4f}' for a in res['acc_matrix'][-1])}]",
-        f"  forgetting  {res['forgetting']:.4f} (backward transfer {res['bwt']:+.4f}, "
-        f"plasticity {res['plasticity']:.4f})",
-        *([f"  class-IL    task id inferred by {res['class_il']['score']}: task inference "
-            f"{res['class_il']['task_inference_avg']:.4f}; task-IL (task id given) average "
-            f"{res['task_il']['avg_acc']:.4f}"] if "class_il" in res else []),
+        *scenario_lines(res),
         f"  size        {human_bytes(comp['stored_bits'] / 8)} stored ({comp['stored_params']:,} "
         f"parameters; file {human_bytes(comp['model_bytes'])})",
         f"              {vs} {T} individual models ({human_bytes(comp['individual_bits'] / 8)})",
@@ -341,6 +340,24 @@ def final_summary(res: dict[str, Any], run_dir: Path) -> str:
     else:
         lines.append(f"  W&B         {wb.get('url') or wb.get('path')}")
     return "\n".join(lines)
+
+
+def scenario_lines(res: dict[str, Any]) -> list[str]:
+    """The accuracy and forgetting lines of :func:`final_summary`, each figure named by its
+    scenario (class-IL runs: the task-IL figures on their own line)."""
+    name = "class-IL" if res.get("scenario") == "class" else "task-IL"
+    lines = [f"  accuracy    {res['avg_acc']:.4f} {name}, average over tasks after the last one "
+             f"[{' '.join(f'{a:.4f}' for a in res['acc_matrix'][-1])}]",
+             f"  forgetting  {res['forgetting']:.4f} {name} (backward transfer {res['bwt']:+.4f}, "
+             f"plasticity {res['plasticity']:.4f})"]
+    til = res.get("task_il")
+    if name == "class-IL" and til:
+        ci = res.get("class_il") or {}
+        how = (f"task id inferred by {ci['score']}: task inference "
+               f"{ci['task_inference_avg']:.4f}; " if ci else "one shared head; ")
+        lines.append(f"  task-IL     {til['avg_acc']:.4f} (task id given), forgetting "
+                     f"{til['forgetting']:.4f}; {how.rstrip('; ')}")
+    return lines
 
 
 def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from cl_compress.engine import metrics
 from cl_compress.engine.flops import flops_per_task
 from cl_compress.engine.progress import RunProgress
 from cl_compress.engine.system import ContinualSystem, NonFiniteLossError
+from cl_compress.engine.task_il import masked_task_il_row
 from cl_compress.engine.task_inference import (
     TaskInferenceSettings,
     body_features,
@@ -52,7 +53,7 @@ from cl_compress.strategies.base import (
     TrainSettings,
     allocate_steps,
 )
-from cl_compress.tracking import Tracker, is_rank_zero
+from cl_compress.tracking import Tracker, is_rank_zero, keys
 
 log = logging.getLogger(__name__)
 # raised inside Lightning by the installed torch on every fit; nothing a user can act on
@@ -222,6 +223,7 @@ def run_stream(
     acc_before: list[float] = []
     C: list[list[float]] = []  # class-IL matrix (task id inferred)
     TI: list[list[float]] = []  # task-inference accuracy
+    TIL: list[list[float]] = []  # class-IL run of a shared head: task-IL (logits cut to the task)
     ti_stats: dict[int, dict[str, torch.Tensor]] = {}  # per-task class feature statistics
     if resume:
         start, R, timing, extra_state = _resume(ckpt_path, model, strategy, stream, seed)
@@ -229,6 +231,7 @@ def run_stream(
         acc_before = list(extra_state.get("acc_before_compression", []))
         C = [list(r) for r in extra_state.get("class_il_matrix", [])]
         TI = [list(r) for r in extra_state.get("task_inference_acc", [])]
+        TIL = [list(r) for r in extra_state.get("task_il_matrix", [])]
         ti_stats = {int(k): dict(v) for k, v in extra_state.get("task_inference_stats", {}).items()}
     budget = Budget(train, budget_state)
     system = ContinualSystem(model, strategy, on_epoch_end=tracker.log_epoch)
@@ -308,6 +311,9 @@ def run_stream(
             with strategy.task_context(j):
                 row.append(evaluate(model, e.test_x, e.test_y, j, train.eval_batch_size))
         R.append(row)
+        if stream.scenario == "class" and task_inference is None:
+            with strategy.task_context(t):
+                TIL.append(masked_task_il_row(model, stream.experiences, t, train.eval_batch_size))
         if task_inference is not None:
             norm = {j: (float(v["score_mean"]), float(v["score_std"]))
                     for j, v in ti_stats.items() if "score_mean" in v}
@@ -320,9 +326,10 @@ def run_stream(
         timing["eval_seconds"] += time.perf_counter() - t0
         ddp_check = check_ranks_agree(model, strategy, t)
         timing["elapsed_seconds"] = time.perf_counter() - t_run
-        _log_task(tracker, strategy, R, t, seen_reference_bits[t], spent, acc_before[t], ti_stats,
-                  _class_il_metrics(C, TI, t) if task_inference is not None else None, timing)
-        tracker.log_accuracy_chart(R)
+        views = keys.views(stream.scenario, R, C if task_inference else None, TI, TIL)
+        _log_task(tracker, strategy, views, t, seen_reference_bits[t], spent, acc_before[t],
+                  ti_stats, None, timing)
+        tracker.log_accuracy_chart(views.acc)
         if is_rank_zero():
             save_torch(ckpt_path, {
                 "format": CKPT_FORMAT, "next_task": t + 1, "n_tasks": T, "seed": seed,
@@ -332,8 +339,9 @@ def run_stream(
                 "config": training_config(config),
                 **({"class_il_matrix": C, "task_inference_acc": TI,
                     "task_inference_stats": ti_stats} if task_inference else {}),
+                **({"task_il_matrix": TIL} if TIL else {}),
             })
-        progress.task_done(t, row, timing["task_seconds"][-1])
+        progress.task_done(t, row, timing["task_seconds"][-1], keys.terminal_line(views, t))
         if on_task_end is not None:
             on_task_end(t, model, strategy)
 
@@ -342,7 +350,7 @@ def run_stream(
         class_il = {"acc_matrix": C, "task_inference_acc": TI, "settings": task_inference,
                     "stats": ti_stats}
     return _finish(stream, strategy, R, timing, reference_bits, run_dir, seed, tracker, config,
-                   ddp_check, budget.summary(), acc_before, class_il)
+                   ddp_check, budget.summary(), acc_before, class_il, TIL or None)
 
 
 def state_fingerprint(model: torch.nn.Module, strategy: Strategy) -> str:
@@ -409,7 +417,8 @@ def _resume(ckpt_path: Path, model: ContinualModel, strategy: Strategy, stream: 
     load_model_state(model, ck["model"])
     log.info("resuming from task %d (%s)", ck["next_task"], ckpt_path)
     extra = {k: ck[k] for k in ("budget", "acc_before_compression", "class_il_matrix",
-                                "task_inference_acc", "task_inference_stats") if k in ck}
+                                "task_inference_acc", "task_inference_stats", "task_il_matrix")
+             if k in ck}
     done = int(ck["next_task"])
     if len(extra.get("budget", {}).get("per_task", [])) != done or \
             len(extra.get("acc_before_compression", [])) != done:
@@ -428,18 +437,12 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
     model.load_state_dict(state)
 
 
-def _log_task(tracker: Tracker, strategy: Strategy, R: list, t: int, reference_bits: int,
-              spent: dict[str, Any], acc_before: float, ti_stats: dict[int, Any],
-              extra: dict[str, float] | None = None,
+def _log_task(tracker: Tracker, strategy: Strategy, views: keys.Views, t: int,
+              reference_bits: int, spent: dict[str, Any], acc_before: float,
+              ti_stats: dict[int, Any], extra: dict[str, float] | None = None,
               timing: dict[str, Any] | None = None) -> None:
-    row = R[t]
     stats = compression_with_task_inference(strategy, ti_stats)
-    m: dict[str, float] = {f"eval/acc/task_{j}": a for j, a in enumerate(row)}
-    m["eval/acc/avg_seen"] = sum(row) / len(row)
-    m["eval/acc/current"] = row[t]  # the task just trained
-    if t > 0:
-        m["stream/bwt"] = metrics.backward_transfer(R)
-        m["stream/forgetting"] = metrics.forgetting(R)
+    m: dict[str, float] = keys.accuracy_metrics(views, t)
     m["compress/stored_params"] = stats.stored_params
     m["compress/stored_bits"] = stats.stored_bits
     # ``reference_bits``: the t + 1 plain individual models that answer for the tasks seen so
@@ -503,15 +506,6 @@ def compression_with_task_inference(strategy: Strategy,
                             {**stats.details, "task_inference_params": n})
 
 
-def _class_il_metrics(C: list, TI: list, t: int) -> dict[str, float]:
-    """Class-IL row and task-inference accuracy after task ``t`` (metrics.csv and W&B)."""
-    m: dict[str, float] = {f"eval/class_il/acc/task_{j}": a for j, a in enumerate(C[t])}
-    m["eval/class_il/avg_seen"] = sum(C[t]) / len(C[t])
-    m |= {f"eval/task_inference/task_{j}": a for j, a in enumerate(TI[t])}
-    m["eval/task_inference/avg_seen"] = sum(TI[t]) / len(TI[t])
-    return m
-
-
 def class_il_results(R: list, class_il: dict[str, Any]) -> dict[str, Any]:
     """results.json ``task_il`` and ``class_il`` sections of a task-inference run."""
     C, TI, s = class_il["acc_matrix"], class_il["task_inference_acc"], class_il["settings"]
@@ -541,7 +535,8 @@ def _inference_cost(stream: Stream, strategy: Strategy) -> dict[str, Any]:
 def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference_bits: int,
             run_dir: Path, seed: int, tracker: Tracker, config: dict | None,
             ddp_check: dict[str, Any], budget: dict[str, Any],
-            acc_before: list[float], class_il: dict[str, Any] | None = None) -> dict[str, Any]:
+            acc_before: list[float], class_il: dict[str, Any] | None = None,
+            task_il: list | None = None) -> dict[str, Any]:
     stats = compression_with_task_inference(strategy, (class_il or {}).get("stats") or {})
     artifact = run_dir / "model_artifact.pt"
     exported = strategy.export_artifact() if is_rank_zero() else {}
@@ -556,6 +551,7 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
         "scenario": "class" if class_il else stream.scenario,
         "seed": seed, "n_tasks": stream.n_tasks, "acc_matrix": primary, **summary,
         **(class_il_results(R, class_il) if class_il else {}),
+        **({"task_il": keys.task_il_section(task_il)} if task_il else {}),
         "acc_before_compression": acc_before, "budget": budget,
         "compression": {
             "stored_params": stats.stored_params, "stored_bits": stats.stored_bits,
@@ -590,11 +586,7 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
                 "ratio_vs_individual", "model_bytes")},
             "load": "python -m cl_compress.evaluate_artifact <run_dir>"})
         results["wandb"] = tracker.describe()
-        tracker.summary({f"final/{k}": v for k, v in summary.items()}
-                        | ({f"final/task_il/{k}": v for k, v in results["task_il"].items()
-                            if isinstance(v, int | float)}
-                           | {"final/task_inference_avg": results["class_il"]["task_inference_avg"]}
-                           if class_il else {})
+        tracker.summary(keys.summary_metrics(results)
                         | {f"final/compress/{k}": v for k, v in results["compression"].items()
                            if isinstance(v, int | float)}
                 | {f"budget/{k}": v for k, v in budget.items() if isinstance(v, int | float)}

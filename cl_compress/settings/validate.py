@@ -88,6 +88,7 @@ def check_config(c: dict[str, Any]) -> None:
     check_seed("benchmark.seed", c["benchmark"].get("seed", 0))
     if c["benchmark"].get("data_root") == "":
         raise ConfigError("benchmark.data_root is empty; give a folder, or null for the default search")
+    check_data_root(c["benchmark"])
     _unknown_keys("trainer", c["trainer"], set(_fields(TrainerSettings)))
     check_trainer(c["trainer"])
     _unknown_keys("logger", c["logger"], set(_fields(TrackerSettings)))
@@ -302,3 +303,21 @@ def check_model_fits(model, stream) -> None:
                         f"(shape {tuple(e.test_x.shape[1:])}): {first}") from err
     finally:
         model.train(was)
+
+
+def check_data_root(b: dict[str, Any]) -> None:
+    """A given ``benchmark.data_root`` must exist (with ``download=true``: at least its parent,
+    where the download creates it): found in the config phase, not after the data load."""
+    root = b.get("data_root")
+    if root in (None, "") or b.get("name") == "synthetic":
+        return
+    p = Path(os.path.expanduser(str(root)))
+    if p.is_dir():
+        return
+    if p.exists():
+        raise ConfigError(f"benchmark.data_root={root!r} is a file, not a folder")
+    if b.get("download", True) and p.parent.is_dir():
+        return
+    raise ConfigError(f"benchmark.data_root={root!r} does not exist"
+                      + ("" if b.get("download", True) else " (and benchmark.download=false)")
+                      + "; give the folder holding the data, or null for the default search")
