@@ -90,6 +90,7 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     from cl_compress.strategies import TrainSettings, get_strategy
     from cl_compress.strategies.base import variant_of
     from cl_compress.tracking import Tracker, TrackerSettings
+    from cl_compress.tracking.labels import group_name, run_name
 
     train = TrainSettings(**c["train"])  # checked by precheck (build_and_run)
     params = dict(c["strategy"])
@@ -127,9 +128,10 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
                            extra_outputs=task_inference.extra_outputs if task_inference else 0,
                            rotations=task_inference.rotations if task_inference else 1)
     check_model_fits(model, stream)
-    group = tracker_settings.group or f"{spec.name}-{spec.scenario}"
+    group = tracker_settings.group or group_name(spec.name, spec.scenario, c["train"])
     tracker = Tracker(
-        run_dir, tracker_settings, name=f"{strategy.label}-{spec.name}-s{c['seed']}", group=group,
+        run_dir, tracker_settings, group=group,
+        name=run_name(strategy.label, spec.name, spec.scenario, c["train"], c["seed"]),
         config=wandb_config(c, group, strategy.variant, strategy.label),
         tags=[strategy.name, *([strategy.label] if strategy.variant else []), spec.name,
               spec.scenario, f"seed{c['seed']}"],
