@@ -75,6 +75,10 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
     precheck(c)
+    if "device" not in c:  # what the run trains on, in words (results.json config, W&B config)
+        from cl_compress.engine.device import describe_device
+
+        c = {**c, "device": describe_device(c["trainer"])}
     with contextlib.ExitStack() as stack:
         return _build_and_run(c, run_dir, on_task_end, stack)
 
@@ -265,8 +269,13 @@ def main(cfg: DictConfig) -> None:
         train = c["train"]
         budget = (f"{train['steps_per_task']} steps/task" if train.get("steps_per_task")
                   else f"{train.get('epochs')} epoch(s)/phase")
-        print(f"{c['strategy']['name']} on {c['benchmark']['name']} ({budget}, seed {c['seed']}): "
-              f"config ok; loading Lightning and the data ...", flush=True)
+        from cl_compress.engine.device import describe_device
+
+        c["device"] = describe_device(c["trainer"])
+        print(f"{c['strategy']['name']} on {c['benchmark']['name']}-{c['benchmark'].get('scenario')} "
+              f"({budget}, seed {c['seed']}) on {c['device']}: config ok; loading Lightning and "
+              f"the data ...", flush=True)
+        print(config_printout(c), flush=True)
     import lightning.pytorch  # noqa: F401  (it sets its own log level on import)
 
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners, tips
@@ -333,6 +342,8 @@ def final_summary(res: dict[str, Any], run_dir: Path) -> str:
         f"{clock(res['train_seconds'])}, evaluation {clock(timing.get('eval_seconds', 0.0))})",
         f"  results     {run_dir / 'results.json'}",
     ]
+    if (res.get("config") or {}).get("device"):
+        lines.insert(-1, f"  device      {res['config']['device']}")
     wb = res.get("wandb")
     if not wb:
         lines.append("  W&B         off")
@@ -341,6 +352,20 @@ def final_summary(res: dict[str, Any], run_dir: Path) -> str:
         lines.append(f"              upload: {wb.get('sync')}")
     else:
         lines.append(f"  W&B         {wb.get('url') or wb.get('path')}")
+    return "\n".join(lines)
+
+
+def config_printout(c: dict[str, Any]) -> str:
+    """The settings a run starts with, one ``group: key=value ...`` line per group (the full
+    config is in ``<run_dir>/.hydra/config.yaml`` and results.json ``config``)."""
+    lines = ["settings:"]
+    for group in ("strategy", "benchmark", "model", "train", "eval", "trainer", "logger"):
+        vals = c.get(group)
+        if group == "eval" and (c.get("benchmark") or {}).get("scenario") != "class":
+            continue  # task inference: class-IL runs only
+        if isinstance(vals, dict):
+            lines.append(f"  {group + ':':<10} " + " ".join(f"{k}={v}" for k, v in vals.items()
+                                                           if v is not None and v != []))
     return "\n".join(lines)
 
 

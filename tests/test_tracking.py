@@ -99,6 +99,7 @@ def test_offline_run_read_back_with_wandbs_own_records(tmp_path, monkeypatch):
                 for j in range(T) if f"eval/acc/task_{j}" in r}
     assert per_task == {(i, j): res["acc_matrix"][i][j] for i in range(T) for j in range(i + 1)}
     assert any("time/task_seconds" in r for r in run.history)
+    assert (run.files_dir / "output.log").is_file()  # console captured (W&B's Logs tab)
     chart = run.charts()["eval/acc_per_task"]
     assert chart["panel_config"]["panelDefId"] == "wandb/lineseries/v0"
     table = run.table("eval/acc_per_task_table")

@@ -142,3 +142,25 @@ def test_resumed_offline_run_is_one_continuous_history(tmp_path, monkeypatch):
     for key in ("eval/acc/avg_seen", "stream/forgetting", "budget/train_steps"):
         assert [r[key] for r in got.rows_with(key)] == pytest.approx(
             [r[key] for r in ref.rows_with(key)]), key
+
+
+def test_system_metrics_and_console_on_by_default_off_by_setting():
+    from cl_compress.tracking import TrackerSettings, _wandb_settings
+
+    on = _wandb_settings(TrackerSettings())
+    assert on.console == "wrap" and not on.x_disable_stats
+    off = _wandb_settings(TrackerSettings(system_metrics=False, console=False))
+    assert off.console == "off" and off.x_disable_stats
+
+
+def test_default_trainer_is_auto_and_the_device_is_named():
+    from cl_compress.engine.device import describe_device
+    from cl_compress.settings.compose import compose_config
+
+    c = compose_config([])
+    assert c["trainer"]["accelerator"] == "auto"
+    import torch
+
+    text = describe_device(c["trainer"])
+    assert text.startswith("GPU") if torch.cuda.is_available() else text == "CPU (no GPU found)"
+    assert describe_device({"accelerator": "cpu"}) == "CPU"

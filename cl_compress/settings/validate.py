@@ -68,7 +68,7 @@ def check_config(c: dict[str, Any]) -> None:
     Imports neither torch, Lightning nor Avalanche (``settings.py``, :func:`backbone_signatures`)."""
     from cl_compress.settings import BenchmarkSpec, TrackerSettings, TrainerSettings, TrainSettings
 
-    extra = sorted(set(c) - _top_level_keys() - {"hydra"})
+    extra = sorted(set(c) - _top_level_keys() - {"hydra", "device"})  # device: set by train.py
     if extra:
         raise ConfigError(f"unknown top-level key(s) {', '.join(extra)}; valid: "
                           f"{', '.join(sorted(_top_level_keys()))}")

@@ -92,7 +92,7 @@ class Tracker:
                 project=s.project, entity=s.entity, name=name, group=group,
                 tags=_unique(list(s.tags) + tags), dir=str(self.run_dir),
                 mode="offline" if mode in ("offline", "dryrun") else mode, config=config,
-                settings=_wandb_settings(), reinit="finish_previous",
+                settings=_wandb_settings(s), reinit="finish_previous",
                 id=wandb_run_id(self.run_dir, self._resuming), resume="allow",
             )
             # axes: `train/step` (optimiser steps over the whole run) for training rows, which
@@ -262,11 +262,14 @@ def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _wandb_settings():
+def _wandb_settings(s: TrackerSettings | None = None):
+    s = s or TrackerSettings()
     try:
         import wandb
 
-        # login_timeout: should W&B ever show its login prompt, it gives up instead of waiting
-        return wandb.Settings(silent=True, console="off", x_disable_stats=True, login_timeout=1.0)
+        # login_timeout: should W&B ever show its login prompt, it gives up instead of waiting;
+        # system metrics (System tab) and console capture (Logs tab) unless switched off
+        return wandb.Settings(silent=True, console="wrap" if s.console else "off",
+                              x_disable_stats=not s.system_metrics, login_timeout=1.0)
     except Exception:
         return None
