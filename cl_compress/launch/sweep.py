@@ -613,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or preset.get("out")
     if out and not report.startswith("none"):
         copy_report(sweep_dir, Path(out))
+    if not report.startswith("none"):
+        report += wandb_summary(sweep_dir)
     failed = [j for j in meta["jobs"] if j["rc"] != 0]
     print(f"\nsweep: {sweep_dir} ({meta['total_seconds']:.0f} s): {final['done']}/{final['total']} "
           f"runs done ({final['kept']} kept from before), {final['failed']} failed, {missing} "
@@ -641,3 +643,20 @@ def unequal_budgets(sweep_dir: Path) -> dict[str, str]:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def wandb_summary(sweep_dir: Path) -> str:
+    """The sweep's W&B dashboard definition (``dashboard.json``) and, when its runs logged to
+    W&B, its report.md and figures as an artifact of a summary run in the group
+    (:mod:`cl_compress.tracking.dashboard`); never fails the sweep."""
+    from cl_compress.tracking import dashboard
+
+    try:
+        dashboard.main([str(sweep_dir)])
+        if any(sweep_dir.rglob("wandb_run_id")):
+            meta = json.loads((sweep_dir / "sweep.json").read_text())
+            where = dashboard.log_report(sweep_dir, meta.get("name") or sweep_dir.name)
+            return f"\nreport on W&B: {'wandb sync ' + str(where) if where else 'uploaded'}"
+    except Exception as e:  # noqa: BLE001  (the sweep's results matter more)
+        print(f"warning: W&B dashboard/report not written: {type(e).__name__}: {e}", file=sys.stderr)
+    return ""
