@@ -51,7 +51,7 @@ LOCAL_PRESET_DIR = Path("presets")  # your own (make tune writes here): ./preset
 PRESET_KEYS = {"description", "target", "benchmarks", "strategies", "seeds", "overrides",
                "benchmark_overrides", "strategy_overrides", "variants", "out", "parallel", "threads",
                "budget_exceptions", "launcher", "tuning"}
-REPORT_FILES = ("report.md", "runs.csv", "summary.json", "sweep.json")
+REPORT_FILES = ("report.md", "runs.csv", "summary.json", "sweep.json", "dashboard.json")
 CONFIG_DIR = "strategy_configs"  # generated configs (variants, preset overrides), in the sweep dir
 LAUNCHERS = ("joblib", "basic", "submitit_local", "submitit_slurm")
 SKIP_DIRS = (CONFIG_DIR, ".submitit")  # folders of a sweep dir that hold no run
@@ -610,11 +610,11 @@ def main(argv: list[str] | None = None) -> int:
         report = str(write_report(sweep_dir))
     except ValueError as e:  # no run finished
         report = f"none ({e})"
+    if not report.startswith("none"):
+        report += wandb_summary(sweep_dir)
     out = args.out or preset.get("out")
     if out and not report.startswith("none"):
         copy_report(sweep_dir, Path(out))
-    if not report.startswith("none"):
-        report += wandb_summary(sweep_dir)
     failed = [j for j in meta["jobs"] if j["rc"] != 0]
     print(f"\nsweep: {sweep_dir} ({meta['total_seconds']:.0f} s): {final['done']}/{final['total']} "
           f"runs done ({final['kept']} kept from before), {final['failed']} failed, {missing} "
