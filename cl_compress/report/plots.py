@@ -270,7 +270,7 @@ def _y_window(means: dict[str, float]) -> tuple[float, float, set[str]]:
         return 0.0, 100.0, set()
     ordered = sorted(means.items(), key=lambda kv: kv[1])
     off: set[str] = set()
-    for (lab, v), (_, nxt) in zip(ordered, ordered[1:]):
+    for (_, v), (_, nxt) in zip(ordered, ordered[1:]):
         if nxt - v > 25 and len(off) < len(ordered) - 1:
             off |= {lab2 for lab2, v2 in ordered if v2 <= v}
     kept = [v for lab, v in means.items() if lab not in off]
