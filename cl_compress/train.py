@@ -13,12 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+if __name__ == "__main__":  # a typo answered in one line before Hydra is imported
+    from cl_compress.settings.suggest import exit_on_typo
 
-from cl_compress.errors import ConfigError, UserError
-from cl_compress.rundir.preempt import Preempted
-from cl_compress.settings.catalogue import synthetic_suffix
+    exit_on_typo(sys.argv[1:])
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from cl_compress.errors import ConfigError, UserError  # noqa: E402
+from cl_compress.rundir.preempt import Preempted  # noqa: E402
+from cl_compress.settings.catalogue import synthetic_suffix  # noqa: E402
 
 log = logging.getLogger("cl_compress")
 
@@ -70,6 +75,10 @@ def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
     c = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
     precheck(c)
+    if "device" not in c:  # what the run trains on, in words (results.json config, W&B config)
+        from cl_compress.engine.device import describe_device
+
+        c = {**c, "device": describe_device(c["trainer"])}
     with contextlib.ExitStack() as stack:
         return _build_and_run(c, run_dir, on_task_end, stack)
 
@@ -78,6 +87,7 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
                    stack: contextlib.ExitStack) -> dict[str, Any]:
     from cl_compress.engine.loop import run_stream
     from cl_compress.experiment import build_experiment, plan_experiment
+    from cl_compress.report.labels import group_name, run_name
     from cl_compress.rundir.session import run_session
     from cl_compress.tracking import Tracker, TrackerSettings
 
@@ -86,10 +96,11 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     tracker_settings = TrackerSettings(**c["logger"])
     session = stack.enter_context(run_session(run_dir, c))  # lock, overwrite/resume, signals
     exp = build_experiment(plan)
-    group = tracker_settings.group or f"{spec.name}-{spec.scenario}"
     synthetic = "-synthetic" if exp.stream.source.startswith("synthetic") else ""  # a stand-in's data
+    group = tracker_settings.group or group_name(spec.name + synthetic, spec.scenario, c["train"])
     tracker = Tracker(
-        run_dir, tracker_settings, name=f"{strategy.label}-{spec.name}{synthetic}-s{c['seed']}", group=group,
+        run_dir, tracker_settings, group=group,
+        name=run_name(strategy.label, spec.name + synthetic, spec.scenario, c["train"], c["seed"]),
         config=wandb_config(c, group, strategy.variant, strategy.label),
         tags=[strategy.name, *([strategy.label] if strategy.variant else []), spec.name,
               spec.scenario, f"seed{c['seed']}", *(["synthetic"] if synthetic else [])],
@@ -184,8 +195,13 @@ def main(cfg: DictConfig) -> None:
         train = c["train"]
         budget = (f"{train['steps_per_task']} steps/task" if train.get("steps_per_task")
                   else f"{train.get('epochs')} epoch(s)/phase")
-        print(f"{c['strategy']['name']} on {c['benchmark']['name']} ({budget}, seed {c['seed']}): "
-              f"config ok; loading Lightning and the data ...", flush=True)
+        from cl_compress.engine.device import describe_device
+
+        c["device"] = describe_device(c["trainer"])
+        print(f"{c['strategy']['name']} on {c['benchmark']['name']}-{c['benchmark'].get('scenario')} "
+              f"({budget}, seed {c['seed']}) on {c['device']}: config ok; loading Lightning and "
+              f"the data ...", flush=True)
+        print(config_printout(c), flush=True)
     import lightning.pytorch  # noqa: F401  (it sets its own log level on import)
 
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners, tips
@@ -226,8 +242,8 @@ def final_summary(res: dict[str, Any], run_dir: Path) -> str:
     ...                      "ratio_vs_individual": 2.0, "stored_params": 250000}}
     >>> print(final_summary(r, Path("runs/x")))  # doctest: +NORMALIZE_WHITESPACE
     packnet on synthetic (task-incremental, 2 tasks, seed 0)
-      accuracy    0.9500 average over tasks after the last one [0.9000 1.0000]
-      forgetting  0.0000 (backward transfer +0.0000, plasticity 0.9500)
+      accuracy    0.9500 task-IL, average over tasks after the last one [0.9000 1.0000]
+      forgetting  0.0000 task-IL (backward transfer +0.0000, plasticity 0.9500)
       size        1.00 MB stored (250,000 parameters; file 1.10 MB)
                   2.00x smaller than 2 individual models (2.00 MB)
       time        0:04 (training 0:03, evaluation 0:00)
@@ -244,13 +260,7 @@ def final_summary(res: dict[str, Any], run_dir: Path) -> str:
     lines = [
         f"{res.get('method') or res['strategy']} on {res['benchmark']} ({res['scenario']}-incremental, "
         f"{T} tasks, seed {res['seed']})",
-        f"  accuracy    {res['avg_acc']:.4f} average over tasks after the last one "
-        f"[{' '.join(f'{a:.4f}' for a in res['acc_matrix'][-1])}]",
-        f"  forgetting  {res['forgetting']:.4f} (backward transfer {res['bwt']:+.4f}, "
-        f"plasticity {res['plasticity']:.4f})",
-        *([f"  class-IL    task id inferred by {res['class_il']['score']}: task inference "
-            f"{res['class_il']['task_inference_avg']:.4f}; task-IL (task id given) average "
-            f"{res['task_il']['avg_acc']:.4f}"] if "class_il" in res else []),
+        *scenario_lines(res),
         f"  size        {human_bytes(comp['stored_bits'] / 8)} stored ({comp['stored_params']:,} "
         f"parameters; file {human_bytes(comp['model_bytes'])})",
         f"              {vs} {T} individual models ({human_bytes(comp['individual_bits'] / 8)})",
@@ -258,6 +268,8 @@ def final_summary(res: dict[str, Any], run_dir: Path) -> str:
         f"{clock(res['train_seconds'])}, evaluation {clock(timing.get('eval_seconds', 0.0))})",
         f"  results     {run_dir / 'results.json'}",
     ]
+    if (res.get("config") or {}).get("device"):
+        lines.insert(-1, f"  device      {res['config']['device']}")
     wb = res.get("wandb")
     if not wb:
         lines.append("  W&B         off")
@@ -267,6 +279,38 @@ def final_summary(res: dict[str, Any], run_dir: Path) -> str:
     else:
         lines.append(f"  W&B         {wb.get('url') or wb.get('path')}")
     return "\n".join(lines)
+
+
+def config_printout(c: dict[str, Any]) -> str:
+    """The settings a run starts with, one ``group: key=value ...`` line per group (the full
+    config is in ``<run_dir>/.hydra/config.yaml`` and results.json ``config``)."""
+    lines = ["settings:"]
+    for group in ("strategy", "benchmark", "model", "train", "eval", "trainer", "logger"):
+        vals = c.get(group)
+        if group == "eval" and (c.get("benchmark") or {}).get("scenario") != "class":
+            continue  # task inference: class-IL runs only
+        if isinstance(vals, dict):
+            lines.append(f"  {group + ':':<10} " + " ".join(f"{k}={v}" for k, v in vals.items()
+                                                           if v is not None and v != []))
+    return "\n".join(lines)
+
+
+def scenario_lines(res: dict[str, Any]) -> list[str]:
+    """The accuracy and forgetting lines of :func:`final_summary`, each figure named by its
+    scenario (class-IL runs: the task-IL figures on their own line)."""
+    name = "class-IL" if res.get("scenario") == "class" else "task-IL"
+    lines = [f"  accuracy    {res['avg_acc']:.4f} {name}, average over tasks after the last one "
+             f"[{' '.join(f'{a:.4f}' for a in res['acc_matrix'][-1])}]",
+             f"  forgetting  {res['forgetting']:.4f} {name} (backward transfer {res['bwt']:+.4f}, "
+             f"plasticity {res['plasticity']:.4f})"]
+    til = res.get("task_il")
+    if name == "class-IL" and til:
+        ci = res.get("class_il") or {}
+        how = (f"task id inferred by {ci['score']}: task inference "
+               f"{ci['task_inference_avg']:.4f}; " if ci else "one shared head; ")
+        lines.append(f"  task-IL     {til['avg_acc']:.4f} (task id given), forgetting "
+                     f"{til['forgetting']:.4f}; {how.rstrip('; ')}")
+    return lines
 
 
 def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> dict[str, Any] | None:

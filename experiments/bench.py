@@ -27,8 +27,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from cl_compress import metrics
 from cl_compress.benchmarks import BenchmarkSpec, build_stream, make_loader
-from cl_compress.engine import metrics
 from cl_compress.engine.loop import TrainerSettings, make_trainer
 from cl_compress.engine.system import ContinualSystem
 from cl_compress.experiment import build_experiment

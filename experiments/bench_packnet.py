@@ -5,7 +5,7 @@ Both see the same materialised split_fmnist experiences (5 tasks x 2 classes), a
 per task. Avalanche's PackNet cannot take a multi-head classifier, so, as in Avalanche's
 own reference experiment, its MLP ends in one shared 10-unit layer over the global labels
 (pruned like every other layer) and task labels select the mask. Ours uses one head per
-task. Accuracy matrices of both go through ``cl_compress.engine.metrics`` (Chaudhry forgetting).
+task. Accuracy matrices of both go through ``cl_compress.metrics`` (Chaudhry forgetting).
 
 Usage: python -m experiments.bench_packnet [--quick] [--out PATH]
 """
@@ -22,8 +22,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from cl_compress import metrics
 from cl_compress.benchmarks import BenchmarkSpec, Stream, build_stream
-from cl_compress.engine import metrics
 from cl_compress.engine.loop import run_stream
 from cl_compress.experiment import build_experiment
 from cl_compress.report import claims

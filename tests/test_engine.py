@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cl_compress import metrics
 from cl_compress.benchmarks import BenchmarkSpec, build_stream, make_loader
-from cl_compress.engine import metrics
 from cl_compress.engine.loop import TrainerSettings, evaluate, make_trainer, task_seed
 from cl_compress.engine.system import ContinualSystem
 from cl_compress.models import ContinualModel, build_backbone

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from cl_compress.engine import metrics
+from cl_compress import metrics
 
 R = [[0.95, None, None, None],
      [0.90, 0.97, None, None],

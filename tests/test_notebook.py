@@ -79,3 +79,27 @@ def test_notebook_executes_on_a_sweep(tiny_sweep, tmp_path, monkeypatch):
     assert "not measured" in text  # the compression strategies are absent from this sweep
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3  # heat-maps, task curves, accuracy vs size
+
+
+@pytest.mark.slow
+def test_notebook_on_a_fresh_clone_says_what_to_run_first(tmp_path, monkeypatch):
+    """No sweep yet: the first code cell stops "Run All" with one line naming the command,
+    not a traceback."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    spec = tmp_path / "jupyter" / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "cl_compress test", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("CLC_SWEEP", str(tmp_path / "no_sweep_yet"))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    with pytest.raises(CellExecutionError):
+        NotebookClient(nb, timeout=300, kernel_name=KERNEL,
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert len(errors) == 1 and errors[0].ename == "RunThisFirst"
+    assert errors[0].traceback == [errors[0].evalue] and "make compare-cpu" in errors[0].evalue

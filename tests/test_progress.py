@@ -30,7 +30,7 @@ def test_piped_output_is_one_plain_line_per_epoch():
     _drive(RunProgress(2, stream=out, tty=False), epochs=3, steps_per_epoch=4)
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue() and len(lines) == 2 * 3
-    assert lines[0].startswith("task 1/2 · train · epoch 1 · step 4/12 · loss 0.5000 acc 0.9000")
+    assert lines[0].startswith("task 0 (1 of 2) · train · epoch 1 · step 4/12 · loss 0.5000 acc 0.9000")
     assert "run 100%" in lines[-1] and "ETA 0:00" in lines[-1]
 
 
@@ -39,7 +39,7 @@ def test_terminal_redraws_one_line_and_quiet_mode_prints_nothing():
     p = RunProgress(2, stream=out, tty=True)
     p._drawn = -1e9
     _drive(p, epochs=1, steps_per_epoch=2)
-    assert out.getvalue().startswith("\r\033[Ktask 1/2") and "\n" not in out.getvalue()
+    assert out.getvalue().startswith("\r\033[Ktask 0 (1 of 2)") and "\n" not in out.getvalue()
     quiet = io.StringIO()
     _drive(RunProgress(2, show=False, stream=quiet, tty=False), epochs=2, steps_per_epoch=2)
     assert quiet.getvalue() == ""

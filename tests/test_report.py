@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cl_compress import report
+from cl_compress import metrics, report
 from cl_compress.benchmarks import BENCHMARKS
-from cl_compress.engine import metrics
 from cl_compress.errors import ConfigError
 from cl_compress.launch import sweep
 from cl_compress.report import claims

@@ -71,7 +71,7 @@ def test_class_scenario_writes_both_matrices(tmp_path, strategy):
     per = res["budget"]["per_task"][0]
     assert per["negative_samples"] == per["samples_seen"]
     csv = (tmp_path / "metrics.csv").read_text()
-    for key in ("eval/task_inference/task_0", "eval/class_il/avg_seen", "eval/acc/avg_seen",
+    for key in ("eval/task_inference/task_0", "eval/task_il/avg_seen", "eval/acc/avg_seen",
                 "budget/negative_samples"):
         assert key in csv, key
     assert (tmp_path / "acc_matrix.png").exists() and (tmp_path / "acc_matrix_task_il.png").exists()

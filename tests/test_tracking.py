@@ -93,8 +93,13 @@ def test_offline_run_read_back_with_wandbs_own_records(tmp_path, monkeypatch):
     assert run.metrics["train/*"]["step_metric"] == "train/step"
     assert run.metrics["eval/*"]["step_metric"] == "task"
     assert not any("trainer/global_step" in r for r in run.history)
-    assert not any(k.startswith("eval/acc/task_") for r in run.history for k in r)  # no panel per task
+    # R[i][j] as scalars (eval/acc/task_j at x = task i, as Avalanche logs them): W&B overlays
+    # and averages them across runs
+    per_task = {(r["task"], j): r[f"eval/acc/task_{j}"] for r in run.history if "task" in r
+                for j in range(T) if f"eval/acc/task_{j}" in r}
+    assert per_task == {(i, j): res["acc_matrix"][i][j] for i in range(T) for j in range(i + 1)}
     assert any("time/task_seconds" in r for r in run.history)
+    assert (run.files_dir / "output.log").is_file()  # console captured (W&B's Logs tab)
     chart = run.charts()["eval/acc_per_task"]
     assert chart["panel_config"]["panelDefId"] == "wandb/lineseries/v0"
     table = run.table("eval/acc_per_task_table")
@@ -105,8 +110,8 @@ def test_offline_run_read_back_with_wandbs_own_records(tmp_path, monkeypatch):
     meta = models[0]["metadata"]
     assert meta["format"] == "individual-fp32" and meta["final_acc_row"] == res["acc_matrix"][-1]
     assert meta["sha256"] == res["artifact_sha256"]
-    assert run.config["logger"]["group"] == "synthetic-task" == run.group
-    assert run.name == "individual-synthetic-s0" and run.config["method"] == "individual"
+    assert run.config["logger"]["group"] == "synthetic-task-20steps" == run.group
+    assert run.name == "individual-synthetic-task-20steps-s0" and run.config["method"] == "individual"
 
 
 def test_variant_names_runs_apart(tmp_path, monkeypatch):
@@ -117,9 +122,9 @@ def test_variant_names_runs_apart(tmp_path, monkeypatch):
     run_quick(tmp_path / "a", ["logger=wandb", "strategy=lrpet", "strategy.mode=truncate",
                                "train.epochs=null", "train.steps_per_task=6"])
     run = read_run(tmp_path / "a", wait=60)
-    assert run.name == "lrpet[mode=truncate]-synthetic-s0"
+    assert run.name == "lrpet[mode=truncate]-synthetic-task-6steps-s0"
     assert "lrpet[mode=truncate]" in run.tags and run.config["strategy"]["variant"] == "mode=truncate"
     assert run.rows_with("compress/rank/body.1")  # layers named by their path in the model
     run_quick(tmp_path / "b", ["logger=wandb", "strategy=lrpet", "strategy.variant=truncate-ft",
                                "strategy.mode=truncate", "train.epochs=null", "train.steps_per_task=6"])
-    assert read_run(tmp_path / "b", wait=60).name == "lrpet[truncate-ft]-synthetic-s0"
+    assert read_run(tmp_path / "b", wait=60).name == "lrpet[truncate-ft]-synthetic-task-6steps-s0"

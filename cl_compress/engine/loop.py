@@ -18,10 +18,10 @@ import lightning as L
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
+from cl_compress import metrics
 from cl_compress.benchmarks import Stream
 from cl_compress.benchmarks.feed import TrainFeed
 from cl_compress.compress.accounting import individual_reference_bits
-from cl_compress.engine import metrics
 from cl_compress.engine.callbacks import (
     CHECKPOINT,
     BudgetLedger,
@@ -31,6 +31,7 @@ from cl_compress.engine.callbacks import (
     ProgressDisplay,
     RankAgreement,
     RunCallback,
+    SharedHeadTaskIL,
     TaskEndHook,
     TaskLogger,
     task_seed,
@@ -130,7 +131,8 @@ def default_callbacks(tracker, trainer: TrainerSettings, resume: bool = False,
                       checkpoint: dict[str, Any] | None = None,
                       task_inference: TaskInferenceSettings | None = None,
                       on_task_end: Callable[[int, ContinualModel, Strategy], None] | None = None,
-                      steps_per_task: int | None = None) -> list[RunCallback]:
+                      steps_per_task: int | None = None,
+                      shared_head_class_il: bool = False) -> list[RunCallback]:
     """The callbacks of a run, in the order they hear each event: class-IL inference (opt-in)
     first (its row and metrics feed the logger), the logger before the checkpointer (a task
     is logged, then recorded as finished), the checkpointer before the ledger and the progress
@@ -138,6 +140,8 @@ def default_callbacks(tracker, trainer: TrainerSettings, resume: bool = False,
     cbs: list[RunCallback] = []
     if task_inference is not None:
         cbs.append(ClassILInference(task_inference))
+    elif shared_head_class_il:
+        cbs.append(SharedHeadTaskIL())
     cbs += [RankAgreement(), TaskLogger(tracker), Checkpointer(resume, checkpoint),
             BudgetLedger(steps_per_task), ProgressDisplay(trainer.progress_bar)]
     if on_task_end is not None:
@@ -160,7 +164,8 @@ def run_stream(
     ``task_inference``: class-IL evaluation; ``on_task_end(t, model, strategy)`` after each
     finished task)."""
     cbs = callbacks if callbacks is not None else default_callbacks(
-        tracker, trainer, resume, checkpoint, task_inference, on_task_end, train.steps_per_task)
+        tracker, trainer, resume, checkpoint, task_inference, on_task_end, train.steps_per_task,
+        shared_head_class_il=stream.scenario == "class" and task_inference is None)
     state = LoopState(stream, model, strategy, train, trainer, Path(run_dir), seed, config, cbs)
     T = stream.n_tasks
     # counted before setup() turns the body into a strategy's layers (factors, masks)

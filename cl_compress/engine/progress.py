@@ -65,13 +65,17 @@ class RunProgress:
     def start_phase(self, name: str, planned_steps: int | None) -> None:
         self.phase, self.phase_steps = name, planned_steps
 
-    def task_done(self, task: int, row: list[float], seconds: float) -> None:
-        avg = sum(row) / len(row)
-        accs = " ".join(f"{a:.4f}" for a in row)
+    def task_done(self, task: int, row: list[float], seconds: float,
+                  accuracy: str | None = None) -> None:
+        """``accuracy``: the line's accuracy text, each figure named by its meaning
+        (:func:`cl_compress.tracking.keys.terminal_line`); by default ``row``'s average."""
+        if accuracy is None:
+            accuracy = (f"avg {sum(row) / len(row):.4f} over {len(row)} seen "
+                        f"[{' '.join(f'{a:.4f}' for a in row)}]")
         eta = "" if task + 1 >= self.n_tasks else f", ETA {clock(self.eta())}"
         self._clear()
-        log.info("task %d/%d done in %s: avg %.4f over %d seen [%s] (elapsed %s%s)", task + 1,
-                 self.n_tasks, clock(seconds), avg, len(row), accs, clock(self.elapsed()), eta)
+        log.info("task %d (%d of %d) done in %s: %s (elapsed %s%s)", task, task + 1,
+                 self.n_tasks, clock(seconds), accuracy, clock(self.elapsed()), eta)
 
     # --- told by the training system ------------------------------------------------------
     def step(self, system: Any, loss: float) -> None:
@@ -116,7 +120,7 @@ class RunProgress:
         pct = f"run {100 * self.steps_done / total:.0f}%" if total else "run ?%"
         step = f"step {system.task_steps}/{self.task_planned}" if self.task_planned else \
             f"step {system.task_steps}"
-        return (f"task {self.task + 1}/{self.n_tasks} · {self.phase} · epoch "
+        return (f"task {self.task} ({self.task + 1} of {self.n_tasks}) · {self.phase} · epoch "
                 f"{system.phase_epoch + (0 if self.tty is False else 1)} · {step} · {figures} · {pct} · "
                 f"{clock(self.elapsed())} elapsed · ETA {clock(self.eta())}")
 

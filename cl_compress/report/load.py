@@ -50,20 +50,28 @@ def _default_config(strategy: str) -> dict[str, Any] | None:
 
 
 def assign_labels(runs: list[Run]) -> None:
-    """Label each run by its strategy plus the hyper-parameters that make it a variant:
-    keys that vary between runs of that strategy and differ from the strategy's defaults
-    (e.g. ``lrpet[mode=truncate]``); runs with the default values keep the plain name."""
-    by_name: dict[str, list[Run]] = {}
+    """Label each run as W&B and the terminal did (:func:`cl_compress.report.labels.method_label`:
+    the strategy plus its categorical settings that differ from the defaults, or an explicit
+    ``strategy.variant``). Runs under one label that still differ in a setting (a numeric
+    sweep, e.g. two prune ratios) get those settings appended, so two settings never share
+    a row (``packnet[prune_ratio=0.5]``)."""
+    from cl_compress.report.labels import method_label
+
+    by_label: dict[str, list[Run]] = {}
     for r in runs:
-        by_name.setdefault(r.strategy, []).append(r)
-    for name, rs in by_name.items():
+        explicit = ((r.res.get("config") or {}).get("strategy") or {}).get("variant")
+        r.label = method_label(r.strategy, r.config, explicit)
+        by_label.setdefault(r.label, []).append(r)
+    for label, rs in by_label.items():
         # keys every run has (a key missing from some runs means another code version, not a variant)
         keys = sorted(set.intersection(*(set(r.config) for r in rs)))
         varying = [k for k in keys if len({json.dumps(r.config[k], sort_keys=True) for r in rs}) > 1]
-        ref = _default_config(name) or rs[0].config
+        ref = _default_config(rs[0].strategy) or rs[0].config
         for r in rs:
             diff = [f"{k}={r.config.get(k)}" for k in varying if r.config.get(k) != ref.get(k)]
-            r.label = f"{name}[{','.join(diff)}]" if diff else name
+            if diff:
+                inner = label[len(r.strategy) + 1:-1] if label != r.strategy else ""
+                r.label = f"{r.strategy}[{','.join(([inner] if inner else []) + diff)}]"
 
 
 def load_sweep(root: str | Path) -> Sweep:

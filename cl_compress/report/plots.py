@@ -41,6 +41,55 @@ def fmt_bytes(v: float) -> str:
     return f"{v:g} B"
 
 
+ERRBAR_NOTE = "error bars: ±1 standard deviation over seeds, clipped to [0, 100] %"
+# per-layer kinds: (y-axis label with unit, title)
+KIND_AXES = {
+    "rank": ("rank k (singular values kept)", "rank per layer"),
+    "new_rank": ("rank added by the task", "new rank per layer"),
+    "bits": ("bits per weight", "bits per layer"),
+    "free_fraction": ("free weights (fraction, 0-1)", "free weights per layer"),
+    "owned_fraction": ("weights owned (fraction, 0-1)", "weights owned per layer"),
+    "alpha": ("energy-transfer scale α", "α per layer"),
+    "energy_removed": ("energy removed (fraction, 0-1)", "energy removed by projection"),
+    "quant_drop_points": ("accuracy drop (% points)", "quantisation drop"),
+    "usable_positions": ("usable positions (weights)", "usable positions"),
+    "free_bits": ("free bits", "free bits"),
+}
+
+
+def clipped_err(mean: np.ndarray | float, std: np.ndarray | float,
+                lo: float = 0.0, hi: float = 100.0) -> np.ndarray:
+    """Asymmetric error bar ``[[down], [up]]`` of ±``std`` around ``mean`` clipped to
+    ``[lo, hi]`` (an accuracy cannot pass 100 % or go below 0 %).
+
+    >>> clipped_err(99.0, 3.0).tolist()
+    [[3.0], [1.0]]
+    """
+    m, sd = np.atleast_1d(np.asarray(mean, float)), np.atleast_1d(np.asarray(std, float))
+    return np.vstack([np.minimum(sd, m - lo), np.minimum(sd, hi - m)])
+
+
+def heatmap_decimals(arrays: list[np.ndarray]) -> int:
+    """0 decimals unless the cells crowd (all within 10 points) or whole numbers would make
+    two different panels look the same: then 1.
+
+    >>> a, b = np.array([[99.2]]), np.array([[98.9]])
+    >>> heatmap_decimals([a, b]), heatmap_decimals([np.array([[50.0]]), np.array([[80.0]])])
+    (1, 0)
+    """
+    values = np.concatenate([a[~np.isnan(a)] for a in arrays]) if arrays else np.array([])
+    if values.size and values.max() - values.min() < 10:
+        return 1
+    rounded = [np.nan_to_num(np.round(a), nan=-1) for a in arrays]
+    for i in range(len(arrays)):
+        for j in range(i + 1, len(arrays)):
+            same_int = np.array_equal(rounded[i], rounded[j])
+            if same_int and not np.allclose(np.nan_to_num(arrays[i], nan=-1),
+                                            np.nan_to_num(arrays[j], nan=-1), atol=0.05):
+                return 1
+    return 0
+
+
 def matrix_percent(matrix: list[list[float | None]], n_tasks: int | None = None) -> np.ndarray:
     """One run's accuracy matrix (fractions; ``None`` or missing: not evaluated) in %, as a
     ``T x T`` array with NaN where there is no value (above the diagonal).
@@ -64,17 +113,18 @@ def mean_matrix(runs: list[Run]) -> np.ndarray:
         return np.nanmean(stack, axis=0)
 
 
-def draw_matrix(ax, arr: np.ndarray, title: str, decimals: int = 0, fontsize: float = 7):
+def draw_matrix(ax, arr: np.ndarray, title: str, decimals: int = 0, fontsize: float = 7,
+                vmin: float = 0.0):
     """Draw an accuracy matrix in % (row i: after training task i; column j: task j) on
     ``ax``, with the values written in the cells up to 10 tasks; returns the image (for a
     colour bar)."""
     T = arr.shape[0]
-    im = ax.imshow(arr, vmin=0, vmax=100, cmap="viridis")
+    im = ax.imshow(arr, vmin=vmin, vmax=100, cmap="viridis")
     if T <= 10:
         for (i, j), v in np.ndenumerate(arr):
             if not math.isnan(v):
                 ax.text(j, i, f"{v:.{decimals}f}", ha="center", va="center", fontsize=fontsize,
-                        color="white" if v < 60 else "black")
+                        color="white" if v < vmin + 0.6 * (100 - vmin) else "black")
     ticks = range(T) if T <= 10 else range(0, T, max(1, T // 5))
     ax.set_xticks(ticks)
     ax.set_yticks(ticks)
@@ -104,13 +154,21 @@ def heatmaps(groups: dict[str, list[Run]], title: str = "") -> Figure:
     fig = Figure(figsize=(ncol * cell + 1.2, nrow * cell + 0.8), layout="constrained")
     axes = fig.subplots(nrow, ncol, squeeze=False)
     im = None
+    arrays = {lab: mean_matrix(groups[lab]) for lab in labels}
+    decimals = heatmap_decimals(list(arrays.values()))
+    low = np.nanmin([np.nanmin(a) for a in arrays.values()]) if arrays else 0.0
+    vmin = float(max(0, math.floor(low / 5) * 5 - 5)) if decimals else 0.0  # colours that differ
     for ax, lab in zip(axes.flat, labels):
-        im = draw_matrix(ax, mean_matrix(groups[lab]), f"{lab} (n={len(groups[lab])})")
+        im = draw_matrix(ax, arrays[lab], f"{lab} (n={len(groups[lab])})", decimals=decimals,
+                         fontsize=7 if decimals == 0 or T <= 5 else 6, vmin=vmin)
     for ax in list(axes.flat)[len(labels):]:
         ax.axis("off")
     if im is not None:
-        fig.colorbar(im, ax=axes, label="accuracy (%), mean over seeds", shrink=0.8)
-    fig.suptitle(f"Accuracy matrices {title}".strip(), fontsize=11)
+        fig.colorbar(im, ax=axes, shrink=0.8, label="accuracy (%), mean over seeds"
+                     + (f" (scale from {vmin:.0f} %)" if vmin else ""))
+    fig.suptitle(f"Accuracy matrices {title}".strip()
+                 + (" (cells: mean over seeds, %, one decimal: the cells lie within 10 points)"
+                    if decimals else " (cells: mean over seeds, %)"), fontsize=10)
     return fig
 
 
@@ -136,7 +194,8 @@ def task_curves(groups: dict[str, list[Run]], title: str = "") -> Figure:
             ax.plot(x, m, marker="o", ms=3, lw=1.4, color=col[lab], label=lab)
             if len(rs) > 1:
                 s = curves.std(axis=0, ddof=1)
-                ax.fill_between(x, m - s, m + s, color=col[lab], alpha=0.15, lw=0)
+                ax.fill_between(x, np.clip(m - s, 0, 100), np.clip(m + s, 0, 100),
+                                color=col[lab], alpha=0.15, lw=0)
         ax.set_title(f"task {j}", fontsize=9)
         ax.set_xlim(-0.3, T - 0.7)
         ax.set_xticks(range(T) if T <= 10 else range(0, T, max(1, T // 5)))
@@ -148,40 +207,76 @@ def task_curves(groups: dict[str, list[Run]], title: str = "") -> Figure:
             ax.set_xlabel("after training task", fontsize=8)
     handles, names = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)), fontsize=8)
-    fig.suptitle(f"Accuracy of each task over the stream {title}".strip(), fontsize=11)
+    fig.suptitle(f"Accuracy of each task over the stream {title}".strip()
+                 + "\nlines: mean over seeds; bands: ±1 standard deviation, clipped to [0, 100] %",
+                 fontsize=10)
     return fig
 
 
+MARKERS = "osD^vP*Xhp<>"
+
+
 def tradeoff(groups: dict[str, list[Run]], title: str = "") -> Figure:
-    """Final average accuracy versus model size (log x): accounted bits and bytes on disk."""
-    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    """Final average accuracy versus model size (log x): accounted bits and bytes on disk.
+
+    Each strategy has its own colour and marker, named in the legend (no labels in the plot
+    that could overlap). The y axis spans the strategies that sit together; one far below
+    (e.g. naive, whose forgetting gives it a low mean and a wide spread) is drawn as a ▼ at
+    the axis bottom with its value written beside it, so it does not flatten the others
+    into one band. Error bars: ±1 std over seeds, clipped to [0, 100] %."""
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     col = colors(list(groups))
-    sizes = (("compression.stored_bits", 1 / 8, "stored size (accounted bits / 8)"),
-             ("compression.model_bytes", 1, "compressed artifact on disk (model_bytes)"))
+    pts = {lab: (stat(rs, "avg_acc"), len(rs)) for lab, rs in groups.items()}
+    means = {lab: 100 * v[0][0] for lab, v in pts.items() if v[0][2]}
+    lo, hi, off = _y_window(means)
+    sizes = (("compression.stored_bits", 1 / 8, "stored size (accounted bits / 8), bytes"),
+             ("compression.model_bytes", 1, "compressed artifact on disk (model_bytes), bytes"))
     for ax, (key, scale, xlabel) in zip(axes, sizes):
-        for lab, rs in groups.items():
+        for k, (lab, rs) in enumerate(groups.items()):
             xm, xs, n = stat(rs, key)
             ym, ys, _ = stat(rs, "avg_acc")
             if n == 0:
                 continue
-            ax.errorbar(xm * scale, 100 * ym, xerr=xs * scale if n > 1 else None,
-                        yerr=100 * ys if n > 1 else None, fmt="o", ms=7, capsize=3,
-                        color=col[lab], label=lab)
-            k = list(groups).index(lab)  # alternate label offsets so neighbours stay legible
-            ax.annotate(lab, (xm * scale, 100 * ym), textcoords="offset points",
-                        xytext=(7, 6) if k % 2 == 0 else (7, -13), fontsize=8)
+            y, sd = 100 * ym, 100 * ys
+            if lab in off:
+                ax.plot(xm * scale, lo, marker="v", ms=9, color=col[lab], ls="none",
+                        label=f"{lab} (off scale: {y:.1f} ± {sd:.1f} %)", clip_on=False)
+                ax.annotate(f"{lab} {y:.1f} %", (xm * scale, lo), textcoords="offset points",
+                            xytext=(0, 8), fontsize=7, ha="center", color=col[lab])
+                continue
+            ax.errorbar(xm * scale, y, xerr=xs * scale if n > 1 else None,
+                        yerr=clipped_err(y, sd) if n > 1 else None, fmt=MARKERS[k % len(MARKERS)],
+                        ms=7, capsize=3, color=col[lab], label=lab)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_bytes(v)))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylim(lo, hi)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("average accuracy after the last task (%)", fontsize=9)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names) or 1), fontsize=8)
-    fig.suptitle(f"Accuracy versus model size {title}".strip(), fontsize=11)
+    fig.suptitle(f"Accuracy versus model size {title}".strip() + f"\n{ERRBAR_NOTE}; "
+                 "x error bars: ±1 std of the size", fontsize=10)
     return fig
+
+
+def _y_window(means: dict[str, float]) -> tuple[float, float, set[str]]:
+    """The y range of the trade-off plot: around the strategies that sit together; a mean
+    more than 25 points below the next one up is drawn off scale."""
+    if not means:
+        return 0.0, 100.0, set()
+    ordered = sorted(means.items(), key=lambda kv: kv[1])
+    off: set[str] = set()
+    for (_, v), (_, nxt) in zip(ordered, ordered[1:]):
+        if nxt - v > 25 and len(off) < len(ordered) - 1:
+            off |= {lab2 for lab2, v2 in ordered if v2 <= v}
+    kept = [v for lab, v in means.items() if lab not in off]
+    lo = max(0.0, math.floor(min(kept) - 6))
+    hi = min(100.0, math.ceil(max(kept) + 3))
+    return lo, max(hi, lo + 5), off
 
 
 def per_layer_kinds(runs: list[Run]) -> dict[str, dict[str, dict[int, float]]]:
@@ -217,8 +312,10 @@ def per_layer(label: str, runs: list[Run], title: str = "") -> Figure | None:
             ax.plot(list(values), list(values.values()), marker="o", ms=3, lw=1.2,
                     label=name if name == "per task" or name.startswith("layer") else f"layer {name}")
         ax.set_xticks(range(max(max(v) for v in series.values()) + 1))
-        ax.set_title(kind.replace("_", " "), fontsize=9)
-        ax.set_xlabel("task", fontsize=8)
+        ylabel, head = KIND_AXES.get(kind, (kind.replace("_", " "), kind.replace("_", " ")))
+        ax.set_title(head, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_xlabel("after training task (0-based)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         if len(series) <= 12:
@@ -239,11 +336,11 @@ def class_il_bars(groups: dict[str, list[Run]], title: str = "",
     ci = [100 * stat(rs, "avg_acc")[0] for rs in groups.values()]
     ti = [100 * stat(rs, "task_il.avg_acc")[0] for rs in groups.values()]
     inf = [100 * stat(rs, "class_il.task_inference_avg")[0] for rs in groups.values()]
-    fig = Figure(figsize=(1.4 + 1.1 * len(labels), 3.8), layout="constrained")
+    fig = Figure(figsize=(max(6.5, 1.4 + 1.1 * len(labels)), 4.2), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(labels))
     ax.bar(x - 0.27, ti, 0.27, label="task-IL (task id given)", color="#9ecae1")
-    ax.bar(x, ci, 0.27, label="class-IL (task id inferred)", color="#3182bd")
+    ax.bar(x, ci, 0.27, label="class-IL (no task id: inferred, or one shared head)", color="#3182bd")
     ax.bar(x + 0.27, inf, 0.27, label="task-inference accuracy", color="#fdae6b")
     for name, v in (anchors or {}).items():
         ax.axhline(100 * v, ls="--", lw=1, color="grey")
@@ -252,5 +349,5 @@ def class_il_bars(groups: dict[str, list[Run]], title: str = "",
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="lower left")
-    ax.set_title(f"class-IL vs task-IL {title}", fontsize=9)
+    fig.suptitle(f"class-IL vs task-IL {title}".strip() + "\n(mean over seeds)", fontsize=10)
     return fig

@@ -55,15 +55,7 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
           f"- date: {m.get('date', 'unknown (no sweep.json)')}",
           f"- command: `{m.get('command', 'python -m cl_compress.report ' + str(sweep.root))}`",
           f"- machine: {m.get('machine', 'unknown')}",
-          *([f"- wall time of the sweep: {m['total_seconds'] / 60:.1f} min over {len(m['jobs'])} "
-             + (f"multirun(s), launcher `{m['launcher']}`, {m.get('parallel', 1)} run(s) at a time"
-                if m.get("launcher") else f"multirun(s) ({m.get('parallel', 1)} at a time; launcher "
-                "not recorded: a sweep from before launchers)")
-             + f", OMP_NUM_THREADS={m.get('threads') or 'unset'} (exit codes "
-             f"{[j['rc'] for j in m['jobs']]})"
-             + (f"; attempt {len(m['attempts']) + 1} of this sweep directory (finished runs of "
-                "earlier attempts kept)" if m.get("attempts") else "")]
-            if m.get("total_seconds") else []),
+          *([wall_time_line(m)] if m.get("total_seconds") else []),
           *[f"- note: {n}" for n in m.get("notes", [])],
           *tuning_lines(m.get("tuning") or {}),
           f"- finished runs: {len(sweep.runs)}; failed: {len(sweep.failed)}; incomplete: "
@@ -166,3 +158,20 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def wall_time_line(m: dict) -> str:
+    """The sweep's wall time, attempt by attempt (runs done and kept in each), so the cost
+    of running the whole sweep from scratch is told apart from a rerun that kept runs."""
+    how = (f"launcher `{m['launcher']}`, {m.get('parallel', 1)} run(s) at a time"
+           if m.get("launcher") else f"{m.get('parallel', 1)} at a time; launcher not recorded")
+    attempts = [*(m.get("attempts") or []), {"total_seconds": m["total_seconds"],
+                                            "progress": m.get("progress") or {}}]
+    parts = []
+    for i, a in enumerate(attempts, 1):
+        p = a.get("progress") or {}
+        ran = (p.get("done", 0) or 0) - (p.get("kept", 0) or 0)
+        parts.append(f"attempt {i}: {a['total_seconds'] / 60:.1f} min, {ran} run(s) trained"
+                     + (f", {p['kept']} kept from before" if p.get("kept") else ""))
+    return (f"- wall time of the sweep: {'; '.join(parts)} ({how}, OMP_NUM_THREADS="
+            f"{m.get('threads') or 'unset'}; exit codes {[j['rc'] for j in m.get('jobs', [])]})")

@@ -26,7 +26,7 @@ from cl_compress.rundir.finite import NonFiniteWeightsError, first_nonfinite
 # ``skip_if_done`` (status.config_hash) alike
 CKPT_FORMAT = 1  # checkpoint.pt layout version (runner writes it, check_structure reads it)
 NOT_COMPARED = ("logger", "hydra", "resume", "overwrite", "skip_if_done", "keep_going",
-                "trainer.progress_bar", "strategy.variant",
+                "trainer.progress_bar", "strategy.variant", "device",
                 "benchmark.on_device")  # where the batches are gathered, not what they hold
 REQUIRED = ("format", "next_task", "n_tasks", "seed", "strategy_name", "acc_matrix", "timing",
             "model", "strategy", "config")

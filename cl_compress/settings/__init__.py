@@ -71,7 +71,7 @@ DEFAULT_PHASE_WEIGHT = 2
 class TrainerSettings:
     """``trainer`` config group: how Lightning runs each phase."""
 
-    accelerator: str = "cpu"
+    accelerator: str = "auto"  # auto: a GPU when one is present, else the CPU
     devices: Any = 1
     strategy: str = "auto"
     num_nodes: int = 1
@@ -90,6 +90,8 @@ class TrackerSettings:
     mode: str | None = None  # online | offline | disabled; None -> $WANDB_MODE or offline
     group: str | None = None  # default: the benchmark name
     tags: list[str] = field(default_factory=list)
+    system_metrics: bool = True  # W&B System tab: CPU/GPU use, memory (false: off)
+    console: bool = True  # W&B Logs tab: the run's terminal output (false: off)
 
 
 # name -> (one-line description, default n_tasks, kind): a view of the registry

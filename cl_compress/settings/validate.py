@@ -78,7 +78,7 @@ def check_config(c: dict[str, Any]) -> None:
         validate_spec,
     )
 
-    extra = sorted(set(c) - _top_level_keys() - {"hydra"})
+    extra = sorted(set(c) - _top_level_keys() - {"hydra", "device"})  # device: set by train.py
     if extra:
         raise ConfigError(f"unknown top-level key(s) {', '.join(extra)}; valid: "
                           f"{', '.join(sorted(_top_level_keys()))}")
@@ -100,6 +100,7 @@ def check_config(c: dict[str, Any]) -> None:
     if c["benchmark"].get("data_root") == "":
         raise ConfigError("benchmark.data_root is empty; give a folder, or null for the default search")
     validate_spec(BenchmarkSpec(**c["benchmark"]))
+    check_data_root(c["benchmark"])
     _unknown_keys("trainer", c["trainer"], set(_fields(TrainerSettings)))
     check_trainer(c["trainer"])
     _unknown_keys("logger", c["logger"], set(_fields(TrackerSettings)))
@@ -347,3 +348,21 @@ def check_train(t: TrainSettings) -> None:
                           "phase's steps, e.g. [0.5, 0.75]")
     if not 0 < t.gamma <= 1:
         raise ConfigError(f"train.gamma={t.gamma!r} must be in (0, 1]")
+
+
+def check_data_root(b: dict[str, Any]) -> None:
+    """A given ``benchmark.data_root`` must exist (with ``download=true``: at least its parent,
+    where the download creates it): found in the config phase, not after the data load."""
+    root = b.get("data_root")
+    if root in (None, "") or b.get("name") == "synthetic":
+        return
+    p = Path(os.path.expanduser(str(root)))
+    if p.is_dir():
+        return
+    if p.exists():
+        raise ConfigError(f"benchmark.data_root={root!r} is a file, not a folder")
+    if b.get("download", True) and p.parent.is_dir():
+        return
+    raise ConfigError(f"benchmark.data_root={root!r} does not exist"
+                      + ("" if b.get("download", True) else " (and benchmark.download=false)")
+                      + "; give the folder holding the data, or null for the default search")

@@ -96,7 +96,12 @@ def variant_of(cfg: Any) -> str:
     for f in dataclasses.fields(cfg):
         if not f.metadata or f.metadata.get("choices") is None:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # lists: CACL's factorize
+            default = f.default_factory()
+        else:
+            default = None
         v = getattr(cfg, f.name)
         if v != default:
             out.append(f"{f.name}={str(v).lower() if isinstance(v, bool) else v}")

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 # context of a training row: W&B columns, not metrics.csv values
 CONTEXT_KEYS = frozenset({"train/task", "train/phase", "train/phase_index", "train/step",
                           "train/task_step", "train/phase_epoch"})
-PER_TASK_ACC = re.compile(r"^eval/acc/task_\d+$")
 ACC_CHART = "eval/acc_per_task"  # the multi-line chart of every task's accuracy
 
 
@@ -60,6 +59,7 @@ class Tracker:
         # resume: one history (rows of the interrupted task dropped, epochs continue);
         # W&B continues the run directory's run id (resume.py)
         self._resuming = resume_task is not None
+        self._resume_task = resume_task or 0
         if self._resuming:
             self._epoch = trim_metrics_csv(self.run_dir / "metrics.csv", resume_task)
         self._csv_file = open(self.run_dir / "metrics.csv", "a" if self._resuming else "w", newline="")
@@ -87,7 +87,7 @@ class Tracker:
                 project=s.project, entity=s.entity, name=name, group=group,
                 tags=_unique(list(s.tags) + tags), dir=str(self.run_dir),
                 mode="offline" if mode in ("offline", "dryrun") else mode, config=config,
-                settings=_wandb_settings(), reinit="finish_previous",
+                settings=_wandb_settings(s), reinit="finish_previous",
                 id=wandb_run_id(self.run_dir, self._resuming), resume="allow",
             )
             # axes: `train/step` (optimiser steps over the whole run) for training rows, which
@@ -99,6 +99,10 @@ class Tracker:
             for prefix in ("eval/*", "stream/*", "compress/*", "time/*", "budget/*"):
                 run.define_metric(prefix, step_metric="task")
             self._wandb = run
+            if self._resuming and _offline(run):  # one history per run id
+                from cl_compress.tracking.resume import continue_history
+
+                continue_history(run, self.run_dir, self._resume_task)
         except Exception as e:  # never let logging kill the run
             self._warn(e)
 
@@ -131,15 +135,16 @@ class Tracker:
     def log_experience(self, experience: int, metrics: dict[str, float]) -> None:
         """Figures measured after a task (eval accuracies, stream metrics, sizes, times).
 
-        Per-task accuracies (``eval/acc/task_<j>``) go to metrics.csv; W&B gets them as
-        one multi-line chart (:meth:`log_accuracy_chart`), not one panel per task."""
+        Every key is a W&B scalar at x = ``task`` (names: :mod:`cl_compress.tracking.keys`):
+        ``eval/acc/task_<j>`` after each task overlays and averages across runs, as
+        Avalanche logs one scalar per experience; the multi-line chart
+        (:meth:`log_accuracy_chart`) draws the same figures in one panel."""
         if not self.enabled:
             return
         for k, v in metrics.items():
             self._csv.writerow([f"{time.time():.3f}", experience, "", k, v])
         self._csv_file.flush()
-        self._wandb_log({k: v for k, v in metrics.items() if not PER_TASK_ACC.match(k)}
-                        | {"task": experience})
+        self._wandb_log(dict(metrics) | {"task": experience})
 
     def log_accuracy_chart(self, matrix: list[list[float]]) -> None:
         """One W&B line series: the accuracy on each task j (a line) after training each
@@ -215,7 +220,7 @@ class Tracker:
         if run is None:
             return None
         try:
-            offline = bool(getattr(run, "offline", False) or run.settings.mode in ("offline", "dryrun"))
+            offline = _offline(run)
             out: dict[str, Any] = {"mode": "offline" if offline else "online", "id": run.id,
                                    "name": run.name, "group": run.group}
             if offline:
@@ -244,15 +249,22 @@ def artifact_name(name: str) -> str:
     return "model-" + re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9_.-]+", "-", name)).strip("-")
 
 
+def _offline(run: Any) -> bool:
+    return bool(getattr(run, "offline", False) or run.settings.mode in ("offline", "dryrun"))
+
+
 def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _wandb_settings():
+def _wandb_settings(s: TrackerSettings | None = None):
+    s = s or TrackerSettings()
     try:
         import wandb
 
-        # login_timeout: should W&B ever show its login prompt, it gives up instead of waiting
-        return wandb.Settings(silent=True, console="off", x_disable_stats=True, login_timeout=1.0)
+        # login_timeout: should W&B ever show its login prompt, it gives up instead of waiting;
+        # system metrics (System tab) and console capture (Logs tab) unless switched off
+        return wandb.Settings(silent=True, console="wrap" if s.console else "off",
+                              x_disable_stats=not s.system_metrics, login_timeout=1.0)
     except Exception:
         return None

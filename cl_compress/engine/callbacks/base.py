@@ -55,10 +55,22 @@ class LoopState:
     task_metrics: dict[str, float] = field(default_factory=dict)
     artifact_format: Any = None  # the exported artifact's format tag (set at the end)
     feed: Any = None  # benchmarks.feed.TrainFeed: loaders (host or device) and augmentation
+    # matrices other callbacks measure beside R: "class_il" and "task_inference"
+    # (ClassILInference), "task_il" (SharedHeadTaskIL)
+    matrices: dict[str, list[list[float]]] = field(default_factory=dict)
 
     @property
     def n_tasks(self) -> int:
         return self.stream.n_tasks
+
+    def views(self):
+        """The run's matrices under their meaning (:mod:`cl_compress.tracking.keys`): the
+        headline of its scenario, the task-IL figures of a class-IL run, task inference."""
+        from cl_compress.tracking import keys
+
+        m = self.matrices
+        return keys.views(self.stream.scenario, self.R, m.get("class_il"), m.get("task_inference"),
+                          m.get("task_il"))
 
     def compression_stats(self) -> CompressionStats:
         """The strategy's stored size plus what callbacks store beyond it (fp32 values)."""

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
-from cl_compress.engine import metrics
+from cl_compress import metrics
 from cl_compress.engine.callbacks.base import LoopState, RunCallback, task_seed
+from cl_compress.engine.task_il import masked_task_il_row
 from cl_compress.engine.task_inference import (
     NegativesLoss,
     TaskInferenceSettings,
@@ -23,6 +24,7 @@ from cl_compress.engine.task_inference import (
     infer_tasks,
     refit_not_mine,
 )
+from cl_compress.tracking import keys  # noqa: E402
 
 log = logging.getLogger("cl_compress.engine.loop")
 
@@ -69,11 +71,8 @@ class ClassILInference(RunCallback):
         self.TI.append(ti)
         log.info("task %d class-IL: %s; task inference: %s", t,
                  " ".join(f"{a:.4f}" for a in ci), " ".join(f"{a:.4f}" for a in ti))
-        m: dict[str, float] = {f"eval/class_il/acc/task_{j}": a for j, a in enumerate(ci)}
-        m["eval/class_il/avg_seen"] = sum(ci) / len(ci)
-        m |= {f"eval/task_inference/task_{j}": a for j, a in enumerate(ti)}
-        m["eval/task_inference/avg_seen"] = sum(ti) / len(ti)
-        state.task_metrics.update(m)
+        # logged by TaskLogger under the class-IL headline keys (tracking.keys)
+        state.matrices["class_il"], state.matrices["task_inference"] = self.C, self.TI
 
     def on_results(self, state: LoopState, results: dict[str, Any]) -> None:
         """The class-IL matrix is the scenario's figure; the task-IL one goes to ``task_il``."""
@@ -82,7 +81,7 @@ class ClassILInference(RunCallback):
         results["scenario"] = "class"
         results["acc_matrix"] = C
         results.update(metrics.summarize(C))
-        results["task_il"] = {"acc_matrix": R, **metrics.summarize(R)}
+        results["task_il"] = keys.task_il_section(R)
         results["class_il"] = {
             "acc_matrix": C, **metrics.summarize(C), "task_inference_acc": TI,
             "task_inference_final": final, "task_inference_avg": sum(final) / max(1, len(final)),
@@ -104,6 +103,32 @@ class ClassILInference(RunCallback):
         which every strategy counts already."""
         n = sum(v.numel() for st in self.stats.values() for v in st.values())
         return {"task_inference_params": n} if n else {}
+
+
+class SharedHeadTaskIL(RunCallback):
+    """A class-IL run of a shared-head strategy (naive): after each task, the task-IL row too
+    (its logits cut to each task's classes, the task id given), so every strategy of a
+    class-IL group reports the same task-IL figures (results.json ``task_il``, W&B
+    ``eval/task_il/*``)."""
+
+    def __init__(self):
+        self.TIL: list[list[float]] = []
+
+    def on_evaluate(self, state: LoopState, t: int) -> None:
+        with state.strategy.task_context(t):
+            self.TIL.append(masked_task_il_row(state.model, state.stream.experiences, t,
+                                               state.train.eval_batch_size))
+        state.matrices["task_il"] = self.TIL
+
+    def on_results(self, state: LoopState, results: dict[str, Any]) -> None:
+        if self.TIL:
+            results["task_il"] = keys.task_il_section(self.TIL)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"task_il_matrix": self.TIL} if self.TIL else {}
+
+    def load_state_dict(self, ck: dict[str, Any]) -> None:
+        self.TIL = [list(r) for r in ck.get("task_il_matrix", [])]
 
 
 def refit_old_heads(state: LoopState, t: int, stats: dict[int, dict[str, torch.Tensor]],

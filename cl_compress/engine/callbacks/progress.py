@@ -25,4 +25,7 @@ class ProgressDisplay(RunCallback):
         self.progress.start_phase(phase.name, state.planned[k])
 
     def on_task_end(self, state: LoopState, t: int) -> None:
-        self.progress.task_done(t, state.R[t], state.timing["task_seconds"][-1])
+        from cl_compress.tracking import keys
+
+        self.progress.task_done(t, state.R[t], state.timing["task_seconds"][-1],
+                                keys.terminal_line(state.views(), t))

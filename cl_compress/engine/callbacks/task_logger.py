@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cl_compress.engine import metrics
+from cl_compress import metrics
 from cl_compress.engine.callbacks.base import LoopState, RunCallback
+from cl_compress.tracking import keys
 
 
 class TaskLogger(RunCallback):
@@ -19,7 +20,7 @@ class TaskLogger(RunCallback):
 
     def on_task_end(self, state: LoopState, t: int) -> None:
         self.tracker.log_experience(t, task_metrics(state, t))
-        self.tracker.log_accuracy_chart(state.R)
+        self.tracker.log_accuracy_chart(state.views().acc)
 
     def on_run_end(self, state: LoopState, results: dict[str, Any]) -> None:
         from cl_compress.rundir.rank import is_rank_zero
@@ -49,11 +50,7 @@ class TaskLogger(RunCallback):
             "load": "python -m cl_compress.evaluate_artifact <run_dir>"})
         results["wandb"] = tr.describe()
         budget, inference = results["budget"], results["inference"]
-        tr.summary({f"final/{k}": v for k, v in summary.items()}
-                   | ({f"final/task_il/{k}": v for k, v in results["task_il"].items()
-                       if isinstance(v, int | float)}
-                      | {"final/task_inference_avg": class_il["task_inference_avg"]}
-                      if class_il else {})
+        tr.summary(keys.summary_metrics(results)
                    | {f"final/compress/{k}": v for k, v in comp.items() if isinstance(v, int | float)}
                    | {f"budget/{k}": v for k, v in budget.items() if isinstance(v, int | float)}
                    | {f"final/inference/flops/task_{t}": v
@@ -63,15 +60,11 @@ class TaskLogger(RunCallback):
 
 def task_metrics(state: LoopState, t: int) -> dict[str, float]:
     """The metrics of task ``t``'s log line (metrics.csv and W&B)."""
-    R, strategy, spent, timing = state.R, state.strategy, state.task_budget, state.timing
-    row = R[t]
+    strategy, spent, timing = state.strategy, state.task_budget, state.timing
     stats = state.compression_stats()
-    m: dict[str, float] = {f"eval/acc/task_{j}": a for j, a in enumerate(row)}
-    m["eval/acc/avg_seen"] = sum(row) / len(row)
-    m["eval/acc/current"] = row[t]  # the task just trained
-    if t > 0:
-        m["stream/bwt"] = metrics.backward_transfer(R)
-        m["stream/forgetting"] = metrics.forgetting(R)
+    # accuracy, forgetting and BWT under keys of one meaning each (headline of the scenario,
+    # task-IL figures of a class-IL run, task inference)
+    m: dict[str, float] = keys.accuracy_metrics(state.views(), t)
     m["compress/stored_params"] = stats.stored_params
     m["compress/stored_bits"] = stats.stored_bits
     # against the t + 1 plain individual models that answer for the tasks seen so far (the
