@@ -413,4 +413,12 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
 
 
 if __name__ == "__main__":
+    from cl_compress.settings.compose import check_strategy_choice, register_strategy_configs
+
+    register_strategy_configs()  # strategy/<name> for every registered strategy (ConfigStore)
+    try:
+        check_strategy_choice(sys.argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     main()

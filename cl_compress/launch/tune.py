@@ -215,8 +215,6 @@ def redact(url: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from cl_compress.launch.sweep import LOCAL_PRESET_DIR, check_budget, load_preset, merge_overrides
-    from cl_compress.strategies import builtin_names
-
     p = argparse.ArgumentParser(prog="python -m cl_compress.launch.tune", description=__doc__.split("\n")[0])
     p.add_argument("--strategy", required=True, help="the strategy to tune")
     p.add_argument("--benchmark", default="split_fmnist", help="benchmark (default split_fmnist)")
@@ -237,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import optuna
 
-        if args.strategy not in builtin_names():
-            from cl_compress.strategies import get_strategy
+        from cl_compress.settings.compose import register_strategy_configs
+        from cl_compress.strategies import get_strategy
 
-            get_strategy(args.strategy)  # raises ConfigError for an unknown name
+        get_strategy(args.strategy)  # a one-line ConfigError: unknown name, or the plugin's import error
+        register_strategy_configs()  # strategy=<plugin> composes like a built-in
         objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
         if not objectives or any(o not in OBJECTIVES for o in objectives) or objectives[0] != "acc":
             raise ConfigError(f"--objectives {args.objectives!r}: 'acc' or 'acc,bits'")

@@ -269,6 +269,10 @@ class Strategy:
     # benchmark.scenario=class it trains task-incrementally and the task id is inferred at
     # test time (cl_compress.engine.task_inference); False: class-IL uses one shared head
     infers_task: ClassVar[bool] = False
+    # True: old tasks are never forgotten: task j's outputs under task_context(j) stay
+    # bit-identical after every later task (parameter isolation, one model per task); the
+    # contract kit (cl_compress.testing.contract) checks it for every strategy declaring it
+    zero_forgetting: ClassVar[bool] = False
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
     val_fraction: float = 0.0
     # hyper-parameter search (cl_compress.launch.tune): by default every ``hp`` field is searched over

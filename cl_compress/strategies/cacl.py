@@ -126,6 +126,7 @@ class CACL(Strategy):
     description = "SVD-factorised layers, Hoyer-sparse singular values, per-task rank growth (CACL)"
     scenarios = ("task", "class")  # class: the task id is inferred at test time
     infers_task = True
+    zero_forgetting = True
     Config = Config
     cfg: Config
     # searched: the regulariser weights, the truncation energy and sigma's lr; fixed: the
