@@ -83,7 +83,7 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     from cl_compress.rundir.session import run_session
     from cl_compress.settings.validate import check_model_fits
     from cl_compress.strategies import TrainSettings, get_strategy
-    from cl_compress.strategies.base import variant_of
+    from cl_compress.strategies.base import StreamInfo, rehearse_setup, variant_of
     from cl_compress.tracking import Tracker, TrackerSettings
 
     train = TrainSettings(**c["train"])  # checked by precheck (build_and_run)
@@ -122,6 +122,8 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
                            extra_outputs=task_inference.extra_outputs if task_inference else 0,
                            rotations=task_inference.rotations if task_inference else 1)
     check_model_fits(model, stream)
+    rehearse_setup(strategy, model, StreamInfo(stream.n_tasks, stream.scenario, stream.input_shape,
+                                               stream.head_sizes))  # a plugin's setup error before W&B
     group = tracker_settings.group or f"{spec.name}-{spec.scenario}"
     tracker = Tracker(
         run_dir, tracker_settings, name=f"{strategy.label}-{spec.name}-s{c['seed']}", group=group,

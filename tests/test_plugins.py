@@ -336,3 +336,12 @@ def test_generated_plugin_runs_every_command_from_its_entry_point(tmp_path):
         out = run("-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *args,
                   cwd=tmp_path / "pkg")
         assert "4 passed, 1 skipped" in out, out[-2000:]
+
+
+def test_a_plugin_setup_error_comes_before_wandb_starts(tmp_path, monkeypatch):
+    _entry_points(tmp_path, monkeypatch, "clc_refuses",
+                  {"refuses_in_setup": "tests.plugins.freeze_once:RefusesInSetup"})
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="needs a convolutional body"):
+        run_quick(run, ["strategy=refuses_in_setup", "logger=wandb", "logger.mode=offline"])
+    assert not list(run.rglob("*wandb*")) and not (run / "metrics.csv").exists()

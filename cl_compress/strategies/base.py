@@ -259,6 +259,15 @@ def dense_stats(modules: list[nn.Module] | nn.Module, bits: int = 32) -> Compres
     return CompressionStats(stored_params=n, stored_bits=n * bits)
 
 
+def rehearse_setup(strategy: Strategy, model: nn.Module, info: StreamInfo) -> None:
+    """Run ``strategy.setup`` once on copies of the strategy and the model, so that an error
+    a plugin raises in ``setup`` (a model it cannot handle) comes before W&B starts and before
+    anything trains; the run's own objects are untouched (the loop seeds and calls ``setup``
+    itself). What needs no model belongs in ``Config.validate()``, which runs before any data
+    is loaded."""
+    copy.deepcopy(strategy).setup(copy.deepcopy(model), info)  # type: ignore[arg-type]
+
+
 class Strategy:
     """Base class: every hook is a no-op, so the base class is plain fine-tuning."""
 

@@ -24,3 +24,14 @@ class FreezeFromTask(FreezeOnce):
 
     def after_task(self, task, data):
         pass
+
+
+class RefusesInSetup(Strategy):
+    """Refuses the model in ``setup``: the error must come before W&B starts."""
+
+    description = "a plugin whose setup refuses every model"
+
+    def setup(self, model, info):
+        from cl_compress.errors import ConfigError
+
+        raise ConfigError("refuses_in_setup needs a convolutional body; use model=cnn")
