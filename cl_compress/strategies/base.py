@@ -427,6 +427,11 @@ class Strategy:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``; called on resume before the model state is loaded,
-        so that a strategy can first rebuild any modules it adds to the model."""
+        """Restore ``state_dict()``; called on resume after ``setup`` and before the model's
+        ``state_dict`` is loaded, so that a strategy can first rebuild any modules it adds.
+
+        Resume restores tensors only (the model's state_dict and this one), not
+        ``requires_grad`` flags, module modes or hooks a hook set once: derive per-task flags
+        from ``t`` in :meth:`before_task`, or keep them here and re-apply them
+        (docs/writing-a-strategy.md, "What resume restores")."""
 
