@@ -158,7 +158,8 @@ class {cls}(Strategy):
         return super().parameters_to_optimize(task, phase)
 
     def training_loss(self, loss, logits, batch):
-        # batch = (x, y, t): inputs, labels local to the task's head, task ids; add regularisers
+        # batch = (x, y, task): inputs, labels (local to the task's head under task-IL), the
+        # batch's task id; logits: the current task's head. Add regularisers here
         return loss
 
     def after_backward(self):

@@ -66,6 +66,17 @@ def test_composed_strategy_config_is_the_dataclass(name):
     assert got["name"] == name and got["variant"] is None
 
 
+def test_static_reading_of_the_builtins_agrees_with_their_dataclasses():
+    """The command line registers the built-ins' configs from their source (no torch import
+    before a config error); that reading must equal the imported dataclasses."""
+    from cl_compress.settings.compose import static_builtin_nodes
+
+    static = static_builtin_nodes()
+    assert static is not None and sorted(static) == builtin_names()
+    for name in builtin_names():
+        assert static[name] == strategy_node(name, get_strategy(name).Config), name
+
+
 def test_every_hyper_parameter_has_its_doc_and_range_in_the_dataclass():
     for name in builtin_names():
         for f in dataclasses.fields(get_strategy(name).Config):
