@@ -5,8 +5,9 @@ stream (sklearn digits, 5 tasks of 2 classes, 8 optimiser steps a task) and chec
 accounting, the exact step budget, zero forgetting (strategies declaring it), resume equality
 and the artifact round trip in a fresh process (see the kit's docstring).
 
-A model or precision dimension is one more override per case: ``Case(name, scenario,
-overrides=("model=resnet18", ...))`` in :data:`CASES`."""
+A model or precision dimension is more cases: e.g. ``cases_for(builtin_names(),
+model=("model=resnet18",), precision="bf16-mixed")`` in another ``contract_suite(cases=...)``
+class (marked ``gpu``), or ``Case(name, scenario, model=..., precision=...)`` entries."""
 
 import json
 

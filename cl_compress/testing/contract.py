@@ -30,8 +30,9 @@ or a forgotten task shows), and the checks read that run:
 * **artifact round trip**: ``python -m cl_compress.evaluate_artifact`` in one fresh process
   rebuilds every case's final accuracy row from its artifact alone.
 
-Adding a dimension (a model, a precision) is adding overrides to the cases
-(``contract_suite("ewc", overrides=["model=cnn"])`` or ``Case(..., overrides=(...))``).
+Adding a dimension: a model or a precision is a field of :class:`Case`
+(``Case("ewc", model=("model=resnet18",), precision="bf16-mixed")``,
+``contract_suite("ewc", model=..., precision=...)``); anything else is ``overrides``.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ import pytest
 
 __all__ = ["KILL_AFTER", "STREAM", "Case", "ContractSuite", "cases_for", "contract_suite"]
 
-STREAM = ["benchmark=split_digits", "benchmark.backend=native", "model.hidden=[32]",
-          "train.epochs=null", "train.steps_per_task=8"]
+STREAM = ["benchmark=split_digits", "benchmark.backend=native", "train.epochs=null",
+          "train.steps_per_task=8"]
+SMALL_MLP = ("model=mlp", "model.hidden=[32]")  # the default model of a case
 STEPS = 8
 KILL_AFTER = 1  # the interrupted run stops after task 1 of 5, then resumes
 RESULT_KEYS = {
@@ -64,26 +66,38 @@ NOT_COMPARED = ("config", "resumed", "artifact_sha256")
 
 @dataclass(frozen=True)
 class Case:
-    """One run of the contract: ``strategy`` under ``scenario``, with extra Hydra
-    ``overrides`` (a model, a precision, strategy hyper-parameters) after :data:`STREAM`."""
+    """One run of the contract: ``strategy`` under ``scenario`` on :data:`STREAM`, with the
+    ``model`` overrides (default: a small MLP), an optional ``precision``
+    (``trainer.precision``, e.g. ``bf16-mixed``) and extra Hydra ``overrides`` (a trainer,
+    strategy hyper-parameters). A new dimension of the matrix is one more field here."""
 
     strategy: str
     scenario: str = "task"
     overrides: tuple[str, ...] = ()
+    model: tuple[str, ...] = SMALL_MLP
+    precision: str | None = None
 
     @property
     def id(self) -> str:
-        return "-".join([self.strategy, self.scenario, *self.overrides])
+        parts = [self.strategy, self.scenario]
+        if self.model != SMALL_MLP:
+            parts.append(self.model[0].removeprefix("model="))
+        if self.precision:
+            parts.append(self.precision)
+        return "-".join([*parts, *self.overrides])
 
     def hydra_overrides(self) -> list[str]:
         return [f"strategy={self.strategy}", f"benchmark.scenario={self.scenario}", *STREAM,
+                *self.model, *([f"trainer.precision={self.precision}"] if self.precision else []),
                 *self.overrides]
 
 
 def cases_for(strategies: str | Iterable[str], scenarios: Iterable[str] = ("task", "class"),
-              overrides: Iterable[str] = ()) -> list[Case]:
+              overrides: Iterable[str] = (), model: tuple[str, ...] = SMALL_MLP,
+              precision: str | None = None) -> list[Case]:
     """The cases of ``strategies``: task-IL for each (if it supports it), and class-IL for a
-    strategy that infers the task id (``infers_task``) or answers class-IL itself."""
+    strategy that infers the task id (``infers_task``) or answers class-IL itself; every case
+    with ``model``, ``precision`` and ``overrides``."""
     from cl_compress.strategies import get_strategy
 
     names = [strategies] if isinstance(strategies, str) else list(strategies)
@@ -92,7 +106,7 @@ def cases_for(strategies: str | Iterable[str], scenarios: Iterable[str] = ("task
         cls = get_strategy(name)
         for sc in scenarios:
             if sc in cls.scenarios and (sc == "task" or cls.infers_task or "task" not in cls.scenarios):
-                out.append(Case(name, sc, tuple(overrides)))
+                out.append(Case(name, sc, tuple(overrides), tuple(model), precision))
     return out
 
 
@@ -338,10 +352,13 @@ class ContractSuite:
 
 def contract_suite(strategies: str | Iterable[str] = (), scenarios: Iterable[str] = ("task", "class"),
                    overrides: Iterable[str] = (), cases: Iterable[Case] | None = None,
-                   name: str = "TestContract") -> type[ContractSuite]:
+                   name: str = "TestContract", model: tuple[str, ...] = SMALL_MLP,
+                   precision: str | None = None) -> type[ContractSuite]:
     """A pytest test class running the contract for ``strategies`` (or the given ``cases``):
-    ``TestContract = contract_suite("ewc")`` in a test file is the whole test."""
-    chosen = list(cases) if cases is not None else cases_for(strategies, scenarios, overrides)
+    ``TestContract = contract_suite("ewc")`` in a test file is the whole test;
+    ``contract_suite("ewc", model=("model=resnet18",), precision="bf16-mixed")`` another matrix."""
+    chosen = list(cases) if cases is not None else cases_for(strategies, scenarios, overrides, model,
+                                                             precision)
     if not chosen:
         raise ValueError("contract_suite: no case (give strategy names or cases)")
     return type(name, (ContractSuite,), {"cases": chosen, "__module__": sys._getframe(1).f_globals.get(
