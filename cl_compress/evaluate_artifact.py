@@ -28,8 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cl_compress.compose import compose_config
 from cl_compress.errors import CheckpointError, ConfigError, UserError
-from cl_compress.settings.compose import compose_config
 
 INIT_SEED = 12345  # not the run's seed: the artifact alone must decide every weight
 

@@ -89,6 +89,7 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     from cl_compress.experiment import build_experiment, plan_experiment
     from cl_compress.report.labels import group_name, run_name
     from cl_compress.rundir.session import run_session
+    from cl_compress.strategies.base import StreamInfo, rehearse_setup
     from cl_compress.tracking import Tracker, TrackerSettings
 
     plan = plan_experiment(c)  # every setting checked (no data)
@@ -96,6 +97,10 @@ def _build_and_run(c: dict[str, Any], run_dir: str | Path, on_task_end,
     tracker_settings = TrackerSettings(**c["logger"])
     session = stack.enter_context(run_session(run_dir, c))  # lock, overwrite/resume, signals
     exp = build_experiment(plan)
+    stream = exp.stream
+    # a plugin's setup error before W&B starts
+    rehearse_setup(strategy, exp.model, StreamInfo(stream.n_tasks, stream.scenario, stream.input_shape,
+                                                   stream.head_sizes, stream.name))
     synthetic = "-synthetic" if exp.stream.source.startswith("synthetic") else ""  # a stand-in's data
     group = tracker_settings.group or group_name(spec.name + synthetic, spec.scenario, c["train"])
     tracker = Tracker(
@@ -383,5 +388,19 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
     return res
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m cl_compress.train`` and ``clc-train``: the strategy config group for every
+    registered strategy, an unknown strategy refused in one line, then Hydra's ``main``."""
+    from cl_compress.compose import check_strategy_choice, register_strategy_configs
+
+    register_strategy_configs()  # strategy/<name> for every registered strategy (ConfigStore)
+    try:
+        check_strategy_choice(sys.argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

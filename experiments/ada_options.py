@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cl_compress.settings.compose import compose_config
+from cl_compress.compose import compose_config
 from cl_compress.train import build_and_run
 
 from . import harness

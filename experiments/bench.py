@@ -29,11 +29,11 @@ import torch.nn.functional as F
 
 from cl_compress import metrics
 from cl_compress.benchmarks import BenchmarkSpec, build_stream, make_loader
+from cl_compress.compose import compose_config
 from cl_compress.engine.loop import TrainerSettings, make_trainer
 from cl_compress.engine.system import ContinualSystem
 from cl_compress.experiment import build_experiment
 from cl_compress.models import ContinualModel
-from cl_compress.settings.compose import compose_config
 from cl_compress.strategies import Phase, TrainSettings, builtin_names, get_strategy
 from cl_compress.train import build_and_run
 from experiments import harness

@@ -37,9 +37,9 @@ import sys
 import time
 from pathlib import Path
 
+from cl_compress.compose import compose_config
 from cl_compress.engine.system import NonFiniteLossError
 from cl_compress.report import claims
-from cl_compress.settings.compose import compose_config
 from experiments import harness
 
 LRPET, NO_ET, TRUNC = "LRPET", "LRPET, no energy transfer", "dense -> SVD truncate -> fine-tune"

@@ -24,10 +24,10 @@ from torch import nn
 
 from cl_compress import metrics
 from cl_compress.benchmarks import BenchmarkSpec, Stream, build_stream
+from cl_compress.compose import compose_config
 from cl_compress.engine.loop import run_stream
 from cl_compress.experiment import build_experiment
 from cl_compress.report import claims
-from cl_compress.settings.compose import compose_config
 from cl_compress.tracking import Tracker, TrackerSettings
 from experiments import harness
 from experiments.avalanche_ref import accuracy_matrix, avalanche_benchmark

@@ -21,8 +21,8 @@ import sys
 import tempfile
 import time
 
+from cl_compress.compose import compose_config
 from cl_compress.engine.task_inference import class_il_row
-from cl_compress.settings.compose import compose_config
 from cl_compress.train import build_and_run
 from experiments import harness
 

@@ -17,8 +17,8 @@ import tempfile
 import torch
 
 from cl_compress.benchmarks import BenchmarkSpec, build_stream
+from cl_compress.compose import compose_config
 from cl_compress.engine.task_inference import class_il_row
-from cl_compress.settings.compose import compose_config
 from cl_compress.train import build_and_run
 
 CAP = 4000

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cl_compress.compose import compose_config
 from cl_compress.rundir.io import write_text
-from cl_compress.settings.compose import compose_config
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = Path("runs") / "bench"

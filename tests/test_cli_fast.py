@@ -27,6 +27,8 @@ def test_list_and_precheck_import_no_torch():
     code = ("import sys; from cl_compress.cli import list_choices; list_choices(); "
             "from hydra import compose, initialize_config_module; from omegaconf import OmegaConf; "
             "from cl_compress.train import precheck\n"
+            "from cl_compress.compose import register_strategy_configs\n"
+            "register_strategy_configs()  # what python -m cl_compress.train does first\n"
             "with initialize_config_module(config_module='cl_compress.configs', version_base=None):\n"
             "    cfg = compose(config_name='train', overrides=['logger=none'])\n"
             "precheck(OmegaConf.to_container(cfg, resolve=True))\n"

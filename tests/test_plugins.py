@@ -2,6 +2,7 @@
 
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,3 +227,121 @@ def test_old_artifacts_and_checkpoints_still_load(name, params, ckpt_key):
         assert sorted(fresh.norm_states) == [0, 1]
         assert all(torch.equal(fresh.norm_states[t][k], v)
                    for t in (0, 1) for k, v in per_task[t].items())
+
+
+# --- plugins as first-class as the built-ins (issue 26) --------------------------------------
+def _entry_points(tmp_path, monkeypatch, dist: str, eps: dict[str, str]) -> None:
+    """A real entry point that importlib.metadata finds: a ``.dist-info`` with
+    ``entry_points.txt`` in a folder on sys.path (what ``pip install`` would write)."""
+    d = tmp_path / "site" / f"{dist}-0.1.0.dist-info"
+    d.mkdir(parents=True)
+    (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
+    (d / "entry_points.txt").write_text(
+        "[cl_compress.strategies]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+
+
+def test_generated_plugin_is_first_class_in_process(tmp_path, monkeypatch):
+    """From the generator: the package's entry point makes ``strategy=<name>`` compose from its
+    Config (no YAML, no ``+``), train, validate, and join sweeps (``strategies: all``) and tune."""
+    from cl_compress.cli import list_choices, main, new_strategy
+    from cl_compress.compose import compose_config
+    from cl_compress.launch import sweep, tune
+    from cl_compress.strategies import registered_names
+
+    files = new_strategy("gen_plugin_a", tmp_path / "pkg")
+    assert {f.name for f in files} == {"pyproject.toml", "__init__.py", "strategy.py",
+                                        "test_contract.py", "README.md"}
+    pyproject = (tmp_path / "pkg" / "pyproject.toml").read_text()
+    assert 'gen_plugin_a = "gen_plugin_a.strategy:GenPluginA"' in pyproject
+    assert main(["new-strategy", "gen_plugin_a", str(tmp_path / "pkg")]) == 2  # never overwrites
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    _entry_points(tmp_path, monkeypatch, "clc_gen_plugin_a",
+                  {"gen_plugin_a": "gen_plugin_a.strategy:GenPluginA"})
+    assert "gen_plugin_a" in registered_names()
+    assert "generated stub" in list_choices()  # make list: its description
+    cfg = compose_config(["strategy=gen_plugin_a", "strategy.lr_scale=0.5"])["strategy"]
+    assert cfg == {"name": "gen_plugin_a", "variant": None, "lr_scale": 0.5}
+    res = run_quick(tmp_path / "run", ["strategy=gen_plugin_a", "strategy.lr_scale=0.5",
+                                       "train.epochs=null", "train.steps_per_task=3"])
+    assert res["strategy"] == "gen_plugin_a" and res["n_tasks"] == 3
+    with pytest.raises(ConfigError, match=r"strategy.lr_scale=-1.0 is out of range"):
+        run_quick(tmp_path / "bad", ["strategy=gen_plugin_a", "strategy.lr_scale=-1.0"])
+    assert [q.name for q in tune.search_space("gen_plugin_a")] == ["lr_scale"]
+    jobs, _, _ = sweep.plan({}, registered_names(), [0], ["synthetic"], "x", tmp_path / "sw", [])
+    assert "gen_plugin_a" in jobs[0][1]  # strategy=...,gen_plugin_a,... in the multirun
+
+
+def _resume_check(tmp_path, monkeypatch, name):
+    from cl_compress.testing.contract import Case, ContractSuite, run_case
+
+    _entry_points(tmp_path, monkeypatch, "clc_freeze", {
+        "freeze_once": "tests.plugins.freeze_once:FreezeOnce",
+        "freeze_from_task": "tests.plugins.freeze_once:FreezeFromTask"})
+    want = run_case(Case(name), tmp_path / "uninterrupted")
+    ContractSuite().test_resume_equals_an_uninterrupted_run(Case(name), lambda c: want, tmp_path)
+
+
+def test_kit_fails_a_plugin_that_freezes_once_and_says_why(tmp_path, monkeypatch):
+    with pytest.raises(AssertionError, match=r"requires_grad different .* Derive per-task "
+                                             r"flags from t in before_task"):
+        _resume_check(tmp_path, monkeypatch, "freeze_once")
+
+
+@pytest.mark.slow
+def test_kit_passes_the_same_plugin_with_flags_from_t_in_before_task(tmp_path, monkeypatch):
+    _resume_check(tmp_path, monkeypatch, "freeze_from_task")
+
+
+@pytest.mark.slow
+def test_generated_plugin_runs_every_command_from_its_entry_point(tmp_path):
+    """The done-when of issue 26, as a user runs it: a package from the generator, made
+    importable by PYTHONPATH and a real entry point (a .dist-info; pip is not used), then
+    ``make exp`` / ``make compare`` / ``make tune`` (the commands they run) and the contract
+    kit, both as the generated test file and as ``pytest -p ... --clc-strategy``."""
+    import os
+    import subprocess
+
+    from cl_compress.cli import new_strategy
+
+    new_strategy("gen_plugin_b", tmp_path / "pkg")
+    d = tmp_path / "site" / "clc_gen_plugin_b-0.1.0.dist-info"
+    d.mkdir(parents=True)
+    (d / "METADATA").write_text("Metadata-Version: 2.1\nName: clc-gen-plugin-b\nVersion: 0.1.0\n")
+    (d / "entry_points.txt").write_text(
+        "[cl_compress.strategies]\ngen_plugin_b = gen_plugin_b.strategy:GenPluginB\n")
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, str(tmp_path / "pkg"), str(tmp_path / "site")])}
+
+    def run(*args, cwd=tmp_path):
+        p = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True)
+        assert p.returncode == 0, (args, p.stdout[-3000:], p.stderr[-3000:])
+        return p.stdout
+
+    tiny = ["train.steps_per_task=3", "logger=none"]
+    out = run("-m", "cl_compress.train", "strategy=gen_plugin_b", "strategy.lr_scale=0.5",
+              "benchmark=synthetic", "trainer.progress_bar=false", f"hydra.run.dir={tmp_path / 'exp'}", *tiny)
+    assert "gen_plugin_b on synthetic" in out
+    out = run("-m", "cl_compress.launch.sweep", "--strategies", "gen_plugin_b naive", "--seeds", "0",
+              "--benchmarks", "synthetic", "--launcher", "basic", "--poll", "0.5", "--dir",
+              str(tmp_path / "sweep"), *tiny)
+    assert "2/2 runs done" in out
+    assert "gen_plugin_b" in (tmp_path / "sweep" / "report.md").read_text()
+    out = run("-m", "cl_compress.launch.tune", "--strategy", "gen_plugin_b", "--benchmark", "synthetic",
+              "--trials", "2", "--sampler-seed", "0", "--dir", str(tmp_path / "tune"), "--out",
+              str(tmp_path / "tuned.yaml"), *tiny)
+    assert "2 of 2 trials finished" in out
+    assert "strategy.lr_scale=" in (tmp_path / "tuned.yaml").read_text()
+    for args in (["tests"], ["-p", "cl_compress.testing.contract", "--clc-strategy=gen_plugin_b"]):
+        out = run("-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *args,
+                  cwd=tmp_path / "pkg")
+        assert "4 passed, 1 skipped" in out, out[-2000:]
+
+
+def test_a_plugin_setup_error_comes_before_wandb_starts(tmp_path, monkeypatch):
+    _entry_points(tmp_path, monkeypatch, "clc_refuses",
+                  {"refuses_in_setup": "tests.plugins.freeze_once:RefusesInSetup"})
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="needs a convolutional body"):
+        run_quick(run, ["strategy=refuses_in_setup", "logger=wandb", "logger.mode=offline"])
+    assert not list(run.rglob("*wandb*")) and not (run / "metrics.csv").exists()

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from cl_compress.compose import compose_config
 from cl_compress.engine.system import NonFiniteLossError
 from cl_compress.errors import CheckpointError, ConfigError, DataError
 from cl_compress.rundir.finite import NonFiniteWeightsError
 from cl_compress.rundir.io import load_torch, save_torch
 from cl_compress.rundir.lock import RunDirBusy, RunLock
-from cl_compress.settings.compose import compose_config
 from cl_compress.testing import run_quick
 from cl_compress.train import build_and_run
 

@@ -92,8 +92,8 @@ def test_refused_sweep_run_is_named_stale_not_done(finished, tmp_path, capsys):
     recorded beside it; the sweep's progress counts it as stale, not done."""
     import time
 
+    from cl_compress.compose import compose_config
     from cl_compress.launch import sweep
-    from cl_compress.settings.compose import compose_config
     from cl_compress.testing import QUICK
     from cl_compress.train import run_job
 

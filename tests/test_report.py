@@ -14,12 +14,12 @@ import yaml
 
 from cl_compress import metrics, report
 from cl_compress.benchmarks import BENCHMARKS
+from cl_compress.compose import compose_config
 from cl_compress.errors import ConfigError
 from cl_compress.launch import sweep
 from cl_compress.report import claims
 from cl_compress.report.papers import cacl as cacl_paper
 from cl_compress.rundir.io import write_json
-from cl_compress.settings.compose import compose_config
 from cl_compress.strategies import builtin_names, get_strategy
 
 PERFECT = [[1.0], [1.0, 1.0], [1.0, 1.0, 1.0]]

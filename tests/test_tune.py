@@ -143,3 +143,53 @@ def test_two_tune_processes_share_one_sqlite_study(tmp_path):
     assert sorted(t.number for t in done) == list(range(6))  # exactly the study's budget
     workers = {t.user_attrs["worker"] for t in done}
     assert len(workers) == 2, workers  # both processes contributed trials
+
+
+def test_a_changed_search_space_is_refused_with_the_difference_and_a_new_name(tmp_path, capsys):
+    """A second ``make tune`` after the space changed (here: --params) says so in one line and
+    names a new study, instead of failing every trial inside Optuna."""
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    common = ["--strategy", "packnet", "--benchmark", "synthetic", "--storage", db, "--study", "s",
+              "--dir", str(tmp_path / "d"), "--out", str(tmp_path / "p.yaml"), "train.steps_per_task=4"]
+    assert tune.main([*common, "--trials", "1", "--params", "prune_ratio"]) == 0
+    capsys.readouterr()
+    assert tune.main([*common, "--trials", "2", "--params", "prune_ratio retrain_lr_scale"]) == 2
+    err = capsys.readouterr().err
+    assert "was searched over another space" in err and "retrain_lr_scale" in err
+    assert "--study s-" in err
+    study = optuna.load_study(study_name="s", storage=db)
+    assert len(study.trials) == 1  # nothing ran
+
+
+def test_space_mismatch_of_a_study_without_a_recorded_space(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="old")
+    study.optimize(lambda t: t.suggest_float("prune_ratio", 0.1, 0.9), n_trials=1)
+    same = tune.Param("prune_ratio", "float", 0.1, 0.9)
+    assert tune.space_mismatch(study, [same]) == ""
+    other = tune.Param("prune_ratio", "float", 0.01, 0.99)
+    assert "trial 0 drew prune_ratio" in tune.space_mismatch(study, [other])
+
+
+def test_only_completed_trials_count(tmp_path, monkeypatch):
+    """A failing trial is replaced: the study ends with --trials completed trials."""
+    from cl_compress import train
+
+    calls = {"n": 0}
+    real = train.build_and_run
+
+    def flaky(cfg, run_dir, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a trial that fails")
+        return real(cfg, run_dir, *a, **k)
+
+    monkeypatch.setattr(train, "build_and_run", flaky)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    assert tune.main([
+        "--strategy", "packnet", "--benchmark", "synthetic", "--trials", "2", "--params", "prune_ratio",
+        "--storage", db, "--study", "c", "--dir", str(tmp_path / "d"), "--out", str(tmp_path / "p.yaml"),
+        "train.steps_per_task=4"]) == 0
+    states = [t.state.name for t in optuna.load_study(study_name="c", storage=db).trials]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE"], states
+    summary = json.loads((tmp_path / "d" / "tune.json").read_text())
+    assert summary["complete"] == 2 and summary["failed"] == 1

@@ -154,8 +154,8 @@ def test_system_metrics_and_console_on_by_default_off_by_setting():
 
 
 def test_default_trainer_is_auto_and_the_device_is_named():
+    from cl_compress.compose import compose_config
     from cl_compress.engine.device import describe_device
-    from cl_compress.settings.compose import compose_config
 
     c = compose_config([])
     assert c["trainer"]["accelerator"] == "auto"

@@ -5,8 +5,10 @@ On a terminal: a single line redrawn in place (at most every ``REDRAW_SECONDS``)
 
     task 2/5 · train · epoch 3 · step 450/1000 · loss 0.312 · run 43% · 0:35 elapsed · ETA 0:47
 
-When stdout is not a terminal (a pipe, a log file, a batch job): one plain line per epoch,
-no carriage returns. After each task (both cases, and also with ``trainer.progress_bar=false``)
+When stdout is not a terminal (a pipe, a log file, a batch job): plain lines, no carriage
+returns: an epoch's line at most every ``PIPE_SECONDS`` (and each phase's last epoch), so a
+run of many short epochs (split_digits: 2 steps an epoch) prints tens of lines, not
+thousands. After each task (both cases, and also with ``trainer.progress_bar=false``)
 one line with the task's accuracies, their average, the task's time and the run's ETA.
 
 The ETA is the run's own rate (wall time per optimiser step, evaluation included) times the
@@ -24,6 +26,7 @@ from typing import Any, TextIO
 
 log = logging.getLogger("cl_compress.engine.loop")
 REDRAW_SECONDS = 0.5
+PIPE_SECONDS = 10.0
 
 
 def clock(seconds: float | None) -> str:
@@ -41,7 +44,7 @@ class RunProgress:
     system about steps and epochs. ``show=False`` keeps only the per-task lines."""
 
     def __init__(self, n_tasks: int, show: bool = True, stream: TextIO | None = None,
-                 tty: bool | None = None, first_task: int = 0):
+                 tty: bool | None = None, first_task: int = 0, pipe_seconds: float = PIPE_SECONDS):
         self.n_tasks = n_tasks
         self.show = show
         self.out = stream or sys.stdout
@@ -55,6 +58,8 @@ class RunProgress:
         self.steps_before_task = 0  # steps this process did in earlier tasks
         self.steps_done = 0  # steps this process did (all tasks)
         self._drawn = 0.0
+        self.pipe_seconds = pipe_seconds
+        self._printed = -float("inf")  # when the last piped epoch line was written
         self._line = False  # a redrawn line is on screen
 
     # --- told by the runner ------------------------------------------------------------
@@ -95,6 +100,12 @@ class RunProgress:
         self.steps_done = self.steps_before_task + system.task_steps
         if not self.show or self.tty:
             return
+        now = time.perf_counter()
+        phase_end = bool(self.phase_steps) and getattr(system, "phase_steps", system.task_steps) \
+            >= self.phase_steps
+        if now - self._printed < self.pipe_seconds and not phase_end:
+            return
+        self._printed = now
         text = self._status(system, f"loss {stats['train/loss']:.4f} acc {stats['train/acc']:.4f}")
         self.out.write(text + "\n")
         self.out.flush()

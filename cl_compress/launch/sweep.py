@@ -15,7 +15,8 @@ runs and runs only the missing ones, and a failing run never stops the others (i
 as failed in sweep.json and the report). Progress (done / failed / running / pending, ETA) is
 printed as it changes and written to sweep.json ``progress``.
 
-Default: every registered strategy (``builtin_names()``), seeds 0 1 2, split_fmnist. A preset
+Default: every registered strategy (``registered_names()``: built-in, entry point or
+``$CLC_STRATEGY_MODULES``), seeds 0 1 2, split_fmnist. A preset
 (``cl_compress/launch/presets/<name>.yaml``, see experiments/README.md) names the benchmarks, seeds,
 shared overrides, per-strategy overrides and variants (e.g. LRPET's truncate baseline).
 """
@@ -42,9 +43,9 @@ from typing import Any
 
 import yaml
 
+from cl_compress.compose import compose_config
 from cl_compress.errors import ConfigError
 from cl_compress.rundir.io import write_json
-from cl_compress.settings.compose import compose_config
 
 PRESET_PACKAGE = "cl_compress.launch"  # the shipped presets: package data cl_compress/launch/presets/*.yaml
 LOCAL_PRESET_DIR = Path("presets")  # your own (make tune writes here): ./presets/<name>.yaml
@@ -525,7 +526,7 @@ def _words(text: str | None) -> list[str] | None:
 
 def main(argv: list[str] | None = None) -> int:
     from cl_compress.report import write_report
-    from cl_compress.strategies import builtin_names
+    from cl_compress.strategies.registry import registered_names
 
     p = argparse.ArgumentParser(prog="python -m cl_compress.launch.sweep",
                                 description=__doc__.split("\n")[0])
@@ -545,14 +546,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS of each run, unless already set")
     p.add_argument("--dry-run", action="store_true", help="print the multirun commands only")
     args, extra = p.parse_known_args(argv)
+    from cl_compress.strategies import get_strategy
+
     try:
         preset = load_preset(args.preset)
-        known = builtin_names()
+        known = registered_names()
         want = _words(args.strategies) or preset.get("strategies") or "all"
         strategies = known if want == "all" else list(want)
         bad = sorted(set(strategies) - set(known))
         if bad:
-            raise ConfigError(f"unknown strategies {bad}; registered: {known}")
+            raise ConfigError(f"unknown strategies {bad}; registered (built-in or entry point): {known}")
+        for s in strategies:  # a plugin that fails to import says why, before anything runs
+            get_strategy(s)
         seeds = [int(s) for s in (_words(args.seeds) or preset.get("seeds") or [0, 1, 2])]
         benchmarks = _words(args.benchmarks) or preset.get("benchmarks") or ["split_fmnist"]
         stamp = dt.datetime.now()

@@ -6,14 +6,17 @@
         [hydra overrides for every trial, e.g. train.steps_per_task=200]
 
 * Search space: generated from the strategy's ``hp()`` ranges (:func:`search_space`), narrowed
-  by the strategy's ``tune_space`` and by ``--params``.
+  by the strategy's ``tune_space`` and by ``--params``. A study records its space; continuing
+  it with another space (a changed range, ``tune_space`` or ``--params``) is refused with the
+  difference and a new study name to use (:func:`space_mismatch`).
 * Never the test split: every trial runs with ``benchmark.eval_split=val``, i.e. it trains on
   ``1 - val_fraction`` of each task's training split and is scored on the held-out rest; the
   test split is not even loaded into the stream (see :func:`cl_compress.benchmarks.build_stream`).
 * Storage: an SQLite file (``runs/tune/<study>.db``) by default, or any database URL Optuna
   accepts (``--storage postgresql://user:pw@host/db``): processes on one or several machines
   that name the same study and storage share it, each taking the next trial number until the
-  study holds ``--trials`` trials.
+  study holds ``--trials`` completed trials (a failed trial does not count and is replaced,
+  up to ``max(3, --trials)`` failures per process).
 * Output: ``<dir>/tune.json`` (every trial, the best one, the Pareto front) and a preset
   (default ``presets/tuned_<strategy>_<benchmark>.yaml`` in the working directory) with the best
   hyper-parameters as ``strategy_overrides`` and the number of trials in ``tuning``, which
@@ -39,9 +42,9 @@ from typing import Any
 
 import yaml
 
+from cl_compress.compose import compose_config
 from cl_compress.errors import ConfigError, UserError
 from cl_compress.rundir.io import write_json
-from cl_compress.settings.compose import compose_config
 
 # overrides that only the tuning runs use: never copied into the written preset
 TUNE_ONLY = ("benchmark.eval_split", "benchmark.val_fraction", "seed", "trainer.progress_bar",
@@ -215,8 +218,6 @@ def redact(url: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from cl_compress.launch.sweep import LOCAL_PRESET_DIR, check_budget, load_preset, merge_overrides
-    from cl_compress.strategies import builtin_names
-
     p = argparse.ArgumentParser(prog="python -m cl_compress.launch.tune", description=__doc__.split("\n")[0])
     p.add_argument("--strategy", required=True, help="the strategy to tune")
     p.add_argument("--benchmark", default="split_fmnist", help="benchmark (default split_fmnist)")
@@ -237,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import optuna
 
-        if args.strategy not in builtin_names():
-            from cl_compress.strategies import get_strategy
+        from cl_compress.compose import register_strategy_configs
+        from cl_compress.strategies import get_strategy
 
-            get_strategy(args.strategy)  # raises ConfigError for an unknown name
+        get_strategy(args.strategy)  # a one-line ConfigError: unknown name, or the plugin's import error
+        register_strategy_configs()  # strategy=<plugin> composes like a built-in
         objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
         if not objectives or any(o not in OBJECTIVES for o in objectives) or objectives[0] != "acc":
             raise ConfigError(f"--objectives {args.objectives!r}: 'acc' or 'acc,bits'")
@@ -297,12 +299,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: study {study_name!r} exists with directions "
               f"{[d.name.lower() for d in study.directions]}, not {directions}", file=sys.stderr)
         return 2
+    mismatch = space_mismatch(study, space)
+    if mismatch:
+        print(f"error: study {study_name!r} in {redact(storage_url)} was searched over another space "
+              f"({mismatch}); Optuna cannot mix two spaces in one study. Start a new study "
+              f"(--study {study_name}-{space_digest(space)}) or remove the old one", file=sys.stderr)
+        return 2
+    study.set_user_attr("space", [q.text() for q in space])
     worker = f"{socket.gethostname()}:{os.getpid()}"
     print(f"[tune] study {study_name} ({redact(storage_url)}), {args.trials} trials in all, worker "
           f"{worker}\n[tune] space: " + "; ".join(q.text() for q in space), flush=True)
 
     def objective(trial: Any) -> Any:
-        if trial.number >= args.trials:  # the study's budget is spent (other workers too)
+        if counted(trial.study, but=trial.number) >= args.trials:  # the budget is spent (all workers)
             trial.study.stop()
             raise optuna.TrialPruned(f"the study has its {args.trials} trials")
         trial.set_user_attr("worker", worker)
@@ -326,8 +335,20 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, values)), flush=True)
         return values[0] if len(values) == 1 else tuple(values)
 
+    failed_here: list[int] = []
+
+    def stop_when_done(study: Any, trial: Any) -> None:
+        # only completed trials count towards --trials: a failed one is replaced, up to
+        # max(3, --trials) failures in this worker (a strategy that always fails stops)
+        from optuna.trial import TrialState
+
+        if trial.state == TrialState.FAIL:
+            failed_here.append(trial.number)
+        if counted(study) >= args.trials or len(failed_here) >= max(3, args.trials):
+            study.stop()
+
     t0 = time.time()
-    study.optimize(objective, n_trials=args.trials, catch=(Exception,))
+    study.optimize(objective, callbacks=[stop_when_done], catch=(Exception,))
     summary = summarize(study, args.trials, objectives)
     summary |= {"strategy": args.strategy, "benchmark": bench, "storage": redact(storage_url),
                 "eval_split": "val", "seeds": seeds, "space": [q.text() for q in space],
@@ -351,13 +372,65 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def summarize(study: Any, n_trials: int, objectives: list[str]) -> dict[str, Any]:
-    """The study's first ``n_trials`` trials, the best one (highest validation accuracy; with
-    two objectives, the most accurate member of the Pareto front) and the front."""
+def counted(study: Any, but: int | None = None) -> int:
+    """Trials that count towards ``--trials``: completed ones, and those running now (in any
+    worker; ``but`` leaves out the caller's own), so that parallel workers never overshoot.
+    Failed and pruned trials do not count (a failed one is replaced)."""
     from optuna.trial import TrialState
 
-    trials = [t for t in study.get_trials(deepcopy=False) if t.number < n_trials]
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    return sum(t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and t.number != but)
+               for t in study.get_trials(deepcopy=False))
+
+
+def distribution(q: Param) -> Any:
+    """The Optuna distribution :meth:`Param.suggest` draws from."""
+    from optuna import distributions as d
+
+    if q.kind == "categorical":
+        return d.CategoricalDistribution(list(q.choices or []))
+    if q.kind == "int":
+        return d.IntDistribution(int(q.low), int(q.high), log=q.log)  # type: ignore[arg-type]
+    return d.FloatDistribution(float(q.low), float(q.high), log=q.log)  # type: ignore[arg-type]
+
+
+def space_digest(space: list[Param]) -> str:
+    """A short name for a search space (a suggested study name suffix)."""
+    import hashlib
+
+    return hashlib.sha1("; ".join(q.text() for q in space).encode()).hexdigest()[:6]
+
+
+def space_mismatch(study: Any, space: list[Param]) -> str:
+    """Why ``study`` cannot continue with ``space`` (empty: it can): the space it recorded
+    (``space`` user attribute) differs, or, for a study from before that record, a trial drew a
+    parameter from another distribution (Optuna's "Cannot set different ..." in every trial)."""
+    now = [q.text() for q in space]
+    recorded = study.user_attrs.get("space")
+    if recorded is not None:
+        if list(recorded) != now:
+            gone = [x for x in recorded if x not in now]
+            new = [x for x in now if x not in recorded]
+            return f"then: {'; '.join(gone) or '-'}; now: {'; '.join(new) or '-'}"
+        return ""
+    want = {q.name: distribution(q) for q in space}
+    for t in study.get_trials(deepcopy=False):
+        for name, dist in t.distributions.items():
+            if name in want and want[name] != dist:
+                return f"trial {t.number} drew {name} from {dist}, now {want[name]}"
+    return ""
+
+
+def summarize(study: Any, n_trials: int, objectives: list[str]) -> dict[str, Any]:
+    """The study's first ``n_trials`` completed trials (and the failed ones), the best one
+    (highest validation accuracy; with two objectives, the most accurate member of the Pareto
+    front) and the front."""
+    from optuna.trial import TrialState
+
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.PRUNED]
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number)
+    done = done[:n_trials]  # the study's budget: its first n_trials completed trials
+    if done:
+        trials = [t for t in trials if t.number <= done[-1].number or t.state != TrialState.COMPLETE]
 
     def row(t: Any) -> dict[str, Any]:
         return {"number": t.number, "state": t.state.name, "params": t.params,

@@ -41,7 +41,7 @@ from cl_compress.rundir.io import write_json
 
 def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.md``, its PNGs, ``runs.csv`` and ``summary.json``; returns report.md."""
-    from cl_compress.strategies.registry import builtin_names  # torch: only when a report is written
+    from cl_compress.strategies.registry import registered_names  # torch: only when a report is written
 
     sweep = load_sweep(sweep_dir)
     if not sweep.runs:
@@ -63,7 +63,7 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
           + "".join(f"\n  - `{p.relative_to(sweep.root)}` **failed**: {e}" for p, e in sweep.failed.items())
           + "".join(f"\n  - `{p.relative_to(sweep.root)}` (no results.json: interrupted or running)"
                     for p in sweep.incomplete if p not in sweep.failed)]
-    absent = sorted(set(builtin_names()) - {r.strategy for r in sweep.runs})
+    absent = sorted(set(registered_names()) - {r.strategy for r in sweep.runs})
     if absent:
         md.append(f"- registered strategies not in this sweep: {', '.join(f'`{a}`' for a in absent)}")
     exceptions = m.get("budget_exceptions") or {}

@@ -9,11 +9,20 @@ from cl_compress.strategies.base import (
     StreamInfo,
     TaskData,
     TrainSettings,
+    check_format,
+    dense_stats,
     hp,
 )
-from cl_compress.strategies.registry import available, builtin_names, get_strategy, register
+from cl_compress.strategies.registry import (
+    available,
+    builtin_names,
+    get_strategy,
+    register,
+    registered_names,
+)
 
 __all__ = [
     "CompressionStats", "ConfigError", "Phase", "Strategy", "StrategyConfig", "StreamInfo",
-    "TaskData", "TrainSettings", "available", "builtin_names", "get_strategy", "hp", "register",
+    "TaskData", "TrainSettings", "available", "builtin_names", "check_format", "dense_stats",
+    "get_strategy", "hp", "register", "registered_names",
 ]

@@ -200,7 +200,8 @@ class StreamInfo:
     scenario: str
     input_shape: tuple[int, ...]
     head_sizes: list[int]
-    benchmark: str = ""  # the stream's name (``benchmark.name``), e.g. for a rule the authors tie to a dataset
+    # the stream's name (``benchmark.name``), e.g. for a rule the authors tie to a dataset
+    benchmark: str = ""
 
 
 @dataclass
@@ -262,6 +263,15 @@ def dense_stats(modules: list[nn.Module] | nn.Module, bits: int = 32) -> Compres
     return CompressionStats(stored_params=n, stored_bits=n * bits)
 
 
+def rehearse_setup(strategy: Strategy, model: nn.Module, info: StreamInfo) -> None:
+    """Run ``strategy.setup`` once on copies of the strategy and the model, so that an error
+    a plugin raises in ``setup`` (a model it cannot handle) comes before W&B starts and before
+    anything trains; the run's own objects are untouched (the loop seeds and calls ``setup``
+    itself). What needs no model belongs in ``Config.validate()``, which runs before any data
+    is loaded."""
+    copy.deepcopy(strategy).setup(copy.deepcopy(model), info)  # type: ignore[arg-type]
+
+
 class Strategy:
     """Base class: every hook is a no-op, so the base class is plain fine-tuning."""
 
@@ -272,6 +282,10 @@ class Strategy:
     # benchmark.scenario=class it trains task-incrementally and the task id is inferred at
     # test time (cl_compress.engine.task_inference); False: class-IL uses one shared head
     infers_task: ClassVar[bool] = False
+    # True: old tasks are never forgotten: task j's outputs under task_context(j) stay
+    # bit-identical after every later task (parameter isolation, one model per task); the
+    # contract kit (cl_compress.testing.contract) checks it for every strategy declaring it
+    zero_forgetting: ClassVar[bool] = False
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
     val_fraction: float = 0.0
     # hyper-parameter search (cl_compress.launch.tune): by default every ``hp`` field is searched over
@@ -417,6 +431,11 @@ class Strategy:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``; called on resume before the model state is loaded,
-        so that a strategy can first rebuild any modules it adds to the model."""
+        """Restore ``state_dict()``; called on resume after ``setup`` and before the model's
+        ``state_dict`` is loaded, so that a strategy can first rebuild any modules it adds.
+
+        Resume restores tensors only (the model's state_dict and this one), not
+        ``requires_grad`` flags, module modes or hooks a hook set once: derive per-task flags
+        from ``t`` in :meth:`before_task`, or keep them here and re-apply them
+        (docs/writing-a-strategy.md, "What resume restores")."""
 

@@ -1,7 +1,8 @@
 """Imports every strategy module of this package so that its ``@register`` runs.
 
-Adding a built-in strategy is one module in ``cl_compress/strategies/`` plus one YAML in
-``cl_compress/configs/strategy/``; nothing else needs editing.
+Adding a built-in strategy is one module in ``cl_compress/strategies/``; nothing else needs
+editing (its ``strategy/<name>`` config is generated from its ``Config`` dataclass:
+``cl_compress.compose.register_strategy_configs``).
 """
 
 import importlib

@@ -29,6 +29,7 @@ class Individual(Strategy):
     description = "a fresh model per task (accuracy reference, compression denominator)"
     scenarios = ("task", "class")  # class: the task id is inferred at test time
     infers_task = True
+    zero_forgetting = True
 
     def __init__(self, cfg, train):
         super().__init__(cfg, train)

@@ -246,6 +246,7 @@ class LRPET(Strategy):
     description = "low-rank projection + energy transfer; per-task rank-k residual factors"
     scenarios = ("task", "class")  # class: the task id is inferred at test time
     infers_task = True
+    zero_forgetting = True
     Config = LRPETConfig
     # searched: the rank ratio, the tail scale rho and the projection period; fixed: `mode`
     # (truncate is the baseline, not a setting of LRPET), the method's components and BN knobs

@@ -121,6 +121,7 @@ class PackNet(Strategy):
     description = "PackNet: prune each task's weights by magnitude, retrain, freeze (task-IL)"
     scenarios = ("task", "class")  # class: the task id is inferred at test time
     infers_task = True
+    zero_forgetting = True
     Config = PackNetConfig
     tune_space = {"prune_ratio": {"low": 0.2, "high": 0.9}, "prune_schedule": None,
                   "prune_share": None, "prune_last": None, "train_biases": None, "norm_policy": None,

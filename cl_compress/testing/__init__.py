@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from cl_compress.settings.compose import compose_config
+from cl_compress.compose import compose_config
 from cl_compress.train import build_and_run
 
 __all__ = ["QUICK", "compose_config", "old_task_outputs", "run_quick"]
