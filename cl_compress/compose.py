@@ -50,7 +50,7 @@ def static_builtin_nodes() -> dict[str, dict[str, Any]] | None:
     import ast
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "strategies"
+    root = Path(__file__).resolve().parent / "strategies"
     classes: dict[str, ast.ClassDef] = {}
     registered: dict[str, ast.ClassDef] = {}
     for path in sorted(root.glob("*.py")):
