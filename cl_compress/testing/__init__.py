@@ -1,4 +1,5 @@
-"""Helpers for tests and notebooks: compose the Hydra config and run it in-process."""
+"""Helpers for tests and notebooks: compose the Hydra config and run it in-process (the
+strategy contract kit is :mod:`cl_compress.testing.contract`)."""
 
 from __future__ import annotations
 
