@@ -389,3 +389,36 @@ def test_prune_fraction_is_counted_in_weights(quick_run):
         # the fittest candidate was scored on the same weighted share (same ratios, same claim)
         best = max(s.search_log[t], key=lambda c: c["fitness"])
         assert best["pruned_fraction"] == pytest.approx(weighted, abs=0.02)
+
+
+def test_fixed_width_probe_measures_the_same_sub_network_and_restores_it():
+    """probe_bits: the fp32 sub-network, then the same weights at each fixed width with the
+    authors' codebook (k-means over the masked layer with its zeros), each evaluated by the
+    runner's callable; the stored codes are written back bit for bit."""
+    model, s = _tiny(probe_bits=[1, 3])
+    data = _data(0, lambda x, y: 0.9)
+    s.before_task(0, data)
+    own = s.owners["body.1"] == masks.owner_code(0)
+    fp = s.layers["body.1"].weight.detach().clone()
+    s.quantise_task(0, data)
+    stored = s.layers["body.1"].weight.detach().clone()
+    seen = []
+
+    def evaluate():  # what the layer holds when the runner would evaluate the test set
+        w = s.layers["body.1"].weight
+        seen.append(int(torch.unique(w[own]).numel()))
+        if torch.equal(w[own], fp[own]):
+            return 0.95
+        return 0.5 if seen[-1] <= 2 else 0.9
+
+    s.probe(0, evaluate)
+    assert torch.equal(s.layers["body.1"].weight, stored)  # restored
+    assert s.fixed_width[0] == {"fp32": 0.95, "1": 0.5, "3": 0.9}
+    assert seen[1] <= 2 and seen[2] <= 8  # 2 and 8 levels: one of them may be the zero
+    assert s.extra_results()["fixed_width_probe"]["tasks"]["0"] == s.fixed_width[0]
+    assert s.state_dict()["fixed_width"] == s.fixed_width
+    # off by default: no probe, no state key (the pinned fingerprints stay as they were)
+    _, plain = _tiny()
+    assert plain.cfg.probe_bits == [] and "fixed_width" not in plain.state_dict()
+    with pytest.raises(ConfigError, match=r"probe_bits=\[4.5\] must list integer"):
+        _strategy(probe_bits=[4.5])

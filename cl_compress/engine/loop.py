@@ -3,6 +3,7 @@ task under its context, checkpoint, log. ``run_stream`` takes typed arguments on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -291,6 +292,8 @@ def run_stream(
         # truncates, projects): the "before" of every compression-drop claim
         acc_before.append(evaluate(model, exp.test_x, exp.test_y, t, train.eval_batch_size))
         hook_s += _timed(strategy.after_task, t, data)
+        hook_s += _timed(strategy.probe, t, functools.partial(
+            evaluate, model, exp.test_x, exp.test_y, t, train.eval_batch_size))  # report-only figures
         if task_inference is not None and (task_inference.refits
                                            or task_inference.normalise_scores):
             timing["task_inference_seconds"] = timing.get("task_inference_seconds", 0.0) + _timed(

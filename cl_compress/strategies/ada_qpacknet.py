@@ -130,6 +130,10 @@ class AdaQPacknetConfig(StrategyConfig):
     reinit_free: bool = hp(True, choices=(True, False), doc="re-initialise claimed free weights")
     train_biases: bool = hp(True, choices=(False, True), doc="train and store biases per task")
     norm_policy: str = hp("per_task", choices=("per_task", "frozen"), doc="normalisation layers")
+    probe_bits: list = hp([], 1, 16, doc="report only: test accuracy of each task's fp32 "
+                                          "sub-network quantised at these fixed widths with the "
+                                          "authors' codebook (k-means over the masked layer with "
+                                          "its zeros), beside its fp32 accuracy; [] = off")
 
     @property
     def prune_schedule(self) -> list:
@@ -142,6 +146,9 @@ class AdaQPacknetConfig(StrategyConfig):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"strategy.{name}={v!r} must be an integer")
+        if any(isinstance(b, bool) or not isinstance(b, int) for b in self.probe_bits):
+            raise ConfigError(f"strategy.probe_bits={list(self.probe_bits)} must list integer "
+                              "bit-widths in [1, 16]")
         if self.v_min > self.v_max:
             raise ConfigError(f"strategy.v_min={self.v_min} must not exceed strategy.v_max={self.v_max}")
         if self.start_bits and self.start_bits < max(self.min_bits, quant.min_bits(self.quant_method)):
@@ -169,7 +176,7 @@ class AdaQPacknet(PackNet):
                   "search_seed": None, "quant_method": None, "start_bits": None, "min_bits": None,
                   "kmeans_iters": None, "val_fraction": None, "reinit_free": None,
                   "tolerance": {"low": 0.5, "high": 5.0}, "search_mode": None, "capacity": None,
-                  "codebook": None}
+                  "codebook": None, "probe_bits": None}
 
     def __init__(self, cfg: AdaQPacknetConfig, train):
         super().__init__(cfg, train)  # type: ignore[arg-type]
@@ -184,6 +191,10 @@ class AdaQPacknet(PackNet):
         self.capacity_log: dict[int, dict[str, Any]] = {}
         self.claimed: dict[int, dict[str, int]] = {}
         self._seed = 0
+        # probe_bits: per task, test accuracy {"fp32": a, "<bits>": a, ...}; the values the
+        # probe writes, kept from quantise_task until probe() has used them
+        self.fixed_width: dict[int, dict[str, float]] = {}
+        self._probe_values: dict[str, dict[str, Tensor]] = {}
 
     @property
     def shared(self) -> bool:
@@ -364,6 +375,37 @@ class AdaQPacknet(PackNet):
         }
         if self.shared:
             self.held[task] = {n: o.cpu() for n, o in own.items()}
+        if self.cfg.probe_bits:  # the same fp32 sub-network at fixed widths, authors' codebook
+            kept = {n: fp[n][own[n]] for n in self.layers}
+            self._probe_values = {"fp32": kept, "stored": {n: lv[c] for n, (c, lv, _) in q.items()}}
+            for b in self.cfg.probe_bits:
+                self._probe_values[str(b)] = {
+                    n: (lambda c, lv, _: lv[c])(*quant.quantize(
+                        kept[n].cpu(), int(b), "kmeans", self.cfg.kmeans_iters,
+                        int(own[n].numel() - own[n].sum())))
+                    for n in self.layers}
+
+    @torch.no_grad()
+    def probe(self, task: int, evaluate) -> None:
+        """``probe_bits``: the test accuracy of task ``task``'s sub-network in fp32 and at each
+        fixed width with the authors' codebook (``layer_with_zeros``), then its stored codes
+        written back (checked bit for bit)."""
+        if not self._probe_values:
+            return
+        code = masks.owner_code(task)
+        own = {n: self.owners[n].to(m.weight.device) == code for n, m in self.layers.items()}
+        before = {n: m.weight.detach().clone() for n, m in self.layers.items()}
+        stored = self._probe_values.pop("stored")
+        out = {}
+        for key, values in self._probe_values.items():
+            self._write(task, values, own)
+            out[key] = float(evaluate())
+        self._write(task, stored, own)
+        self._probe_values = {}
+        for n, m in self.layers.items():
+            if not torch.equal(m.weight, before[n]):
+                raise RuntimeError(f"ada_qpacknet probe left layer {n} changed")
+        self.fixed_width[task] = out
 
     def _write(self, task: int, values: dict[str, Tensor], own: dict[str, Tensor]) -> None:
         for n, m in self.layers.items():
@@ -509,12 +551,16 @@ class AdaQPacknet(PackNet):
                                for t, q in self.quantised.items()}
         out["ratios"] = {str(t): r for t, r in self.ratios.items()}
         out["search"] = {str(t): log for t, log in self.search_log.items()}
+        if self.fixed_width:
+            out["fixed_width_probe"] = {"codebook": "layer_with_zeros", "method": "kmeans",
+                                        "tasks": {str(t): a for t, a in sorted(self.fixed_width.items())}}
         return out
 
     def state_dict(self) -> dict[str, Any]:
         return super().state_dict() | {"ratios": self.ratios, "quantised": self.quantised,
                                        "search_log": self.search_log, "held": self.held,
-                                       "capacity_log": self.capacity_log, "claimed": self.claimed}
+                                       "capacity_log": self.capacity_log, "claimed": self.claimed} \
+            | ({"fixed_width": self.fixed_width} if self.fixed_width else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -524,6 +570,7 @@ class AdaQPacknet(PackNet):
         self.held = {int(t): dict(h) for t, h in state.get("held", {}).items()}
         self.capacity_log = {int(t): dict(c) for t, c in state.get("capacity_log", {}).items()}
         self.claimed = {int(t): dict(c) for t, c in state.get("claimed", {}).items()}
+        self.fixed_width = {int(t): dict(a) for t, a in state.get("fixed_width", {}).items()}
 
 
 def _require_val(data: TaskData) -> tuple[Tensor, Tensor]:

@@ -198,7 +198,7 @@ class StreamInfo:
     scenario: str
     input_shape: tuple[int, ...]
     head_sizes: list[int]
-    benchmark: str = ""  # the stream's name (``benchmark.name``), e.g. for a rule the authors tie to a dataset
+    benchmark: str = ""  # the stream's name (``benchmark.name``): for rules the authors tie to a dataset
 
 
 @dataclass
@@ -345,6 +345,12 @@ class Strategy:
 
     def after_task(self, task: int, data: TaskData) -> None:
         """Compress / freeze what task ``task`` owns."""
+
+    def probe(self, task: int, evaluate: Callable[[], float]) -> None:
+        """Report-only measurements of task ``task`` right after ``after_task`` stored it:
+        ``evaluate()`` is the current model's test accuracy for the task (the runner's own
+        evaluation). A probe must leave the model and what is stored exactly as it found them,
+        and its figures go to results only, never back into training."""
 
     # --- training-step hooks -----------------------------------------------------------
     def parameters_to_optimize(self, task: int, phase: Phase) -> Iterator[nn.Parameter]:

@@ -17,10 +17,10 @@ initial size); after a later task the fresh slots are topped up to
 excluded, on CIFAR-100- and miniImageNet-style streams (``authors_average``), and to the
 initial rank on every other stream (``authors_full``; e.g. the 5-datasets stream and
 Fashion-MNIST). ``auto`` picks the branch from the benchmark name (:func:`authors_growth`);
-results.json ``strategy_extra.growth`` records the branch a run followed. The rules of earlier versions stay as options: ``full`` (the
-initial rank of fresh slots after every task, task 0 included), ``average_incl_current`` (the
-mean including the current task, growth from task 0 on), ``none`` (no growth beyond the
-initial rank).
+results.json ``strategy_extra.growth`` records the branch a run followed. The rules of
+earlier versions stay as options: ``full`` (the initial rank of fresh slots after every task,
+task 0 included), ``average_incl_current`` (the mean including the current task, growth from
+task 0 on), ``none`` (no growth beyond the initial rank).
 
 Deviations from the authors' code, each deliberate:
 
