@@ -130,6 +130,16 @@ class AdaQPacknetConfig(StrategyConfig):
     reinit_free: bool = hp(True, choices=(True, False), doc="re-initialise claimed free weights")
     train_biases: bool = hp(True, choices=(False, True), doc="train and store biases per task")
     norm_policy: str = hp("per_task", choices=("per_task", "frozen"), doc="normalisation layers")
+    bookkeeping: str = hp("per_position", choices=("per_position", "authors"),
+                          doc="shared_bits: per_position adds a task's width only where it "
+                              "keeps a code | authors adds it to every position of the layer "
+                              "(pruner.py:263), closing a layer after ~26 bits of widths; decides "
+                              "which positions a task may claim (storage is counted per position)")
+    final_mode: str = hp("dense_prune_retrain", choices=("dense_prune_retrain", "authors"),
+                         doc="final sub-network: dense_prune_retrain (train dense, prune by the "
+                             "searched ratios, retrain) | authors (redraw the claimed weights "
+                             "U(-1,1), fix the mask from those initial magnitudes, train the "
+                             "static sparse network for the whole budget)")
     probe_bits: list = hp([], 1, 16, doc="report only: test accuracy of each task's fp32 "
                                           "sub-network quantised at these fixed widths with the "
                                           "authors' codebook (k-means over the masked layer with "
@@ -146,6 +156,9 @@ class AdaQPacknetConfig(StrategyConfig):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"strategy.{name}={v!r} must be an integer")
+        if self.bookkeeping == "authors" and self.capacity != "shared_bits":
+            raise ConfigError("strategy.bookkeeping=authors needs strategy.capacity=shared_bits "
+                              "(exclusive ownership keeps no bit count)")
         if any(isinstance(b, bool) or not isinstance(b, int) for b in self.probe_bits):
             raise ConfigError(f"strategy.probe_bits={list(self.probe_bits)} must list integer "
                               "bit-widths in [1, 16]")
@@ -176,7 +189,7 @@ class AdaQPacknet(PackNet):
                   "search_seed": None, "quant_method": None, "start_bits": None, "min_bits": None,
                   "kmeans_iters": None, "val_fraction": None, "reinit_free": None,
                   "tolerance": {"low": 0.5, "high": 5.0}, "search_mode": None, "capacity": None,
-                  "codebook": None, "probe_bits": None}
+                  "codebook": None, "probe_bits": None, "final_mode": None, "bookkeeping": None}
 
     def __init__(self, cfg: AdaQPacknetConfig, train):
         super().__init__(cfg, train)  # type: ignore[arg-type]
@@ -238,7 +251,11 @@ class AdaQPacknet(PackNet):
         total = sum(u.numel() for u in used.values())
         free_bits = 32 * total - sum(int(u.sum()) for u in used.values())
         if self.shared:
-            usable = {n: quant.claimable(u, self.reserve_bits()) for n, u in used.items()}
+            claim_used = used
+            if self.cfg.bookkeeping == "authors":  # pruner.py:263: b added to the whole layer
+                widths = sum(int(q["bits"]) for q in self.quantised.values())
+                claim_used = {n: torch.full_like(u, widths) for n, u in used.items()}
+            usable = {n: quant.claimable(u, self.reserve_bits()) for n, u in claim_used.items()}
         else:
             usable = {n: (o == masks.FREE).cpu() for n, o in self.owners.items()}
         self.capacity_log[task] = {
@@ -280,9 +297,20 @@ class AdaQPacknet(PackNet):
             noise = (torch.rand(w.shape, generator=gen) * 2 - 1) * b
             w.copy_(torch.where(where[n].to(w.device), noise.to(w.device, w.dtype), w))
 
+    def phases(self, task: int) -> list[Phase]:
+        if self.cfg.final_mode == "authors":  # one static sparse phase, the whole budget
+            return [Phase.default(self.train, name="sparse")]
+        return super().phases(task)
+
     def before_phase(self, task: int, phase: Phase, data: TaskData) -> None:
         if phase.name == "retrain" and task not in self.ratios:
             self.search_ratios(task, data)
+        if phase.name == "sparse":  # final_mode=authors (pruner.py:253-254, prune_manager.py:97-105)
+            if task not in self.ratios:
+                self.search_ratios(task, data)
+            code = masks.owner_code(task)
+            self._reinit({n: o == code for n, o in self.owners.items()}, self._generator(3), bound=1.0)
+            self.prune(task)  # the mask from the initial magnitudes, fixed for the phase
         super().before_phase(task, phase, data)
 
     def after_task(self, task: int, data: TaskData) -> None:
