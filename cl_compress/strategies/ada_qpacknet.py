@@ -53,8 +53,18 @@ marked, measured (``experiments/results/capacity-10task-2026-12-02.md``,
   0.9840 (authors), 0.35 vs 0.33 s per candidate; the stream is too easy to separate them.
 - held-out data from the training split, not the test set, scores candidates and bit-widths;
   the argmax keeps the fittest candidate (theirs keeps the last: the same dict is appended).
-- the final sub-network is trained dense, searched, pruned and retrained (theirs: trained from
-  the re-initialisation with the fitted ratios re-pruned every batch); not measured.
+- the final sub-network (``final_mode``): by default trained dense, searched, pruned and
+  retrained; ``authors`` redraws the claimed weights U(-1, 1), fixes the mask from those
+  initial magnitudes with the searched ratios and trains the static sparse network for the whole
+  budget (``pruner.py:253-254``, ``prune_manager.py:97-105``). Measured in
+  ``experiments/results/ada-round3-protocol-<date>.md`` (``python -m experiments.ada_round3``).
+- *bookkeeping* (``bookkeeping``): ``per_position`` (default) as above; ``authors`` adds each
+  task's width to every position of the layer when deciding what a new task may claim, which
+  closes a layer after ~26 bits of widths (storage is still counted per position). Measured over
+  10 tasks at 4-8-bit widths in ``experiments/results/ada-round3-bookkeeping-<date>.md``.
+- ``probe_bits`` (report only, off by default): the test accuracy of each task's fp32
+  sub-network against the same sub-network at fixed widths with the authors' codebook; the
+  report's Ada-QPacknet claim check is judged on it at 4 and 8 bits.
 - *codebook* (``codebook``): default ``owned_nonzero`` fits the codebook on the task's kept
   weights; the authors fit it on the whole masked layer with its zeros (``layer_with_zeros``),
   which spends a centroid on zero.
