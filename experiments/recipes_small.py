@@ -13,7 +13,7 @@ The budget is reduced from the presets' (1500–2000 steps per task) and far fro
 and each row says so; the verdicts come from the report's own claim checks
 (``cl_compress.report.papers``) and can come out either way.
 
-Usage: python -m experiments.recipes_small [--papers packnet,cacl,lrpet,ada_qpacknet]
+Usage: python -m experiments.recipes_small [--papers ada_qpacknet,packnet,cacl,lrpet]
        [--steps 300] [--train-per-task 3000] [--seeds 0] [--lrpet-seeds 0,1] [--out PATH]
 """
 
@@ -92,7 +92,7 @@ def run_paper(paper: str, args) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = harness.parser("experiments.recipes_small", __doc__, "recipes-<date>.md")
-    ap.add_argument("--papers", default="packnet,cacl,lrpet,ada_qpacknet")
+    ap.add_argument("--papers", default="ada_qpacknet,packnet,cacl,lrpet")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--train-per-task", type=int, default=3000)
     ap.add_argument("--seeds", default="0")
@@ -102,9 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = ["| paper | regime | benchmark | optimiser (from results.json) | train steps/task | "
             "verdict | evidence (the report's claim check) |", "|---|---|---|---|---|---|---|"]
-    for paper in args.papers.split(","):
+    papers = args.papers.split(",")
+    for i, paper in enumerate(papers):
         rows += run_paper(paper, args)
-    wall = (time.perf_counter() - t0) / 60
+        write(rows, args, argv, (time.perf_counter() - t0) / 60,
+              "" if i == len(papers) - 1 else f"partial: {', '.join(papers[:i + 1])} of {args.papers}")
+    return 0
+
+
+def write(rows: list[str], args, argv, wall: float, partial: str) -> None:
+    """The results file so far (rewritten after each paper, so an interrupted run keeps its
+    finished papers and says so)."""
     print("\n".join(rows))
     harness.write_results(
         harness.header(
@@ -117,9 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(LRPET {args.lrpet_seeds}); MLP 784-256-256, 5 tasks",
             "common protocol: `protocol.yaml` (Adam 1e-3 constant, batch 128); recipe: "
             "`recipe_<paper>.yaml` (the authors' optimiser, schedule, batch and strategy rules)",
-            f"whole command: {wall:.1f} min"),
+            f"whole command: {wall:.1f} min" + (f" ({partial})" if partial else "")),
         args.out, f"recipes-{harness.today()}.md")
-    return 0
 
 
 if __name__ == "__main__":
