@@ -125,8 +125,8 @@ def write(rows: list[str], args, argv, wall: float, partial: str) -> None:
             f"(LRPET {args.lrpet_seeds}); MLP 784-256-256, 5 tasks",
             "common protocol: `protocol.yaml` (Adam 1e-3 constant, batch 128); recipe: "
             "`recipe_<paper>.yaml` (the authors' optimiser, schedule, batch and strategy rules)",
-            f"whole command: {wall:.1f} min" + (f" ({partial})" if partial else "")),
-        args.out, f"recipes-{harness.today()}.md")
+            f"whole command: {wall:.1f} min" + (f" ({partial})" if partial else ""))
+        + "\n".join(rows) + "\n", args.out, f"recipes-{harness.today()}.md")
 
 
 if __name__ == "__main__":
