@@ -389,3 +389,74 @@ def test_prune_fraction_is_counted_in_weights(quick_run):
         # the fittest candidate was scored on the same weighted share (same ratios, same claim)
         best = max(s.search_log[t], key=lambda c: c["fitness"])
         assert best["pruned_fraction"] == pytest.approx(weighted, abs=0.02)
+
+
+def test_fixed_width_probe_measures_the_same_sub_network_and_restores_it():
+    """probe_bits: the fp32 sub-network, then the same weights at each fixed width with the
+    authors' codebook (k-means over the masked layer with its zeros), each evaluated by the
+    runner's callable; the stored codes are written back bit for bit."""
+    model, s = _tiny(probe_bits=[1, 3])
+    data = _data(0, lambda x, y: 0.9)
+    s.before_task(0, data)
+    own = s.owners["body.1"] == masks.owner_code(0)
+    fp = s.layers["body.1"].weight.detach().clone()
+    s.quantise_task(0, data)
+    stored = s.layers["body.1"].weight.detach().clone()
+    seen = []
+
+    def evaluate():  # what the layer holds when the runner would evaluate the test set
+        w = s.layers["body.1"].weight
+        seen.append(int(torch.unique(w[own]).numel()))
+        if torch.equal(w[own], fp[own]):
+            return 0.95
+        return 0.5 if seen[-1] <= 2 else 0.9
+
+    s.probe(0, evaluate)
+    assert torch.equal(s.layers["body.1"].weight, stored)  # restored
+    assert s.fixed_width[0] == {"fp32": 0.95, "1": 0.5, "3": 0.9}
+    assert seen[1] <= 2 and seen[2] <= 8  # 2 and 8 levels: one of them may be the zero
+    assert s.extra_results()["fixed_width_probe"]["tasks"]["0"] == s.fixed_width[0]
+    assert s.state_dict()["fixed_width"] == s.fixed_width
+    # off by default: no probe, no state key (the pinned fingerprints stay as they were)
+    _, plain = _tiny()
+    assert plain.cfg.probe_bits == [] and "fixed_width" not in plain.state_dict()
+    with pytest.raises(ConfigError, match=r"probe_bits=\[4.5\] must list integer"):
+        _strategy(probe_bits=[4.5])
+
+
+def test_bookkeeping_authors_closes_a_layer_after_26_bits_of_widths():
+    """pruner.py:263: the authors add a task's width to every position of the layer, so after
+    five 6-bit tasks (30 bits, not < 32 - 6) no position can be claimed; per position, the
+    positions no task kept a code in stay free."""
+    for rule, usable in (("authors", 0.0), ("per_position", 1.0)):
+        model, s = _tiny(n_tasks=6, bookkeeping=rule)
+        for t in range(5):
+            s.quantised[t] = {"bits": 6}
+            s.held[t] = {n: torch.zeros(m.weight.shape, dtype=torch.bool) for n, m in s.layers.items()}
+        s.before_task(5, _data(5, lambda x, y: 0.9))
+        assert s.capacity_log[5]["usable_positions"] == usable, rule
+    model, s = _tiny(n_tasks=6, bookkeeping="authors")
+    for t in range(4):  # 24 bits < 26: still open
+        s.quantised[t] = {"bits": 6}
+        s.held[t] = {n: torch.zeros(m.weight.shape, dtype=torch.bool) for n, m in s.layers.items()}
+    s.before_task(4, _data(4, lambda x, y: 0.9))
+    assert s.capacity_log[4]["usable_positions"] == 1.0
+    with pytest.raises(ConfigError, match="bookkeeping=authors needs strategy.capacity=shared_bits"):
+        _strategy(bookkeeping="authors", capacity="exclusive")
+
+
+def test_final_mode_authors_trains_a_static_mask_from_the_initial_magnitudes():
+    """prune_manager.py:97-105 / pruner.py:253-254: redraw U(-1, 1), prune by the initial
+    magnitudes with the searched ratios, one sparse phase over the whole budget."""
+    model, s = _tiny(final_mode="authors", search_epochs=0, population=1)
+    assert [p.name for p in s.phases(0)] == ["sparse"]
+    data = _data(0, lambda x, y: 0.9)
+    s.before_task(0, data)
+    s.before_phase(0, s.phases(0)[0], data)
+    w, o = s.layers["body.1"].weight, s.owners["body.1"]
+    kept = o == masks.owner_code(0)
+    assert w.abs().max() > 0.3  # U(-1, 1), not the layer's default range (1/sqrt(16) = 0.25)
+    assert bool((w[~kept] == 0).all()) and w[kept].abs().min() >= w[~kept].abs().max()
+    ratio = s.ratios[0]["body.1"]
+    assert abs((~kept).float().mean().item() - ratio) < 0.05
+    assert torch.equal(s._train["body.1"].bool(), kept)  # only the kept positions train

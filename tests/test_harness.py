@@ -36,3 +36,21 @@ def test_setup_line_is_read_from_the_run_config():
     res = {"config": {"model": {"name": "mlp", "hidden": [64, 32]},
                       "train": {"optimizer": "sgd", "lr": 0.1, "batch_size": 64}}}
     assert harness.setup_of(res) == "mlp [64, 32], sgd lr 0.1, batch 64"
+
+
+def test_recipes_small_settings_reduce_the_budget_and_keep_each_regime():
+    """experiments.recipes_small: the recipe regime keeps the preset's optimiser and strategy
+    rules, the protocol regime the protocol's; both get the one reduced budget."""
+    from argparse import Namespace
+
+    from experiments.recipes_small import settings
+    args = Namespace(steps=300, train_per_task=3000)
+    rec, rsov = settings("lrpet", "recipe", "split_fmnist", args)
+    pro, psov = settings("lrpet", "protocol", "split_fmnist", args)
+    for ov in (rec, pro):
+        assert [o for o in ov if o.startswith("train.steps_per_task=")] == ["train.steps_per_task=300"]
+        assert [o for o in ov if o.startswith("benchmark.max_train_per_task=")] == \
+            ["benchmark.max_train_per_task=3000"]
+    assert "train.optimizer=sgd" in rec and "train.lr=0.1" in rec and "train.optimizer=sgd" not in pro
+    assert rsov["lrpet"] == ["strategy.rank_ratio=0.2"] and "lrpet" not in psov
+    assert "strategy.probe_bits=[4,8]" in psov["ada_qpacknet"]

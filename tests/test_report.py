@@ -265,29 +265,41 @@ def _one(root: Path, strategy: str) -> Path:
     return root / strategy
 
 
+def _probe(d4: float, d8: float, T: int = 3) -> dict:
+    """strategy_extra.fixed_width_probe: fp32 0.95 per task, 4/8 bits that many points lower."""
+    return {"fixed_width_probe": {"codebook": "layer_with_zeros", "method": "kmeans", "tasks": {
+        str(t): {"fp32": 0.95, "4": 0.95 - d4 / 100, "8": 0.95 - d8 / 100} for t in range(T)}}}
+
+
 def test_ada_qpacknet_claim(tmp_path):
+    """Judged on the same fp32 sub-network at fixed 4 and 8 bits with the authors' codebook;
+    every outcome is reachable, and the searched width (which holds by construction) decides
+    nothing."""
     x = {"bits_per_task": [6, 4, 4]}
-    before = [1.0, 1.0, 1.0]  # R[t][t] = 1.0 after quantisation: no drop
-    fake_run(tmp_path / "a", "ada_qpacknet", 0, extra=x, before=before)
+    before = [1.0, 1.0, 1.0]  # R[t][t] = 1.0 after quantisation: no drop at the searched width
+    fake_run(tmp_path / "a", "ada_qpacknet", 0, extra=x | _probe(0.5, 0.1), before=before)
     c = verdict(claims.check("ada_qpacknet"), tmp_path / "a")
-    assert c.verdict == "supported" and "+0.00 pts" in c.evidence
-    # quantisation costs 5 points on the test set: the same sub-network does not match fp32
-    R = [[0.9], [0.9, 0.9], [0.9, 0.9, 0.9]]
-    fake_run(tmp_path / "b", "ada_qpacknet", 0, R=R, extra=x, before=[0.95, 0.95, 0.95])
+    assert c.verdict == "supported" and "4 bits +0.50 pts" in c.evidence and "8 bits +0.10 pts" in c.evidence
+    assert "test drop at the searched width +0.00 pts" in c.evidence  # shown, not judged
+    # planted: the authors' codebook loses 16.9 points at 4 bits, 0.3 at 8: partly
+    fake_run(tmp_path / "b", "ada_qpacknet", 0, extra=x | _probe(16.9, 0.3), before=before)
     c = verdict(claims.check("ada_qpacknet"), tmp_path / "b")
-    assert c.verdict == "not supported" and "+5.00 pts" in c.evidence
-    # more than 8 bits: not the claim, even without a drop
-    fake_run(tmp_path / "c", "ada_qpacknet", 0, extra={"bits_per_task": [16, 4, 4]}, before=before)
+    assert c.verdict == "partly supported" and "matches at 8 bits, not at 4" in c.evidence
+    # planted: even 8 bits lose 3 points: not supported, though the searched width had no drop
+    fake_run(tmp_path / "c", "ada_qpacknet", 0, extra=x | _probe(5.0, 3.0), before=before)
     assert verdict(claims.check("ada_qpacknet"), tmp_path / "c").verdict == "not supported"
-    # older runs without the test accuracy before quantisation are never a pass
-    q = {"0": {"val_acc_fp32": 0.95, "val_acc": 0.95}}
-    fake_run(tmp_path / "d", "ada_qpacknet", 0, extra=x | {"quantisation": q})
-    assert verdict(claims.check("ada_qpacknet"), tmp_path / "d").verdict == "not measured"
+    # a quantisation gain (negative drop) is a match
+    fake_run(tmp_path / "e", "ada_qpacknet", 0, extra=x | _probe(-1.0, -0.5), before=before)
+    assert verdict(claims.check("ada_qpacknet"), tmp_path / "e").verdict == "supported"
+    # no probe (older runs, or probe_bits off): never a pass, whatever the searched width did
+    fake_run(tmp_path / "d", "ada_qpacknet", 0, extra=x, before=before)
+    c = verdict(claims.check("ada_qpacknet"), tmp_path / "d")
+    assert c.verdict == "not measured" and "strategy.probe_bits=[4,8]" in c.evidence
 
 
 def test_ada_qpacknet_vs_packnet_lists_differing_policies(tmp_path):
-    fake_run(tmp_path, "ada_qpacknet", 0, extra={"bits_per_task": [4, 4, 4]}, before=[1.0] * 3,
-             steps=100)
+    fake_run(tmp_path, "ada_qpacknet", 0, extra={"bits_per_task": [4, 4, 4]} | _probe(0.0, 0.0),
+             before=[1.0] * 3, steps=100)
     fake_run(tmp_path, "packnet", 0, R=[[1.0], [1.0, 1.0], [0.8, 0.8, 0.8]], steps=100)
     c = verdict(claims.check("ada_qpacknet"), tmp_path)
     assert c.verdict == "supported"  # judged on the drop; the PackNet gap is shown, not judged

@@ -5,6 +5,7 @@ logging, progress, DDP rank agreement, class-IL task inference) is a run callbac
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -200,6 +201,8 @@ def run_stream(
         exp = state.experience
         state.acc_before.append(evaluate(model, exp.test_x, exp.test_y, t, train.eval_batch_size))
         hook_s += _timed(strategy.after_task, t, data)
+        hook_s += _timed(strategy.probe, t, functools.partial(
+            evaluate, model, exp.test_x, exp.test_y, t, train.eval_batch_size))  # report-only figures
         emit("on_task_trained", state, t)
         state.timing["strategy_seconds"] += hook_s + system.strategy_seconds
         state.timing.setdefault("task_seconds", []).append(time.perf_counter() - t_task)

@@ -53,8 +53,18 @@ marked, measured (``experiments/results/capacity-10task-2026-12-02.md``,
   0.9840 (authors), 0.35 vs 0.33 s per candidate; the stream is too easy to separate them.
 - held-out data from the training split, not the test set, scores candidates and bit-widths;
   the argmax keeps the fittest candidate (theirs keeps the last: the same dict is appended).
-- the final sub-network is trained dense, searched, pruned and retrained (theirs: trained from
-  the re-initialisation with the fitted ratios re-pruned every batch); not measured.
+- the final sub-network (``final_mode``): by default trained dense, searched, pruned and
+  retrained; ``authors`` redraws the claimed weights U(-1, 1), fixes the mask from those
+  initial magnitudes with the searched ratios and trains the static sparse network for the whole
+  budget (``pruner.py:253-254``, ``prune_manager.py:97-105``). Measured in
+  ``experiments/results/ada-round3-protocol-<date>.md`` (``python -m experiments.ada_round3``).
+- *bookkeeping* (``bookkeeping``): ``per_position`` (default) as above; ``authors`` adds each
+  task's width to every position of the layer when deciding what a new task may claim, which
+  closes a layer after ~26 bits of widths (storage is still counted per position). Measured over
+  10 tasks at 4-8-bit widths in ``experiments/results/ada-round3-bookkeeping-<date>.md``.
+- ``probe_bits`` (report only, off by default): the test accuracy of each task's fp32
+  sub-network against the same sub-network at fixed widths with the authors' codebook; the
+  report's Ada-QPacknet claim check is judged on it at 4 and 8 bits.
 - *codebook* (``codebook``): default ``owned_nonzero`` fits the codebook on the task's kept
   weights; the authors fit it on the whole masked layer with its zeros (``layer_with_zeros``),
   which spends a centroid on zero.
@@ -130,6 +140,20 @@ class AdaQPacknetConfig(StrategyConfig):
     reinit_free: bool = hp(True, choices=(True, False), doc="re-initialise claimed free weights")
     train_biases: bool = hp(True, choices=(False, True), doc="train and store biases per task")
     norm_policy: str = hp("per_task", choices=("per_task", "frozen"), doc="normalisation layers")
+    bookkeeping: str = hp("per_position", choices=("per_position", "authors"),
+                          doc="shared_bits: per_position adds a task's width only where it "
+                              "keeps a code | authors adds it to every position of the layer "
+                              "(pruner.py:263), closing a layer after ~26 bits of widths; decides "
+                              "which positions a task may claim (storage is counted per position)")
+    final_mode: str = hp("dense_prune_retrain", choices=("dense_prune_retrain", "authors"),
+                         doc="final sub-network: dense_prune_retrain (train dense, prune by the "
+                             "searched ratios, retrain) | authors (redraw the claimed weights "
+                             "U(-1,1), fix the mask from those initial magnitudes, train the "
+                             "static sparse network for the whole budget)")
+    probe_bits: list = hp([], 1, 16, doc="report only: test accuracy of each task's fp32 "
+                                          "sub-network quantised at these fixed widths with the "
+                                          "authors' codebook (k-means over the masked layer with "
+                                          "its zeros), beside its fp32 accuracy; [] = off")
 
     @property
     def prune_schedule(self) -> list:
@@ -142,6 +166,12 @@ class AdaQPacknetConfig(StrategyConfig):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"strategy.{name}={v!r} must be an integer")
+        if self.bookkeeping == "authors" and self.capacity != "shared_bits":
+            raise ConfigError("strategy.bookkeeping=authors needs strategy.capacity=shared_bits "
+                              "(exclusive ownership keeps no bit count)")
+        if any(isinstance(b, bool) or not isinstance(b, int) for b in self.probe_bits):
+            raise ConfigError(f"strategy.probe_bits={list(self.probe_bits)} must list integer "
+                              "bit-widths in [1, 16]")
         if self.v_min > self.v_max:
             raise ConfigError(f"strategy.v_min={self.v_min} must not exceed strategy.v_max={self.v_max}")
         if self.start_bits and self.start_bits < max(self.min_bits, quant.min_bits(self.quant_method)):
@@ -169,7 +199,7 @@ class AdaQPacknet(PackNet):
                   "search_seed": None, "quant_method": None, "start_bits": None, "min_bits": None,
                   "kmeans_iters": None, "val_fraction": None, "reinit_free": None,
                   "tolerance": {"low": 0.5, "high": 5.0}, "search_mode": None, "capacity": None,
-                  "codebook": None}
+                  "codebook": None, "probe_bits": None, "final_mode": None, "bookkeeping": None}
 
     def __init__(self, cfg: AdaQPacknetConfig, train):
         super().__init__(cfg, train)  # type: ignore[arg-type]
@@ -184,6 +214,10 @@ class AdaQPacknet(PackNet):
         self.capacity_log: dict[int, dict[str, Any]] = {}
         self.claimed: dict[int, dict[str, int]] = {}
         self._seed = 0
+        # probe_bits: per task, test accuracy {"fp32": a, "<bits>": a, ...}; the values the
+        # probe writes, kept from quantise_task until probe() has used them
+        self.fixed_width: dict[int, dict[str, float]] = {}
+        self._probe_values: dict[str, dict[str, Tensor]] = {}
 
     @property
     def shared(self) -> bool:
@@ -227,7 +261,11 @@ class AdaQPacknet(PackNet):
         total = sum(u.numel() for u in used.values())
         free_bits = 32 * total - sum(int(u.sum()) for u in used.values())
         if self.shared:
-            usable = {n: quant.claimable(u, self.reserve_bits()) for n, u in used.items()}
+            claim_used = used
+            if self.cfg.bookkeeping == "authors":  # pruner.py:263: b added to the whole layer
+                widths = sum(int(q["bits"]) for q in self.quantised.values())
+                claim_used = {n: torch.full_like(u, widths) for n, u in used.items()}
+            usable = {n: quant.claimable(u, self.reserve_bits()) for n, u in claim_used.items()}
         else:
             usable = {n: (o == masks.FREE).cpu() for n, o in self.owners.items()}
         self.capacity_log[task] = {
@@ -269,9 +307,20 @@ class AdaQPacknet(PackNet):
             noise = (torch.rand(w.shape, generator=gen) * 2 - 1) * b
             w.copy_(torch.where(where[n].to(w.device), noise.to(w.device, w.dtype), w))
 
+    def phases(self, task: int) -> list[Phase]:
+        if self.cfg.final_mode == "authors":  # one static sparse phase, the whole budget
+            return [Phase.default(self.train, name="sparse")]
+        return super().phases(task)
+
     def before_phase(self, task: int, phase: Phase, data: TaskData) -> None:
         if phase.name == "retrain" and task not in self.ratios:
             self.search_ratios(task, data)
+        if phase.name == "sparse":  # final_mode=authors (pruner.py:253-254, prune_manager.py:97-105)
+            if task not in self.ratios:
+                self.search_ratios(task, data)
+            code = masks.owner_code(task)
+            self._reinit({n: o == code for n, o in self.owners.items()}, self._generator(3), bound=1.0)
+            self.prune(task)  # the mask from the initial magnitudes, fixed for the phase
         super().before_phase(task, phase, data)
 
     def after_task(self, task: int, data: TaskData) -> None:
@@ -364,6 +413,37 @@ class AdaQPacknet(PackNet):
         }
         if self.shared:
             self.held[task] = {n: o.cpu() for n, o in own.items()}
+        if self.cfg.probe_bits:  # the same fp32 sub-network at fixed widths, authors' codebook
+            kept = {n: fp[n][own[n]] for n in self.layers}
+            self._probe_values = {"fp32": kept, "stored": {n: lv[c] for n, (c, lv, _) in q.items()}}
+            for b in self.cfg.probe_bits:
+                self._probe_values[str(b)] = {
+                    n: (lambda c, lv, _: lv[c])(*quant.quantize(
+                        kept[n].cpu(), int(b), "kmeans", self.cfg.kmeans_iters,
+                        int(own[n].numel() - own[n].sum())))
+                    for n in self.layers}
+
+    @torch.no_grad()
+    def probe(self, task: int, evaluate) -> None:
+        """``probe_bits``: the test accuracy of task ``task``'s sub-network in fp32 and at each
+        fixed width with the authors' codebook (``layer_with_zeros``), then its stored codes
+        written back (checked bit for bit)."""
+        if not self._probe_values:
+            return
+        code = masks.owner_code(task)
+        own = {n: self.owners[n].to(m.weight.device) == code for n, m in self.layers.items()}
+        before = {n: m.weight.detach().clone() for n, m in self.layers.items()}
+        stored = self._probe_values.pop("stored")
+        out = {}
+        for key, values in self._probe_values.items():
+            self._write(task, values, own)
+            out[key] = float(evaluate())
+        self._write(task, stored, own)
+        self._probe_values = {}
+        for n, m in self.layers.items():
+            if not torch.equal(m.weight, before[n]):
+                raise RuntimeError(f"ada_qpacknet probe left layer {n} changed")
+        self.fixed_width[task] = out
 
     def _write(self, task: int, values: dict[str, Tensor], own: dict[str, Tensor]) -> None:
         for n, m in self.layers.items():
@@ -509,12 +589,16 @@ class AdaQPacknet(PackNet):
                                for t, q in self.quantised.items()}
         out["ratios"] = {str(t): r for t, r in self.ratios.items()}
         out["search"] = {str(t): log for t, log in self.search_log.items()}
+        if self.fixed_width:
+            out["fixed_width_probe"] = {"codebook": "layer_with_zeros", "method": "kmeans",
+                                        "tasks": {str(t): a for t, a in sorted(self.fixed_width.items())}}
         return out
 
     def state_dict(self) -> dict[str, Any]:
         return super().state_dict() | {"ratios": self.ratios, "quantised": self.quantised,
                                        "search_log": self.search_log, "held": self.held,
-                                       "capacity_log": self.capacity_log, "claimed": self.claimed}
+                                       "capacity_log": self.capacity_log, "claimed": self.claimed} \
+            | ({"fixed_width": self.fixed_width} if self.fixed_width else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -524,6 +608,7 @@ class AdaQPacknet(PackNet):
         self.held = {int(t): dict(h) for t, h in state.get("held", {}).items()}
         self.capacity_log = {int(t): dict(c) for t, c in state.get("capacity_log", {}).items()}
         self.claimed = {int(t): dict(c) for t, c in state.get("claimed", {}).items()}
+        self.fixed_width = {int(t): dict(a) for t, a in state.get("fixed_width", {}).items()}
 
 
 def _require_val(data: TaskData) -> tuple[Tensor, Tensor]:

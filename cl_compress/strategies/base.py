@@ -362,6 +362,12 @@ class Strategy:
     def after_task(self, task: int, data: TaskData) -> None:
         """Compress / freeze what task ``task`` owns."""
 
+    def probe(self, task: int, evaluate: Callable[[], float]) -> None:
+        """Report-only measurements of task ``task`` right after ``after_task`` stored it:
+        ``evaluate()`` is the current model's test accuracy for the task (the runner's own
+        evaluation). A probe must leave the model and what is stored exactly as it found them,
+        and its figures go to results only, never back into training."""
+
     # --- training-step hooks -----------------------------------------------------------
     def parameters_to_optimize(self, task: int, phase: Phase) -> Iterator[nn.Parameter]:
         """Parameters handed to the phase's optimiser (rebuilt fresh every phase)."""

@@ -42,7 +42,9 @@ def lrpet(groups: Groups, th: Thresholds = THRESHOLDS) -> Claim:
     d, noise, n = diff_points(et, tr, th=th)
     pe, pt = stat(et, "compression.stored_params")[0], stat(tr, "compression.stored_params")[0]
     ev = (f"avg acc {pct(et)} vs truncate {pct(tr)}: {d:+.2f} pts (noise {noise:.2f}); stored "
-          f"params {pe:.0f} vs {pt:.0f}; {steps_text(et)} vs {steps_text(tr)}")
+          f"params {pe:.0f} vs {pt:.0f}; {steps_text(et)} vs {steps_text(tr)}; truncate fine-tunes "
+          f"at {tr[0].config.get('finetune_lr_scale', ABSENT_MEANS['finetune_lr_scale']):g}× lr "
+          "(1: the schedule restarts at the full lr after truncation)")
     noet = pick(groups, "lrpet", mode="lrpet", energy_transfer=False, sharing="residual")
     if noet:
         d2, noise2, _ = diff_points(et, noet, th=th)
