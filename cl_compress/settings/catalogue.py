@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from cl_compress.errors import DataError
 
@@ -180,3 +181,70 @@ def synthetic_suffix(name: str, data_root: str | None = None) -> str:
     except DataError:
         return ""
     return "-synthetic" if (folder / STANDIN_MARKER).exists() else ""
+
+
+def static_builtin_nodes() -> dict[str, dict[str, Any]] | None:
+    """The built-in strategies' config nodes read from their source with ``ast`` (no torch
+    import, so a config error still answers before torch is loaded): each ``@register(name)``
+    class's ``Config`` (nested, ``Config = X`` or inherited) and its fields' defaults (the
+    first argument of ``hp(...)`` or a plain literal). None when anything is not statically
+    clear; then the strategies are imported. ``tests/test_defaults.py`` checks that the two
+    readings agree for every built-in."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "strategies"
+    classes: dict[str, ast.ClassDef] = {}
+    registered: dict[str, ast.ClassDef] = {}
+    for path in sorted(root.glob("*.py")):
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            classes[node.name] = node
+            for d in node.decorator_list:
+                if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "register" and d.args \
+                        and isinstance(d.args[0], ast.Constant):
+                    registered[d.args[0].value] = node
+
+    def config_of(cls: ast.ClassDef) -> ast.ClassDef | str | None:
+        for st in cls.body:
+            if isinstance(st, ast.ClassDef) and st.name == "Config":
+                return st
+            if isinstance(st, ast.Assign) and any(getattr(t, "id", "") == "Config" for t in st.targets):
+                name = getattr(st.value, "id", None)
+                return classes.get(name) if name else None
+        bases = [getattr(b, "id", None) for b in cls.bases]
+        if bases == ["Strategy"]:
+            return "empty"
+        if len(bases) == 1 and bases[0] in classes:
+            return config_of(classes[bases[0]])
+        return None
+
+    def plain(v: Any) -> Any:
+        return [plain(x) for x in v] if isinstance(v, list | tuple) else v
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, cls in registered.items():
+        conf = config_of(cls)
+        node: dict[str, Any] = {"name": name, "variant": None}
+        if conf is None:
+            return None
+        if isinstance(conf, ast.ClassDef):
+            if [getattr(b, "id", None) for b in conf.bases] != ["StrategyConfig"]:
+                return None
+            for st in conf.body:
+                if not isinstance(st, ast.AnnAssign):
+                    continue
+                if not isinstance(st.target, ast.Name) or st.value is None:
+                    return None
+                value = st.value
+                if isinstance(value, ast.Call):
+                    if getattr(value.func, "id", "") != "hp" or not value.args:
+                        return None
+                    value = value.args[0]
+                try:
+                    node[st.target.id] = plain(ast.literal_eval(value))
+                except ValueError:
+                    return None
+        out[name] = node
+    return out

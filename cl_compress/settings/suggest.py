@@ -2,7 +2,8 @@
 
 ``python -m cl_compress.train strategy=lrpt`` would otherwise print Hydra's ~17-line
 "Could not find 'strategy/lrpt'" and ``strategy.rnak=4`` Hydra's advice to append the key
-with ``+``. :func:`check_argv` reads only the YAML files under ``cl_compress/configs``.
+with ``+``. :func:`check_argv` reads only the YAML files under ``cl_compress/configs`` and the
+built-in strategies' sources (statically, :func:`cl_compress.settings.catalogue.static_builtin_nodes`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,39 @@ NAMED = {"strategy": "strategy", "benchmark": "benchmark", "model": "model",
 TOP_SECTIONS = ("train", "eval")  # keys of train.yaml itself
 
 
-def choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+def choices(group: str) -> list[str] | None:
+    """The valid names of a config group; None when they cannot be known without importing
+    code (``$CLC_STRATEGY_MODULES`` registers strategies at import). The strategy group is
+    generated from the dataclasses (:mod:`cl_compress.compose`): the built-ins read from their
+    source, installed plugins by their entry-point names."""
+    names = {p.stem for p in (CONFIGS / group).glob("*.yaml")}
+    if group == "strategy":
+        import os
+        from importlib.metadata import entry_points
+
+        if os.environ.get("CLC_STRATEGY_MODULES"):
+            return None
+        nodes = _strategy_nodes()
+        if nodes is None:
+            return None
+        names |= set(nodes) | {ep.name for ep in entry_points(group="cl_compress.strategies")}
+    return sorted(names)
+
+
+def _strategy_nodes() -> dict | None:
+    from cl_compress.settings.catalogue import static_builtin_nodes
+
+    return static_builtin_nodes()
+
+
+def _group_keys(group: str, name: str) -> set[str] | None:
+    """The settings of ``group``'s choice ``name``; None when unknown without importing code
+    (a plugin strategy: its generated config answers through Hydra and the registry)."""
+    if group == "strategy":
+        node = (_strategy_nodes() or {}).get(name)
+        return set(node) if node is not None else None
+    file = CONFIGS / group / f"{name}.yaml"
+    return _yaml_keys(file) if file.is_file() else None
 
 
 def _yaml_keys(path: Path) -> set[str]:
@@ -53,10 +85,11 @@ def check_argv(argv: list[str]) -> str | None:
     for a in overrides:
         key, value = a.split("=", 1)
         if key in GROUPS:
+            valid = choices(key)
             for v in value.split(","):  # a multirun sweep: strategy=naive,packnet
-                if v not in choices(key):
-                    return (f"unknown {NAMED[key]} {v!r}; {_hint(v, choices(key))}"
-                            f"choose one of: {', '.join(choices(key))}")
+                if valid is not None and v not in valid:
+                    return (f"unknown {NAMED[key]} {v!r}; {_hint(v, valid)}"
+                            f"choose one of: {', '.join(valid)}")
             chosen[key] = value.split(",")[0]
     top = _yaml_keys(CONFIGS / "train.yaml")
     import yaml
@@ -73,10 +106,9 @@ def check_argv(argv: list[str]) -> str | None:
             continue
         sub = rest.split(".")[0]
         if head in GROUPS:
-            file = CONFIGS / head / f"{chosen.get(head, '')}.yaml"
-            if not file.is_file():
+            known = _group_keys(head, chosen.get(head, ""))
+            if known is None:
                 continue
-            known = _yaml_keys(file)
             what = f"{NAMED[head]} {chosen[head]!r}"
         elif head in sections:
             known, what = sections[head], f"section {head!r}"
