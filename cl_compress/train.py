@@ -388,7 +388,7 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
     except Preempted as e:  # SIGTERM/SIGUSR1 (BaseException): stop, saying what is kept
         if rank_zero:
             status.write_status(run_dir, "failed", error=f"preempted: {e}")
-        print(f"error: {e}", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)  # one line: rank 0 speaks for every rank
         sys.exit(e.exit_code)
     except Exception as e:
         if rank_zero:

@@ -57,7 +57,8 @@ def run_session(run_dir: str | Path, c: dict[str, Any]) -> Iterator[Session]:
 
     run_dir = Path(run_dir)
     if not is_rank_zero():  # DDP workers: rank 0 holds the lock and did the checks
-        yield Session(resolve_resume(c.get("resume", False), run_dir), None)
+        with stop_on_signals(run_dir):  # a signal to this rank stops every rank
+            yield Session(resolve_resume(c.get("resume", False), run_dir), None)
         return
     with RunLock(run_dir):
         removed = remove_orphan_tmp(run_dir)

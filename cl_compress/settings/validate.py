@@ -180,6 +180,17 @@ def check_model(m: dict[str, Any]) -> None:
                 raise ConfigError(f"model.{k}={v!r} must be a number{rng}")
 
 
+# what a multi-node launcher sets: SLURM (srun), torchelastic (torchrun), LSF, MPI, or
+# Lightning's own variables set by hand on every node (MASTER_ADDR with NODE_RANK)
+CLUSTER_ENV = ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "LSB_JOBID", "OMPI_COMM_WORLD_SIZE",
+               "MASTER_ADDR+NODE_RANK")
+
+
+def cluster_environment() -> bool:
+    """Whether a multi-node launcher started this process (see :data:`CLUSTER_ENV`)."""
+    return any(all(os.environ.get(k) for k in name.split("+")) for name in CLUSTER_ENV)
+
+
 def check_trainer(t: dict[str, Any]) -> None:
     """Devices and accelerator exist on this machine (torch is imported only to count
     CUDA or MPS devices)."""
@@ -197,6 +208,11 @@ def check_trainer(t: dict[str, Any]) -> None:
                           f"indices, -1 or auto")
     if not _is_int(t.get("num_nodes", 1)) or t.get("num_nodes", 1) < 1:
         raise ConfigError(f"trainer.num_nodes={t.get('num_nodes')!r} must be an integer >= 1")
+    if t.get("num_nodes", 1) > 1 and not cluster_environment():
+        raise ConfigError(
+            f"trainer.num_nodes={t['num_nodes']} but no cluster environment launched this process "
+            f"(none of {', '.join(CLUSTER_ENV)} is set): it would wait for the other nodes; start "
+            f"one process per node with srun or torchrun, or set trainer.num_nodes=1")
     acc = str(t.get("accelerator", "cpu")).lower()
     if acc in ("gpu", "cuda", "mps"):
         import torch
