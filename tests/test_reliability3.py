@@ -255,3 +255,34 @@ def test_ddp_process_group_gets_a_short_timeout():
     s = trainer_strategy("ddp")
     assert s._timeout == dt.timedelta(seconds=DDP_TIMEOUT) and DDP_TIMEOUT <= 600
     assert trainer_strategy("auto") == "auto"
+
+
+# --- 4. report copies: staged in a sibling, swapped in ---------------------------------
+
+def test_copy_report_failure_keeps_the_previous_report(tmp_path, monkeypatch):
+    from cl_compress.launch import sweep
+
+    src, out = tmp_path / "sweep", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    (src / "report.md").write_text("![a](new.png)")
+    (src / "runs.csv").write_text("new")
+    (src / "new.png").write_bytes(b"png")
+    (out / "report.md").write_text("![a](old.png)")
+    (out / "runs.csv").write_text("old")
+    (out / "old.png").write_bytes(b"old")
+    real = shutil.copy2
+
+    def full_disk(a, b, *k, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copy2", full_disk)
+    with pytest.raises(OSError):
+        sweep.copy_report(src, out)
+    assert (out / "report.md").read_text() == "![a](old.png)"  # nothing deleted, nothing half-new
+    assert (out / "runs.csv").read_text() == "old" and (out / "old.png").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "sweep"]  # no stage left behind
+    monkeypatch.setattr(shutil, "copy2", real)
+    sweep.copy_report(src, out)
+    assert sorted(p.name for p in out.iterdir()) == ["new.png", "report.md", "runs.csv"]
+    assert (out / "runs.csv").read_text() == "new"

@@ -312,23 +312,39 @@ def machine() -> str:
 
 
 def copy_report(sweep_dir: Path, out: Path) -> None:
-    """Copy report.md, its PNGs and tables to ``out``; the files of a previous report there
-    (the PNGs its report.md links, and the tables) are removed first, nothing else."""
+    """Copy report.md, its PNGs and tables to ``out``. The new files are written completely
+    into a temporary sibling folder first and then moved over the old ones one by one
+    (``os.replace``: each file is the old or the new one, never a truncated one); only then
+    are the PNGs of the previous report that the new one no longer links removed, nothing
+    else. A failure (full disk, a kill) leaves the previous report in place."""
+    import tempfile
+
+    from cl_compress.report import portable_text
+
     out.mkdir(parents=True, exist_ok=True)
     old_md = out / "report.md"
     linked = re.findall(r"\]\(([^)/]+\.png)\)", old_md.read_text()) if old_md.is_file() else []
-    for old in [*(out / f for f in linked), *(out / f for f in REPORT_FILES)]:
-        if old.is_file():
-            old.unlink()
-    from cl_compress.report import portable_text
-
-    for f in [*sweep_dir.glob("*.png"), *(sweep_dir / f for f in REPORT_FILES)]:
-        if not f.is_file():
-            continue
-        if f.suffix in (".md", ".json", ".csv"):  # no machine paths in a committed report
-            (out / f.name).write_text(portable_text(f.read_text(), sweep_dir))
-        else:
-            shutil.copy2(f, out / f.name)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.report-", dir=out.parent))
+    try:
+        new = []
+        for f in [*sweep_dir.glob("*.png"), *(sweep_dir / f for f in REPORT_FILES)]:
+            if not f.is_file():
+                continue
+            if f.suffix in (".md", ".json", ".csv"):  # no machine paths in a committed report
+                (stage / f.name).write_text(portable_text(f.read_text(), sweep_dir))
+            else:
+                shutil.copy2(f, stage / f.name)
+            new.append(f.name)
+        for name in new:  # the staged files are on disk before any swap
+            with open(stage / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        for name in sorted(new, key=lambda n: n == "report.md"):  # report.md last: its links exist
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    for name in [*linked, *REPORT_FILES]:
+        if name not in new and (out / name).is_file():
+            (out / name).unlink()
 
 
 def count_runs(args: list[str]) -> int | None:
