@@ -286,3 +286,54 @@ def test_copy_report_failure_keeps_the_previous_report(tmp_path, monkeypatch):
     sweep.copy_report(src, out)
     assert sorted(p.name for p in out.iterdir()) == ["new.png", "report.md", "runs.csv"]
     assert (out / "runs.csv").read_text() == "new"
+
+
+# --- 5. a fresh run never replaces the files of a folder that is not a run folder -------
+
+@pytest.mark.parametrize("name", ["metrics.csv", "model_artifact.pt", "acc_matrix.png",
+                                  "status.json", "wandb_run_id"])
+def test_fresh_run_refuses_a_non_run_folder_holding_a_file_it_would_replace(tmp_path, name):
+    from cl_compress.rundir.lock import RunDirTaken
+    from cl_compress.settings.compose import compose_config
+    from cl_compress.testing import QUICK
+    from cl_compress.train import run_job
+
+    (tmp_path / name).write_text("the user's own\n")
+    c = compose_config(QUICK + ONE)
+    with pytest.raises(RunDirTaken, match=f"not a cl_compress run folder but holds {name}"):
+        run_quick(tmp_path, ONE)
+    with pytest.raises(SystemExit) as e:  # the CLI path (status.json bookkeeping) too
+        run_job(c, tmp_path)
+    assert e.value.code == 2
+    assert (tmp_path / name).read_text() == "the user's own\n"
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_fresh_run_into_a_failed_run_folder_is_allowed(tmp_path):
+    """A run folder of ours (status.json written by a run) is not the user's: a rerun of a
+    failed run replaces its partial metrics.csv."""
+    from cl_compress.rundir.status import write_status
+
+    write_status(tmp_path, "failed", error="boom")
+    (tmp_path / "metrics.csv").write_text("partial\n")
+    assert run_quick(tmp_path, ONE)["n_tasks"] == 3
+
+
+# --- 6. run folders unique per job ------------------------------------------------------
+
+def test_default_run_dir_is_unique_per_job(monkeypatch):
+    import yaml
+
+    from cl_compress.rundir.lock import job_suffix
+
+    run_dir = yaml.safe_load((REPO / "cl_compress/configs/train.yaml").read_text())["hydra"]["run"]["dir"]
+    assert run_dir.endswith("${now:%Y%m%d-%H%M%S}-${clc_job:}")
+    for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(k, raising=False)
+    assert job_suffix() == f"p{os.getpid()}"
+    other = _py(["-c", "from cl_compress.rundir.lock import job_suffix; print(job_suffix())"])
+    assert other.stdout.strip() not in ("", job_suffix())  # two jobs in the same second differ
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "70")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert job_suffix() == "j70_3"
