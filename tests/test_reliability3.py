@@ -337,3 +337,41 @@ def test_default_run_dir_is_unique_per_job(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "70")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     assert job_suffix() == "j70_3"
+
+
+# --- 8. storage secrets redacted wherever written ---------------------------------------
+
+SECRET_URLS = ["postgresql://me:pw1secret@db:5432/optuna",
+               "postgresql://me@db/optuna?password=pw1secret&sslmode=require",
+               "mysql://db/optuna?user=me&sslpassword=pw1secret",
+               "postgresql://db/optuna?access_token=pw1secret"]
+
+
+@pytest.mark.parametrize("url", SECRET_URLS)
+def test_redact_hides_every_secret(url):
+    from cl_compress.launch.tune import redact
+
+    out = redact(url)
+    assert "pw1secret" not in out and "***" in out and out.split("/")[2].endswith(("db", "db:5432"))
+
+
+def test_storage_secret_never_written_by_tune_preset_sweep_or_report_copy(tmp_path):
+    from types import SimpleNamespace
+
+    from cl_compress.launch import sweep, tune
+
+    url = SECRET_URLS[1]
+    summary = {"trials": 2, "complete": 2, "failed": 0, "study": "s", "storage": url,
+               "objectives": ["acc"], "seeds": [0]}
+    preset = tmp_path / "tuned.yaml"
+    tune.write_preset(preset, {}, SimpleNamespace(strategy="naive"), "synthetic", [],
+                      {"number": 0, "params": {}, "values": [0.5]}, summary)
+    assert "pw1secret" not in preset.read_text()
+    # an older preset / sweep.json that still holds it: not carried into reports or copies
+    src, out = tmp_path / "sweep", tmp_path / "out"
+    src.mkdir()
+    (src / "sweep.json").write_text(json.dumps({"tuning": {"naive": {"trials": 2, "storage": url}}}))
+    (src / "report.md").write_text("# r")
+    sweep.copy_report(src, out)
+    assert "pw1secret" not in (out / "sweep.json").read_text()
+    assert "***" in (out / "sweep.json").read_text()

@@ -331,7 +331,15 @@ def copy_report(sweep_dir: Path, out: Path) -> None:
             if not f.is_file():
                 continue
             if f.suffix in (".md", ".json", ".csv"):  # no machine paths in a committed report
-                (stage / f.name).write_text(portable_text(f.read_text(), sweep_dir))
+                text = f.read_text()
+                if f.name == "sweep.json":  # an older sweep.json may hold a storage secret
+                    from cl_compress.rundir.redact import redact_tuning
+
+                    with contextlib.suppress(ValueError, AttributeError):
+                        data = json.loads(text)
+                        text = json.dumps({**data, "tuning": redact_tuning(data.get("tuning"))},
+                                          indent=2)
+                (stage / f.name).write_text(portable_text(text, sweep_dir))
             else:
                 shutil.copy2(f, stage / f.name)
             new.append(f.name)
@@ -539,6 +547,7 @@ def _words(text: str | None) -> list[str] | None:
 
 def main(argv: list[str] | None = None) -> int:
     from cl_compress.report import write_report
+    from cl_compress.rundir.redact import redact_tuning
     from cl_compress.strategies import builtin_names
 
     p = argparse.ArgumentParser(prog="python -m cl_compress.launch.sweep",
@@ -612,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
             "benchmarks": benchmarks, "strategies": strategies, "seeds": seeds, "notes": notes,
             "budget": budget, "budget_exceptions": preset.get("budget_exceptions") or {},
             "launcher": launcher, "parallel": parallel,
-            "threads": os.environ.get("OMP_NUM_THREADS", threads), "tuning": preset.get("tuning") or {},
+            "threads": os.environ.get("OMP_NUM_THREADS", threads),
+            "tuning": redact_tuning(preset.get("tuning")) or {},
             "runs_expected": total, "attempts": attempts,
             "jobs": [{"args": j, "runs": n, "rc": None, "seconds": None} for j, n in zip(jobs, counts)]}
     t_all = time.perf_counter()

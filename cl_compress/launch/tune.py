@@ -29,7 +29,6 @@ import datetime as dt
 import logging
 import math
 import os
-import re
 import socket
 import sys
 import time
@@ -41,6 +40,7 @@ import yaml
 
 from cl_compress.errors import ConfigError, UserError
 from cl_compress.rundir.io import write_json
+from cl_compress.rundir.redact import redact, redact_tuning  # noqa: F401  (tune.redact: public)
 from cl_compress.settings.compose import compose_config
 
 # overrides that only the tuning runs use: never copied into the written preset
@@ -202,15 +202,6 @@ def open_storage(url: str) -> Any:
                 raise
             time.sleep(1 + attempt)
     raise AssertionError("unreachable")
-
-
-def redact(url: str) -> str:
-    """The storage URL without its password.
-
-    >>> redact("postgresql://me:secret@db:5432/optuna")
-    'postgresql://me:***@db:5432/optuna'
-    """
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,10 +386,10 @@ def write_preset(out: Path, base: dict[str, Any], args: Any, bench: str, fixed: 
     so[args.strategy] = merge_overrides(
         (base.get("strategy_overrides") or {}).get(args.strategy, []),
         [f"strategy.{k}={override_value(v)}" for k, v in best["params"].items()])
-    tuning = dict(start.get("tuning") or {})
+    tuning = dict(redact_tuning(start.get("tuning")) or {})
     tuning[args.strategy] = {
         "trials": summary["trials"], "complete": summary["complete"], "failed": summary["failed"],
-        "study": summary["study"], "storage": summary["storage"], "benchmark": bench,
+        "study": summary["study"], "storage": redact(summary["storage"]), "benchmark": bench,
         "objective": "+".join(summary["objectives"]), "best_trial": best["number"],
         "validation": best["values"], "eval_split": "val", "seeds": summary["seeds"],
         "date": dt.datetime.now().isoformat(timespec="seconds")}
