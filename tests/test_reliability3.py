@@ -375,3 +375,22 @@ def test_storage_secret_never_written_by_tune_preset_sweep_or_report_copy(tmp_pa
     sweep.copy_report(src, out)
     assert "pw1secret" not in (out / "sweep.json").read_text()
     assert "***" in (out / "sweep.json").read_text()
+
+
+# --- 7. sweep directories with any legal path characters --------------------------------
+
+@pytest.mark.parametrize("name", ["józef ü", "a,b", "o'brien=1"])
+def test_sweep_dir_with_non_ascii_comma_or_quote_reaches_hydra_intact(tmp_path, name):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from cl_compress.launch import sweep
+
+    d = tmp_path / name / "sw"
+    preset = {"preset": "p", "strategy_overrides": {"naive": ["strategy.variant=x"]}}
+    jobs, configs, _ = sweep.plan(preset, ["naive"], [0, 1], ["synthetic"], d.name + name, d, [])
+    parsed = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(
+        [a for a in jobs[0] if a != "-m"])}
+    assert parsed["hydra.sweep.dir"].value() == str(d) and not parsed["hydra.sweep.dir"].is_sweep_override()
+    assert parsed["logger.group"].value() == d.name + name
+    assert parsed["hydra.searchpath"].value() == [f"file://{d / sweep.CONFIG_DIR}"]
+    assert sweep.count_runs(jobs[0]) == 2  # strategy x seeds only: the path sweeps nothing

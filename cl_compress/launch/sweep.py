@@ -143,6 +143,18 @@ def is_sweep(value: str) -> bool:
     return bool(SWEEP_SYNTAX.match(value.strip()))
 
 
+def hydra_quote(value: str) -> str:
+    """``value`` as a quoted Hydra override value: any legal path (non-ASCII letters, commas,
+    spaces, ``=``, quotes) reaches the run as it is, never split into a sweep.
+
+    >>> hydra_quote("/home/józef/a, b"), hydra_quote("o'brien")
+    ("'/home/józef/a, b'", "'o\\\\'brien'")
+    """
+    value = re.sub(r"(\\+)(?=')", lambda m: m.group(1) * 2, str(value))
+    value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value)  # before the closing quote
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 def _exclude_keys(common: list[str], fixed: list[str]) -> str:
     """``hydra.job.config.override_dirname.exclude_keys`` for a sweep's multirun: the keys of
     :data:`DIR_EXCLUDE` and the preset's single-valued overrides still in force (``fixed``
@@ -281,7 +293,7 @@ def plan(preset: dict[str, Any], strategies: list[str], seeds: list[int], benchm
         common = merge_overrides(
             [f"benchmark={bench}", "trainer.progress_bar=false", "skip_if_done=true",
              "keep_going=true", *launcher_overrides(launcher, parallel)], fixed, extra,
-            [f"logger.group={name}", f"hydra.sweep.dir={sweep_dir}",
+            [f"logger.group={hydra_quote(name)}", f"hydra.sweep.dir={hydra_quote(str(sweep_dir))}",
              "hydra.sweep.subdir=${benchmark.name}-${benchmark.scenario}/"
              "${hydra:runtime.choices.strategy}/${clc_overrides:}s${seed}"])
         common.append(_exclude_keys(common, fixed))
@@ -295,7 +307,8 @@ def plan(preset: dict[str, Any], strategies: list[str], seeds: list[int], benchm
             options.append(f"{s}-{tag}" if s in per_strategy else s)
             options += [lab for lab, v in (preset.get("variants") or {}).items() if v["strategy"] == s]
         if options:
-            search = [f"hydra.searchpath=['file://{sweep_dir / CONFIG_DIR}']"] if configs else []
+            search = ([f"hydra.searchpath=[{hydra_quote(f'file://{sweep_dir / CONFIG_DIR}')}]"]
+                      if configs else [])
             jobs.append(["-m", f"strategy={','.join(options)}",
                          f"seed={','.join(str(s) for s in seeds)}", *common, *search])
     return jobs, configs, notes
