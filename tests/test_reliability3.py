@@ -394,3 +394,55 @@ def test_sweep_dir_with_non_ascii_comma_or_quote_reaches_hydra_intact(tmp_path, 
     assert parsed["logger.group"].value() == d.name + name
     assert parsed["hydra.searchpath"].value() == [f"file://{d / sweep.CONFIG_DIR}"]
     assert sweep.count_runs(jobs[0]) == 2  # strategy x seeds only: the path sweeps nothing
+
+
+# --- 9. tuning: only finished trials count; a corrupt study is one line -----------------
+
+@pytest.mark.slow  # ~50 s at load 6 (Lightning import, 6 composed trials)
+def test_failed_trials_do_not_use_up_the_tuning_budget(tmp_path, monkeypatch):
+    import optuna
+
+    import cl_compress.train
+    from cl_compress.launch import tune
+
+    calls = []
+
+    def fake_run(cfg, run_dir, *a, **k):  # every other trial fails (a crash, a killed worker)
+        calls.append(run_dir)
+        if len(calls) % 2:
+            raise RuntimeError("boom")
+        return {"avg_acc": 0.5, "compression": {"stored_bits": 1.0}}
+
+    monkeypatch.setattr(cl_compress.train, "build_and_run", fake_run)
+    db = tmp_path / "s.db"
+    rc = tune.main(["--strategy", "packnet", "--benchmark", "synthetic", "--trials", "3",
+                    "--storage", f"sqlite:///{db}", "--dir", str(tmp_path / "t"),
+                    "--out", str(tmp_path / "p.yaml"), "--sampler-seed", "0", "logger=none"])
+    assert rc == 0
+    study = optuna.load_study(study_name="packnet-synthetic", storage=f"sqlite:///{db}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 3, states
+    summary = json.loads((tmp_path / "t" / "tune.json").read_text())
+    assert (summary["complete"], summary["failed"]) == (3, 3)
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated"])
+def test_corrupt_sqlite_study_is_one_line(tmp_path, capsys, kind):
+    import sqlite3
+
+    from cl_compress.launch import tune
+
+    db = tmp_path / "s.db"
+    if kind == "garbage":
+        db.write_bytes(b"this is not a database" * 100)
+    else:
+        con = sqlite3.connect(db)
+        con.execute("create table t (x text)")
+        con.executemany("insert into t values (?)", [("x" * 500,)] * 200)
+        con.commit()
+        con.close()
+        db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    rc = tune.main(["--strategy", "packnet", "--benchmark", "synthetic", "--trials", "1",
+                    "--storage", f"sqlite:///{db}", "--dir", str(tmp_path / "t"), "logger=none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and str(db) in err[0], err

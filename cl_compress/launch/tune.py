@@ -13,7 +13,8 @@
 * Storage: an SQLite file (``runs/tune/<study>.db``) by default, or any database URL Optuna
   accepts (``--storage postgresql://user:pw@host/db``): processes on one or several machines
   that name the same study and storage share it, each taking the next trial number until the
-  study holds ``--trials`` trials.
+  study holds ``--trials`` finished trials (a failed or killed trial does not count; a worker
+  stops after 3x ``--trials`` attempts). A corrupt or truncated SQLite file is one line.
 * Output: ``<dir>/tune.json`` (every trial, the best one, the Pareto front) and a preset
   (default ``presets/tuned_<strategy>_<benchmark>.yaml`` in the working directory) with the best
   hyper-parameters as ``strategy_overrides`` and the number of trials in ``tuning``, which
@@ -194,14 +195,50 @@ def open_storage(url: str) -> Any:
     import optuna
 
     kw = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    check_sqlite(url)
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kw)
-        except Exception:
-            if attempt == 4:
-                raise
+        except Exception as e:
+            if attempt == 4 or _corrupt(e):
+                raise StudyError(f"cannot open the Optuna storage {redact(url)}: "
+                                 f"{_first_line(e)}") from e
             time.sleep(1 + attempt)
     raise AssertionError("unreachable")
+
+
+class StudyError(UserError):
+    """The study's storage cannot be opened or read (corrupt, truncated, unreachable)."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e)
+    return f"{type(e).__name__}: {(text.splitlines() or [''])[0][:300]}"
+
+
+def _corrupt(e: BaseException) -> bool:
+    text = str(e).lower()
+    return any(w in text for w in ("not a database", "malformed", "disk image", "file is encrypted"))
+
+
+def check_sqlite(url: str) -> None:
+    """A SQLite study file that is not a SQLite database (or a truncated one): one line, at once."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if not head.startswith(b"SQLite format 3\0") or len(head) < 100:
+        raise StudyError(f"{path} is not a SQLite database (truncated or another file); move it "
+                         f"away, or give another --study or --storage")
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    if page and pages and path.stat().st_size < page * pages:
+        raise StudyError(f"{path} is truncated ({path.stat().st_size} bytes, its header says "
+                         f"{page * pages}); move it away, or give another --study or --storage")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from optuna.trial import TrialState
+
     from cl_compress.strategies.base import validate_config
     from cl_compress.train import build_and_run
 
@@ -270,19 +309,25 @@ def main(argv: list[str] | None = None) -> int:
 
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners, tips
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    storage = open_storage(storage_url)
     directions = [OBJECTIVES[o][1] for o in objectives]
     sampler = optuna.samplers.TPESampler(seed=args.sampler_seed)
     study = None
-    for attempt in range(5):  # two processes creating one study at once: the loser loads it
-        try:
-            study = optuna.create_study(study_name=study_name, storage=storage, directions=directions,
-                                        sampler=sampler, load_if_exists=True)
-            break
-        except Exception:
-            if attempt == 4:
-                raise
-            time.sleep(1 + attempt)
+    try:
+        storage = open_storage(storage_url)
+        for attempt in range(5):  # two processes creating one study at once: the loser loads it
+            try:
+                study = optuna.create_study(study_name=study_name, storage=storage,
+                                            directions=directions, sampler=sampler,
+                                            load_if_exists=True)
+                break
+            except Exception as e:
+                if attempt == 4 or _corrupt(e):
+                    raise StudyError(f"cannot load study {study_name!r} from {redact(storage_url)}: "
+                                     f"{_first_line(e)}") from e
+                time.sleep(1 + attempt)
+    except StudyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     assert study is not None
     if [d.name.lower() for d in study.directions] != directions:
         print(f"error: study {study_name!r} exists with directions "
@@ -292,8 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[tune] study {study_name} ({redact(storage_url)}), {args.trials} trials in all, worker "
           f"{worker}\n[tune] space: " + "; ".join(q.text() for q in space), flush=True)
 
+    def completed() -> int:
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
     def objective(trial: Any) -> Any:
-        if trial.number >= args.trials:  # the study's budget is spent (other workers too)
+        # only finished trials count against --trials (a failed or killed one is retried)
+        if completed() >= args.trials:  # the study's budget is spent (other workers too)
             trial.study.stop()
             raise optuna.TrialPruned(f"the study has its {args.trials} trials")
         trial.set_user_attr("worker", worker)
@@ -318,7 +367,12 @@ def main(argv: list[str] | None = None) -> int:
         return values[0] if len(values) == 1 else tuple(values)
 
     t0 = time.time()
-    study.optimize(objective, n_trials=args.trials, catch=(Exception,))
+    def enough(study: Any, trial: Any) -> None:
+        if completed() >= args.trials:
+            study.stop()
+
+    # failed trials do not use up the budget; a worker gives up after 3x --trials attempts
+    study.optimize(objective, n_trials=3 * args.trials, catch=(Exception,), callbacks=[enough])
     summary = summarize(study, args.trials, objectives)
     summary |= {"strategy": args.strategy, "benchmark": bench, "storage": redact(storage_url),
                 "eval_split": "val", "seeds": seeds, "space": [q.text() for q in space],
@@ -347,8 +401,12 @@ def summarize(study: Any, n_trials: int, objectives: list[str]) -> dict[str, Any
     two objectives, the most accurate member of the Pareto front) and the front."""
     from optuna.trial import TrialState
 
-    trials = [t for t in study.get_trials(deepcopy=False) if t.number < n_trials]
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    # the first n_trials finished trials (failed or killed ones do not count), and every
+    # trial started before the last of them
+    every = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    done = [t for t in every if t.state == TrialState.COMPLETE][:n_trials]
+    last = done[-1].number if len(done) == n_trials else float("inf")
+    trials = [t for t in every if t.number <= last]
 
     def row(t: Any) -> dict[str, Any]:
         return {"number": t.number, "state": t.state.name, "params": t.params,
