@@ -446,3 +446,80 @@ def test_corrupt_sqlite_study_is_one_line(tmp_path, capsys, kind):
                     "--storage", f"sqlite:///{db}", "--dir", str(tmp_path / "t"), "logger=none"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and str(db) in err[0], err
+
+
+# --- 10. one-line errors where a traceback was -----------------------------------------
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.precision=foo", "trainer.precision='foo'; choose one of"),
+    ("trainer.strategy=foo", "trainer.strategy='foo'; choose one of"),
+])
+def test_lightning_settings_checked_in_the_config_phase(override, message):
+    from cl_compress.errors import ConfigError
+    from cl_compress.settings.compose import compose_config
+    from cl_compress.train import precheck
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        precheck(compose_config([override]))
+
+
+def test_n_tasks_avalanche_cannot_split_is_a_config_error():
+    from cl_compress.errors import ConfigError
+    from cl_compress.settings.compose import compose_config
+    from cl_compress.train import precheck
+
+    with pytest.raises(ConfigError, match=r"benchmark.n_tasks=3 cannot split the 10 classes of "
+                                          r"split_fmnist evenly; choose one of \[1, 2, 5, 10\]"):
+        precheck(compose_config(["benchmark=split_fmnist", "benchmark.n_tasks=3"]))
+    precheck(compose_config(["benchmark=split_cifar100", "benchmark.n_tasks=20"]))
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "description: !!python/object/apply:os.system ['true']\n",
+                                  "description: [unclosed\n"])
+def test_bad_preset_is_one_line(tmp_path, text):
+    from cl_compress.errors import ConfigError
+    from cl_compress.launch import sweep
+
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=str(p)):
+        sweep.load_preset(str(p))
+
+
+@pytest.mark.parametrize("text", ['{"jobs": [', "[1, 2]", "\x00\x01"])
+def test_truncated_or_malformed_sweep_json_is_one_line(tmp_path, text):
+    from cl_compress.launch import sweep
+
+    d = tmp_path / "sw"
+    d.mkdir()
+    (d / "sweep.json").write_text(text)
+    p = _py(["-m", "cl_compress.launch.sweep", "--strategies", "naive", "--seeds", "0",
+             "--benchmarks", "synthetic", "--dir", str(d), "train.steps_per_task=2"], cwd=tmp_path)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "sweep.json" in err[0], p.stderr[-2000:]
+    assert (d / "sweep.json").read_text() == text  # kept for the user to look at
+    del sweep
+
+
+def test_report_over_failed_truncated_and_nan_runs(finished, tmp_path):
+    from cl_compress.report import write_report
+    from cl_compress.rundir.status import write_status
+
+    src, _ = finished
+    d = tmp_path / "sw"
+    shutil.copytree(src, d / "good")
+    shutil.copytree(src, d / "nan")
+    res = json.loads((d / "nan" / "results.json").read_text())
+    res["avg_acc"] = float("nan")
+    res["acc_matrix"][-1][0] = float("nan")
+    (d / "nan" / "results.json").write_text(json.dumps(res))
+    shutil.copytree(src, d / "trunc")
+    (d / "trunc" / "results.json").write_text((src / "results.json").read_text()[:200])
+    (d / "failed").mkdir()
+    write_status(d / "failed", "failed", error="RuntimeError: boom")
+    (d / "sweep.json").write_text('{"date": "x", "jobs": [')  # truncated meta: ignored, named
+    md = write_report(d).read_text()
+    assert "`failed` **failed**: RuntimeError: boom" in md
+    assert "trunc" in md and "nan" in md  # named as unreadable / non-finite, not averaged in
+    summary = (d / "summary.json").read_text()
+    assert "NaN" not in summary

@@ -96,7 +96,15 @@ def load_preset(name: str | None) -> dict[str, Any]:
     if not path.is_file():
         known = sorted(set(shipped) | {p.stem for p in LOCAL_PRESET_DIR.glob("*.yaml")})
         raise ConfigError(f"unknown preset {name!r}; choose one of {known} or give a YAML path")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:  # a syntax error, or a tag such as !!python/... (never run)
+        first = (str(e).splitlines() or [""])[0]
+        raise ConfigError(f"preset {path} is not plain YAML ({type(e).__name__}: {first}); a preset "
+                          f"is a mapping of {sorted(PRESET_KEYS)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {path} is a YAML {type(data).__name__}, not a mapping of "
+                          f"{sorted(PRESET_KEYS)}")
     unknown = sorted(set(data) - PRESET_KEYS)
     if unknown:
         raise ConfigError(f"preset {path} has unknown key(s) {unknown}; valid: {sorted(PRESET_KEYS)}")
@@ -554,6 +562,23 @@ def run_jobs(cmds: list[list[str]], meta: dict[str, Any], sweep_dir: Path,
     return progress
 
 
+def read_sweep_json(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep.json of an earlier attempt ({} for none); a truncated or malformed one is a
+    one-line error (it is left as it is, for the user to look at)."""
+    path = sweep_dir / "sweep.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is unreadable (truncated or malformed: {e}); move it away to "
+                          f"start this sweep directory's record afresh, or give a new --dir") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a JSON {type(data).__name__}, not a sweep record; move it "
+                          f"away, or give a new --dir")
+    return data
+
+
 def _words(text: str | None) -> list[str] | None:
     return None if text is None else text.replace(",", " ").split()
 
@@ -622,8 +647,11 @@ def main(argv: list[str] | None = None) -> int:
             latest.symlink_to(sweep_dir.name)
     counts = [count_runs(j) for j in jobs]
     total = None if None in counts else sum(c for c in counts if c is not None)
-    previous = (json.loads((sweep_dir / "sweep.json").read_text())
-                if (sweep_dir / "sweep.json").is_file() else {})
+    try:
+        previous = read_sweep_json(sweep_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     attempts = [*previous.get("attempts", []),
                 *([{k: previous.get(k) for k in ("date", "command", "total_seconds", "progress")}]
                   if previous else [])]
