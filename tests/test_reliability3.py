@@ -523,3 +523,42 @@ def test_report_over_failed_truncated_and_nan_runs(finished, tmp_path):
     assert "trunc" in md and "nan" in md  # named as unreadable / non-finite, not averaged in
     summary = (d / "summary.json").read_text()
     assert "NaN" not in summary
+
+
+def test_nan_in_a_checkpoint_is_refused_at_resume_before_any_data(finished, tmp_path, monkeypatch):
+    import torch
+
+    import cl_compress.benchmarks
+    from cl_compress.errors import CheckpointError
+    from cl_compress.rundir.io import load_torch
+
+    src, _ = finished
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    ck = load_torch(run / "checkpoint.pt")
+    name = next(k for k, v in ck["model"].items() if v.is_floating_point())
+    ck["model"][name] = ck["model"][name].clone().fill_(float("nan"))
+    torch.save(ck, run / "checkpoint.pt")  # tampered: save_torch itself refuses NaN
+
+    def no_data(*a, **k):
+        raise AssertionError("data was loaded")
+
+    monkeypatch.setattr(cl_compress.benchmarks, "build_stream", no_data)
+    with pytest.raises(CheckpointError, match=f"holds non-finite values \\(model.{name}"):
+        run_quick(run, ONE + ["resume=true"])
+
+
+@pytest.mark.parametrize("edit", ["drop_key", "wrong_type"])
+def test_strategy_state_this_version_cannot_read_is_one_line(tmp_path, edit):
+    from cl_compress.errors import CheckpointError
+    from cl_compress.rundir.checkpoint import load_strategy_state
+    from cl_compress.strategies import TrainSettings, get_strategy
+
+    strategy = get_strategy("packnet").from_config({}, TrainSettings(), name="packnet")
+    state = strategy.state_dict()
+    if edit == "drop_key":
+        state.pop("tasks_done")
+    else:
+        state["owners"] = [1, 2]
+    with pytest.raises(CheckpointError, match="packnet state this version cannot restore"):
+        load_strategy_state(strategy, state, tmp_path / "checkpoint.pt")

@@ -41,6 +41,7 @@ from cl_compress.rundir.checkpoint import (
     training_config,
 )
 from cl_compress.rundir.checkpoint import check_state as check_finite_state
+from cl_compress.rundir.checkpoint import load_strategy_state
 from cl_compress.rundir.io import CheckpointError, load_torch, save_torch, write_json
 from cl_compress.rundir.preempt import stop_callback, trainer_strategy
 from cl_compress.settings import TrainerSettings
@@ -407,7 +408,7 @@ def _resume(ckpt_path: Path, model: ContinualModel, strategy: Strategy, stream: 
         if ck.get(key) != want:
             raise CheckpointError(f"{ckpt_path} was written with {key}={ck.get(key)!r}, not {want!r}")
     check_model_shapes(ck["model"], model, ckpt_path)
-    strategy.load_state_dict(ck["strategy"])
+    load_strategy_state(strategy, ck["strategy"], ckpt_path)  # one line for a state it cannot read
     load_model_state(model, ck["model"])
     log.info("resuming from task %d (%s)", ck["next_task"], ckpt_path)
     extra = {k: ck[k] for k in ("budget", "acc_before_compression", "class_il_matrix",

@@ -36,7 +36,7 @@ def resolve_resume(value: Any, run_dir: Path) -> bool:
 
 def precheck_resume(run_dir: Path, c: dict[str, Any]) -> int:
     """Load and check the checkpoint against the current config; its next task."""
-    from cl_compress.rundir.checkpoint import check_config, check_structure
+    from cl_compress.rundir.checkpoint import check_config, check_finite_checkpoint, check_structure
     from cl_compress.rundir.io import load_torch
 
     path = run_dir / "checkpoint.pt"
@@ -48,6 +48,7 @@ def precheck_resume(run_dir: Path, c: dict[str, Any]) -> int:
     ck = load_torch(path)
     check_structure(ck, path)
     check_config(ck, c, path)
+    check_finite_checkpoint(ck, path)  # NaN weights: refused before any data is loaded
     return int(ck["next_task"])
 
 
