@@ -38,10 +38,10 @@ from cl_compress.rundir.checkpoint import (
     check_structure,
     describe_checkpoint,
     file_sha256,
+    load_strategy_state,
     training_config,
 )
 from cl_compress.rundir.checkpoint import check_state as check_finite_state
-from cl_compress.rundir.checkpoint import load_strategy_state
 from cl_compress.rundir.io import CheckpointError, load_torch, save_torch, write_json
 from cl_compress.rundir.preempt import stop_callback, trainer_strategy
 from cl_compress.settings import TrainerSettings
