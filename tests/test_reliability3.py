@@ -562,3 +562,36 @@ def test_strategy_state_this_version_cannot_read_is_one_line(tmp_path, edit):
         state["owners"] = [1, 2]
     with pytest.raises(CheckpointError, match="packnet state this version cannot restore"):
         load_strategy_state(strategy, state, tmp_path / "checkpoint.pt")
+
+
+def _wandb_file(path: Path) -> Path:
+    """A small .wandb transaction log in W&B's framing: a run record and a history row."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    recs = []
+    r = pb.Record()
+    r.run.display_name = "x"
+    recs.append(r.SerializeToString())
+    h = pb.Record()
+    item = h.history.item.add()
+    item.key, item.value_json = "eval/acc", "0.5"
+    recs.append(h.SerializeToString())
+    data = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
+    for body in recs:
+        data += struct.pack("<IHB", 0, len(body), 1) + body
+    path.write_bytes(data)
+    return path
+
+
+def test_truncated_offline_wandb_file_is_one_line(tmp_path):
+    from cl_compress.tracking.offline import read_run
+
+    f = _wandb_file(tmp_path / "run-x.wandb")
+    run = read_run(f)
+    assert run.name == "x" and run.history == [{"eval/acc": 0.5}]
+    f.write_bytes(f.read_bytes()[:-3])
+    p = _py(["-m", "cl_compress.tracking.offline", str(f)])
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "is truncated" in err[0] and str(f) in err[0], p.stderr
