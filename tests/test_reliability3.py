@@ -595,3 +595,21 @@ def test_truncated_offline_wandb_file_is_one_line(tmp_path):
     p = _py(["-m", "cl_compress.tracking.offline", str(f)])
     err = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(err) == 1 and "is truncated" in err[0] and str(f) in err[0], p.stderr
+
+
+def test_real_full_disk_is_one_line(tmp_path):
+    """A real full file system (a 256 KiB tmpfs; needs root to mount, else skipped): torch's
+    zip writer fails with 'unexpected pos A vs B', not a disk error; still one line."""
+    from cl_compress.rundir.io import OutputError
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs",
+                                            str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with pytest.raises(OutputError, match="no space left on the device") as e:
+            run_quick(mnt / "run", ONE)
+        assert len(str(e.value).splitlines()) == 1
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
