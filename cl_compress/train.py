@@ -58,6 +58,8 @@ def overrides_subdir(dirname: str | None = None) -> str:
 OmegaConf.register_new_resolver("clc_overrides", overrides_subdir, replace=True)
 OmegaConf.register_new_resolver("clc_job", lambda: __import__(
     "cl_compress.rundir.lock", fromlist=["job_suffix"]).job_suffix(), replace=True)  # run dir per job
+OmegaConf.register_new_resolver("clc_hydra_subdir", lambda *a: __import__(
+    "cl_compress.rundir.lock", fromlist=["hydra_subdir"]).hydra_subdir(*a), replace=True)
 
 
 def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,

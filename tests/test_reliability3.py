@@ -613,3 +613,33 @@ def test_real_full_disk_is_one_line(tmp_path):
         assert len(str(e.value).splitlines()) == 1
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_job_into_a_taken_folder_writes_its_hydra_config_aside(tmp_path):
+    import yaml
+
+    from cl_compress.rundir.lock import hydra_subdir
+
+    cfg = yaml.safe_load((REPO / "cl_compress/configs/train.yaml").read_text())
+    assert cfg["hydra"]["output_subdir"].startswith("${clc_hydra_subdir:")
+    assert hydra_subdir(str(tmp_path), False, False) == ".hydra"  # a fresh folder
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "results.json").write_text("{}")
+    assert hydra_subdir(str(tmp_path), False, False) == f".hydra-job-{os.getpid()}"
+    assert hydra_subdir(str(tmp_path), True, False) == ".hydra"  # resume: the same run
+    assert hydra_subdir(str(tmp_path), "auto", False) == ".hydra"
+    assert hydra_subdir(str(tmp_path), False, True) == ".hydra"  # overwrite: replaced anyway
+
+
+@pytest.mark.slow  # two CLI runs: ~40 s at load 6
+def test_refused_run_leaves_the_other_runs_hydra_untouched(tmp_path):
+    run = tmp_path / "run"
+    base = ["-m", "cl_compress.train", "benchmark=synthetic", "logger=none",
+            "trainer.progress_bar=false", "train.steps_per_task=null", "train.batch_size=32",
+            f"hydra.run.dir={run}"]
+    assert _py([*base, "train.epochs=1"], cwd=REPO).returncode == 0
+    before = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
+    p = _py([*base, "train.epochs=2"], cwd=REPO)
+    assert p.returncode == 2 and "already holds a finished run" in p.stderr
+    assert {q.name: q.read_bytes() for q in (run / ".hydra").iterdir()} == before
+    assert not list(run.glob(".hydra-job-*"))

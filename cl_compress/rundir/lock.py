@@ -141,3 +141,27 @@ def job_suffix() -> str:
     if env.get("SLURM_JOB_ID"):
         return f"j{env['SLURM_JOB_ID']}"
     return f"p{os.getpid()}"
+
+
+_ASIDE: set[str] = set()
+
+
+def hydra_subdir(output_dir: str, resume: object, overwrite: object) -> str:
+    """``hydra.output_subdir`` (``${clc_hydra_subdir:...}``): ``.hydra``, except in a folder
+    that already holds a run (results.json or checkpoint.pt) which this job neither resumes
+    nor overwrites: there Hydra writes this job's config aside (``.hydra-job-<pid>``, removed
+    when the process ends), so a refused or kept job never rewrites the run's own
+    ``.hydra/overrides.yaml``."""
+    import atexit
+    import shutil
+
+    out = Path(output_dir)
+    taken = (out / ".hydra").is_dir() and any((out / n).exists() for n in ("results.json",
+                                                                          "checkpoint.pt"))
+    if not taken or overwrite is True or resume is True or resume == "auto":
+        return ".hydra"
+    aside = f".hydra-job-{os.getpid()}"
+    if aside not in _ASIDE:
+        _ASIDE.add(aside)
+        atexit.register(shutil.rmtree, out / aside, True)
+    return aside
