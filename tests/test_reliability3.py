@@ -487,18 +487,18 @@ def test_bad_preset_is_one_line(tmp_path, text):
 
 
 @pytest.mark.parametrize("text", ['{"jobs": [', "[1, 2]", "\x00\x01"])
-def test_truncated_or_malformed_sweep_json_is_one_line(tmp_path, text):
+def test_truncated_or_malformed_sweep_json_is_one_line(tmp_path, text, capsys, monkeypatch):
     from cl_compress.launch import sweep
 
     d = tmp_path / "sw"
     d.mkdir()
     (d / "sweep.json").write_text(text)
-    p = _py(["-m", "cl_compress.launch.sweep", "--strategies", "naive", "--seeds", "0",
-             "--benchmarks", "synthetic", "--dir", str(d), "train.steps_per_task=2"], cwd=tmp_path)
-    err = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(err) == 1 and "sweep.json" in err[0], p.stderr[-2000:]
+    monkeypatch.setattr(sweep, "run_jobs", lambda *a, **k: pytest.fail("the sweep started"))
+    rc = sweep.main(["--strategies", "naive", "--seeds", "0", "--benchmarks", "synthetic",
+                     "--dir", str(d), "train.steps_per_task=2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "sweep.json" in err[0], err
     assert (d / "sweep.json").read_text() == text  # kept for the user to look at
-    del sweep
 
 
 def test_report_over_failed_truncated_and_nan_runs(finished, tmp_path):
@@ -585,16 +585,18 @@ def _wandb_file(path: Path) -> Path:
     return path
 
 
-def test_truncated_offline_wandb_file_is_one_line(tmp_path):
+def test_truncated_offline_wandb_file_is_one_line(tmp_path, capsys):
     from cl_compress.tracking.offline import read_run
 
     f = _wandb_file(tmp_path / "run-x.wandb")
     run = read_run(f)
     assert run.name == "x" and run.history == [{"eval/acc": 0.5}]
     f.write_bytes(f.read_bytes()[:-3])
-    p = _py(["-m", "cl_compress.tracking.offline", str(f)])
-    err = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(err) == 1 and "is truncated" in err[0] and str(f) in err[0], p.stderr
+    from cl_compress.tracking.offline import main
+
+    assert main([str(f)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is truncated" in err[0] and str(f) in err[0], err
 
 
 def test_real_full_disk_is_one_line(tmp_path):
