@@ -133,8 +133,8 @@ def validate_spec(spec: BenchmarkSpec) -> None:
     n_cls = len(spec.class_order) if spec.class_order else SPLIT_CLASSES.get(spec.name)
     if spec.n_tasks is not None and n_cls and n_cls % spec.n_tasks:
         ok = [d for d in range(1, n_cls + 1) if n_cls % d == 0]
-        raise ConfigError(f"benchmark.n_tasks={spec.n_tasks} cannot split the {n_cls} classes of "
-                          f"{spec.name} evenly; choose one of {ok}")
+        raise ConfigError(f"benchmark.n_tasks={spec.n_tasks} does not divide the {n_cls} classes "
+                          f"of {spec.name} (Avalanche cannot split them); choose one of {ok}")
     if spec.eval_split not in EVAL_SPLITS:
         raise ConfigError(f"benchmark.eval_split={spec.eval_split!r}; choose one of: "
                           f"{', '.join(EVAL_SPLITS)}")
