@@ -198,7 +198,10 @@ def open_storage(url: str) -> Any:
     check_sqlite(url)
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kw)
+            # heartbeats: a killed worker's trial turns FAIL after the grace period instead of
+            # staying RUNNING (and counted) forever
+            return optuna.storages.RDBStorage(url, engine_kwargs=kw, heartbeat_interval=30,
+                                              grace_period=120)
         except Exception as e:
             if attempt == 4 or _corrupt(e):
                 raise StudyError(f"cannot open the Optuna storage {redact(url)}: "
@@ -340,9 +343,16 @@ def main(argv: list[str] | None = None) -> int:
     def completed() -> int:
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
+    def taken(number: int) -> int:
+        """Finished trials plus those other workers are running (a killed worker's trial
+        turns FAIL through the storage's heartbeat and is no longer counted)."""
+        return sum(t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING
+                                                      and t.number != number)
+                   for t in study.get_trials(deepcopy=False))
+
     def objective(trial: Any) -> Any:
         # only finished trials count against --trials (a failed or killed one is retried)
-        if completed() >= args.trials:  # the study's budget is spent (other workers too)
+        if taken(trial.number) >= args.trials:  # the budget is spent or taken (other workers)
             trial.study.stop()
             raise optuna.TrialPruned(f"the study has its {args.trials} trials")
         trial.set_user_attr("worker", worker)
