@@ -61,6 +61,10 @@ def overrides_subdir(dirname: str | None = None) -> str:
 
 OmegaConf.register_new_resolver("clc_overrides", overrides_subdir, replace=True)
 OmegaConf.register_new_resolver("clc_synthetic", synthetic_suffix, replace=True)  # stand-in data
+OmegaConf.register_new_resolver("clc_job", lambda: __import__(
+    "cl_compress.rundir.lock", fromlist=["job_suffix"]).job_suffix(), replace=True)  # run dir per job
+OmegaConf.register_new_resolver("clc_hydra_subdir", lambda *a: __import__(
+    "cl_compress.rundir.lock", fromlist=["hydra_subdir"]).hydra_subdir(*a), replace=True)
 
 
 def build_and_run(cfg: DictConfig | dict[str, Any], run_dir: str | Path,
@@ -345,7 +349,9 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
 
     status_file = run_dir / status.STATUS
     before = status_file.read_bytes() if status_file.is_file() else None  # another run's record
-    if rank_zero:
+    from cl_compress.rundir.lock import foreign_files
+
+    if rank_zero and not foreign_files(run_dir):  # never over the user's own status.json
         status.write_status(run_dir, "running", config_hash=digest)
     try:
         res = build_and_run(c, run_dir)
@@ -355,7 +361,8 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
                 status_file.unlink(missing_ok=True)
             else:
                 status_file.write_bytes(before)
-            status.record_refusal(run_dir, digest, str(e))  # a sweep names it, never "done"
+            if c.get("skip_if_done"):  # a sweep names it as stale, never as done
+                status.record_refusal(run_dir, digest, str(e))
         print(f"error: {e}", file=sys.stderr)
         if c.get("keep_going"):
             return None
@@ -363,7 +370,7 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
     except Preempted as e:  # SIGTERM/SIGUSR1 (BaseException): stop, saying what is kept
         if rank_zero:
             status.write_status(run_dir, "failed", error=f"preempted: {e}")
-        print(f"error: {e}", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)  # one line: rank 0 speaks for every rank
         sys.exit(e.exit_code)
     except Exception as e:
         if rank_zero:

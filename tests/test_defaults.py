@@ -1,5 +1,5 @@
 """Defaults are stated once: every strategy's ``strategy/<name>`` config is generated from its
-``Config`` dataclass (Hydra ConfigStore, ``settings.compose.register_strategy_configs``). A
+``Config`` dataclass (Hydra ConfigStore, ``compose.register_strategy_configs``). A
 YAML in ``cl_compress/configs/strategy/`` may exist only to change something: every
 hyper-parameter it sets differs from the dataclass default, and it builds on the generated
 ``_<name>_defaults``. The docs of the hyper-parameters live in ``hp(doc=...)``. The checker

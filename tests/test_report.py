@@ -456,7 +456,8 @@ def test_sweep_plan_one_multirun_per_benchmark(tmp_path):
     assert yaml.safe_load(configs["packnet-p"]) == {"defaults": ["packnet", "_self_"], "prune_ratio": 0.6}
     assert yaml.safe_load(configs["lrpet-truncate"])["mode"] == "truncate"
     for j, bench in zip(jobs, ["split_fmnist", "permuted_fmnist"]):
-        assert f"benchmark={bench}" in j and "logger.group=cmp" in j and f"hydra.sweep.dir={tmp_path}" in j
+        assert f"benchmark={bench}" in j and "logger.group='cmp'" in j
+        assert f"hydra.sweep.dir='{tmp_path}'" in j
         assert "train.epochs=2" in j and "train.epochs=1" not in j  # later overrides win
         assert f"hydra.searchpath=['file://{tmp_path / sweep.CONFIG_DIR}']" in j
     jobs, configs, notes = sweep.plan({}, ["naive", "individual"], [0], ["split_fmnist"], "c",

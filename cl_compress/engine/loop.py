@@ -44,6 +44,7 @@ from cl_compress.models import ContinualModel
 from cl_compress.rundir.checkpoint import check_state as check_finite_state
 from cl_compress.rundir.checkpoint import describe_checkpoint, file_sha256
 from cl_compress.rundir.io import save_torch, write_json
+from cl_compress.rundir.preempt import stop_callback, trainer_strategy
 from cl_compress.rundir.rank import is_rank_zero
 from cl_compress.settings import TrainerSettings
 from cl_compress.strategies.base import Phase, Strategy, StreamInfo, TaskData, TrainSettings, allocate_steps
@@ -57,7 +58,8 @@ def make_trainer(s: TrainerSettings, epochs: int, steps: int | None = None) -> L
     """A Trainer for one phase: ``epochs`` passes, or exactly ``steps`` optimiser steps
     (the loader is cycled; the last epoch may be partial) when ``steps`` is given."""
     return L.Trainer(
-        accelerator=s.accelerator, devices=s.devices, strategy=s.strategy, num_nodes=s.num_nodes,
+        accelerator=s.accelerator, devices=s.devices, strategy=trainer_strategy(s.strategy),
+        num_nodes=s.num_nodes, callbacks=[stop_callback()],  # DDP: every rank stops on a signal
         precision=s.precision, max_epochs=None if steps else epochs, max_steps=steps or -1,
         logger=False, enable_checkpointing=False,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,

@@ -97,7 +97,15 @@ def load_preset(name: str | None) -> dict[str, Any]:
     if not path.is_file():
         known = sorted(set(shipped) | {p.stem for p in LOCAL_PRESET_DIR.glob("*.yaml")})
         raise ConfigError(f"unknown preset {name!r}; choose one of {known} or give a YAML path")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:  # a syntax error, or a tag such as !!python/... (never run)
+        first = (str(e).splitlines() or [""])[0]
+        raise ConfigError(f"preset {path} is not plain YAML ({type(e).__name__}: {first}); a preset "
+                          f"is a mapping of {sorted(PRESET_KEYS)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {path} is a YAML {type(data).__name__}, not a mapping of "
+                          f"{sorted(PRESET_KEYS)}")
     unknown = sorted(set(data) - PRESET_KEYS)
     if unknown:
         raise ConfigError(f"preset {path} has unknown key(s) {unknown}; valid: {sorted(PRESET_KEYS)}")
@@ -142,6 +150,18 @@ def is_sweep(value: str) -> bool:
         elif ch == "," and depth == 0:
             return True
     return bool(SWEEP_SYNTAX.match(value.strip()))
+
+
+def hydra_quote(value: str) -> str:
+    """``value`` as a quoted Hydra override value: any legal path (non-ASCII letters, commas,
+    spaces, ``=``, quotes) reaches the run as it is, never split into a sweep.
+
+    >>> hydra_quote("/home/józef/a, b"), hydra_quote("o'brien")
+    ("'/home/józef/a, b'", "'o\\\\'brien'")
+    """
+    value = re.sub(r"(\\+)(?=')", lambda m: m.group(1) * 2, str(value))
+    value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value)  # before the closing quote
+    return "'" + value.replace("'", "\\'") + "'"
 
 
 def _exclude_keys(common: list[str], fixed: list[str]) -> str:
@@ -284,7 +304,7 @@ def plan(preset: dict[str, Any], strategies: list[str], seeds: list[int], benchm
         common = merge_overrides(
             [f"benchmark={bench}", "trainer.progress_bar=false", "skip_if_done=true",
              "keep_going=true", *launcher_overrides(launcher, parallel)], fixed, extra,
-            [f"logger.group={name}", f"hydra.sweep.dir={sweep_dir}",
+            [f"logger.group={hydra_quote(name)}", f"hydra.sweep.dir={hydra_quote(str(sweep_dir))}",
              "hydra.sweep.subdir=${benchmark.name}-${benchmark.scenario}/"
              "${hydra:runtime.choices.strategy}/${clc_overrides:}s${seed}"])
         common.append(_exclude_keys(common, fixed))
@@ -298,7 +318,8 @@ def plan(preset: dict[str, Any], strategies: list[str], seeds: list[int], benchm
             options.append(f"{s}-{tag}" if s in per_strategy else s)
             options += [lab for lab, v in (preset.get("variants") or {}).items() if v["strategy"] == s]
         if options:
-            search = [f"hydra.searchpath=['file://{sweep_dir / CONFIG_DIR}']"] if configs else []
+            search = ([f"hydra.searchpath=[{hydra_quote(f'file://{sweep_dir / CONFIG_DIR}')}]"]
+                      if configs else [])
             jobs.append(["-m", f"strategy={','.join(options)}",
                          f"seed={','.join(str(s) for s in seeds)}", *common, *search])
     return jobs, configs, notes
@@ -315,23 +336,47 @@ def machine() -> str:
 
 
 def copy_report(sweep_dir: Path, out: Path) -> None:
-    """Copy report.md, its PNGs and tables to ``out``; the files of a previous report there
-    (the PNGs its report.md links, and the tables) are removed first, nothing else."""
+    """Copy report.md, its PNGs and tables to ``out``. The new files are written completely
+    into a temporary sibling folder first and then moved over the old ones one by one
+    (``os.replace``: each file is the old or the new one, never a truncated one); only then
+    are the PNGs of the previous report that the new one no longer links removed, nothing
+    else. A failure (full disk, a kill) leaves the previous report in place."""
+    import tempfile
+
+    from cl_compress.report import portable_text
+
     out.mkdir(parents=True, exist_ok=True)
     old_md = out / "report.md"
     linked = re.findall(r"\]\(([^)/]+\.png)\)", old_md.read_text()) if old_md.is_file() else []
-    for old in [*(out / f for f in linked), *(out / f for f in REPORT_FILES)]:
-        if old.is_file():
-            old.unlink()
-    from cl_compress.report import portable_text
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.report-", dir=out.parent))
+    try:
+        new = []
+        for f in [*sweep_dir.glob("*.png"), *(sweep_dir / f for f in REPORT_FILES)]:
+            if not f.is_file():
+                continue
+            if f.suffix in (".md", ".json", ".csv"):  # no machine paths in a committed report
+                text = f.read_text()
+                if f.name == "sweep.json":  # an older sweep.json may hold a storage secret
+                    from cl_compress.rundir.redact import redact_tuning
 
-    for f in [*sweep_dir.glob("*.png"), *(sweep_dir / f for f in REPORT_FILES)]:
-        if not f.is_file():
-            continue
-        if f.suffix in (".md", ".json", ".csv"):  # no machine paths in a committed report
-            (out / f.name).write_text(portable_text(f.read_text(), sweep_dir))
-        else:
-            shutil.copy2(f, out / f.name)
+                    with contextlib.suppress(ValueError, AttributeError):
+                        data = json.loads(text)
+                        text = json.dumps({**data, "tuning": redact_tuning(data.get("tuning"))},
+                                          indent=2)
+                (stage / f.name).write_text(portable_text(text, sweep_dir))
+            else:
+                shutil.copy2(f, stage / f.name)
+            new.append(f.name)
+        for name in new:  # the staged files are on disk before any swap
+            with open(stage / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        for name in sorted(new, key=lambda n: n == "report.md"):  # report.md last: its links exist
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    for name in [*linked, *REPORT_FILES]:
+        if name not in new and (out / name).is_file():
+            (out / name).unlink()
 
 
 def count_runs(args: list[str]) -> int | None:
@@ -520,12 +565,30 @@ def run_jobs(cmds: list[list[str]], meta: dict[str, Any], sweep_dir: Path,
     return progress
 
 
+def read_sweep_json(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep.json of an earlier attempt ({} for none); a truncated or malformed one is a
+    one-line error (it is left as it is, for the user to look at)."""
+    path = sweep_dir / "sweep.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is unreadable (truncated or malformed: {e}); move it away to "
+                          f"start this sweep directory's record afresh, or give a new --dir") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a JSON {type(data).__name__}, not a sweep record; move it "
+                          f"away, or give a new --dir")
+    return data
+
+
 def _words(text: str | None) -> list[str] | None:
     return None if text is None else text.replace(",", " ").split()
 
 
 def main(argv: list[str] | None = None) -> int:
     from cl_compress.report import write_report
+    from cl_compress.rundir.redact import redact_tuning
     from cl_compress.strategies.registry import registered_names
 
     p = argparse.ArgumentParser(prog="python -m cl_compress.launch.sweep",
@@ -591,8 +654,11 @@ def main(argv: list[str] | None = None) -> int:
             latest.symlink_to(sweep_dir.name)
     counts = [count_runs(j) for j in jobs]
     total = None if None in counts else sum(c for c in counts if c is not None)
-    previous = (json.loads((sweep_dir / "sweep.json").read_text())
-                if (sweep_dir / "sweep.json").is_file() else {})
+    try:
+        previous = read_sweep_json(sweep_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     attempts = [*previous.get("attempts", []),
                 *([{k: previous.get(k) for k in ("date", "command", "total_seconds", "progress")}]
                   if previous else [])]
@@ -603,7 +669,8 @@ def main(argv: list[str] | None = None) -> int:
             "benchmarks": benchmarks, "strategies": strategies, "seeds": seeds, "notes": notes,
             "budget": budget, "budget_exceptions": preset.get("budget_exceptions") or {},
             "launcher": launcher, "parallel": parallel,
-            "threads": os.environ.get("OMP_NUM_THREADS", threads), "tuning": preset.get("tuning") or {},
+            "threads": os.environ.get("OMP_NUM_THREADS", threads),
+            "tuning": redact_tuning(preset.get("tuning")) or {},
             "runs_expected": total, "attempts": attempts,
             "jobs": [{"args": j, "runs": n, "rc": None, "seconds": None} for j, n in zip(jobs, counts)]}
     t_all = time.perf_counter()

@@ -32,7 +32,6 @@ import datetime as dt
 import logging
 import math
 import os
-import re
 import socket
 import sys
 import time
@@ -45,6 +44,7 @@ import yaml
 from cl_compress.compose import compose_config
 from cl_compress.errors import ConfigError, UserError
 from cl_compress.rundir.io import write_json
+from cl_compress.rundir.redact import redact, redact_tuning  # noqa: F401  (tune.redact: public)
 
 # overrides that only the tuning runs use: never copied into the written preset
 TUNE_ONLY = ("benchmark.eval_split", "benchmark.val_fraction", "seed", "trainer.progress_bar",
@@ -197,23 +197,53 @@ def open_storage(url: str) -> Any:
     import optuna
 
     kw = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    check_sqlite(url)
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kw)
-        except Exception:
-            if attempt == 4:
-                raise
+            # heartbeats: a killed worker's trial turns FAIL after the grace period instead of
+            # staying RUNNING (and counted) forever
+            return optuna.storages.RDBStorage(url, engine_kwargs=kw, heartbeat_interval=30,
+                                              grace_period=120)
+        except Exception as e:
+            if attempt == 4 or _corrupt(e):
+                raise StudyError(f"cannot open the Optuna storage {redact(url)}: "
+                                 f"{_first_line(e)}") from e
             time.sleep(1 + attempt)
     raise AssertionError("unreachable")
 
 
-def redact(url: str) -> str:
-    """The storage URL without its password.
+class StudyError(UserError):
+    """The study's storage cannot be opened or read (corrupt, truncated, unreachable)."""
 
-    >>> redact("postgresql://me:secret@db:5432/optuna")
-    'postgresql://me:***@db:5432/optuna'
-    """
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e)
+    return f"{type(e).__name__}: {(text.splitlines() or [''])[0][:300]}"
+
+
+def _corrupt(e: BaseException) -> bool:
+    text = str(e).lower()
+    return any(w in text for w in ("not a database", "malformed", "disk image", "file is encrypted"))
+
+
+def check_sqlite(url: str) -> None:
+    """A SQLite study file that is not a SQLite database (or a truncated one): one line, at once."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if not head.startswith(b"SQLite format 3\0") or len(head) < 100:
+        raise StudyError(f"{path} is not a SQLite database (truncated or another file); move it "
+                         f"away, or give another --study or --storage")
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    if page and pages and path.stat().st_size < page * pages:
+        raise StudyError(f"{path} is truncated ({path.stat().st_size} bytes, its header says "
+                         f"{page * pages}); move it away, or give another --study or --storage")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from optuna.trial import TrialState
+
     from cl_compress.strategies.base import validate_config
     from cl_compress.train import build_and_run
 
@@ -281,19 +313,25 @@ def main(argv: list[str] | None = None) -> int:
 
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners, tips
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    storage = open_storage(storage_url)
     directions = [OBJECTIVES[o][1] for o in objectives]
     sampler = optuna.samplers.TPESampler(seed=args.sampler_seed)
     study = None
-    for attempt in range(5):  # two processes creating one study at once: the loser loads it
-        try:
-            study = optuna.create_study(study_name=study_name, storage=storage, directions=directions,
-                                        sampler=sampler, load_if_exists=True)
-            break
-        except Exception:
-            if attempt == 4:
-                raise
-            time.sleep(1 + attempt)
+    try:
+        storage = open_storage(storage_url)
+        for attempt in range(5):  # two processes creating one study at once: the loser loads it
+            try:
+                study = optuna.create_study(study_name=study_name, storage=storage,
+                                            directions=directions, sampler=sampler,
+                                            load_if_exists=True)
+                break
+            except Exception as e:
+                if attempt == 4 or _corrupt(e):
+                    raise StudyError(f"cannot load study {study_name!r} from {redact(storage_url)}: "
+                                     f"{_first_line(e)}") from e
+                time.sleep(1 + attempt)
+    except StudyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     assert study is not None
     if [d.name.lower() for d in study.directions] != directions:
         print(f"error: study {study_name!r} exists with directions "
@@ -340,7 +378,6 @@ def main(argv: list[str] | None = None) -> int:
     def stop_when_done(study: Any, trial: Any) -> None:
         # only completed trials count towards --trials: a failed one is replaced, up to
         # max(3, --trials) failures in this worker (a strategy that always fails stops)
-        from optuna.trial import TrialState
 
         if trial.state == TrialState.FAIL:
             failed_here.append(trial.number)
@@ -468,10 +505,10 @@ def write_preset(out: Path, base: dict[str, Any], args: Any, bench: str, fixed: 
     so[args.strategy] = merge_overrides(
         (base.get("strategy_overrides") or {}).get(args.strategy, []),
         [f"strategy.{k}={override_value(v)}" for k, v in best["params"].items()])
-    tuning = dict(start.get("tuning") or {})
+    tuning = dict(redact_tuning(start.get("tuning")) or {})
     tuning[args.strategy] = {
         "trials": summary["trials"], "complete": summary["complete"], "failed": summary["failed"],
-        "study": summary["study"], "storage": summary["storage"], "benchmark": bench,
+        "study": summary["study"], "storage": redact(summary["storage"]), "benchmark": bench,
         "objective": "+".join(summary["objectives"]), "best_trial": best["number"],
         "validation": best["values"], "eval_split": "val", "seeds": summary["seeds"],
         "date": dt.datetime.now().isoformat(timespec="seconds")}

@@ -79,25 +79,48 @@ def load_sweep(root: str | Path) -> Sweep:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"sweep directory {root} does not exist")
-    runs = []
+    runs, bad = [], {}
     for p in sorted(root.rglob("results.json")):
         try:
             res = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
+            bad[p.parent] = "results.json is unreadable (truncated or malformed)"
             continue
-        if isinstance(res, dict) and "acc_matrix" in res and "strategy" in res:
-            runs.append(Run(p.parent, res, per_task=read_per_task(p.parent / "metrics.csv")))
+        if not (isinstance(res, dict) and "acc_matrix" in res and "strategy" in res):
+            bad[p.parent] = "results.json is not a run's results"
+            continue
+        if not _finite(res.get("avg_acc", 0.0)) or not _finite(res.get("acc_matrix")):
+            bad[p.parent] = "results.json holds non-finite accuracies (NaN/inf): not averaged in"
+            continue
+        runs.append(Run(p.parent, res, per_task=read_per_task(p.parent / "metrics.csv")))
     done = {r.path for r in runs}
     incomplete = sorted(({p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
-                         | {p.parent for p in root.rglob("status.json")}) - done)
+                         | {p.parent for p in root.rglob("status.json")} | set(bad)) - done)
     failed = {}
     for p in incomplete:
         st = read_status(p) or {}
-        if st.get("state") == "failed":
+        if p in bad:
+            failed[p] = bad[p]
+        elif st.get("state") == "failed":
             failed[p] = str(st.get("error") or "unknown error")
     assign_labels(runs)
     meta_path = root / "sweep.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}")
+    except (OSError, ValueError) as e:
+        meta = {"notes": [f"{meta_path.name} is unreadable ({str(e)[:120]}): the sweep's date, "
+                          "command and budget exceptions are unknown"]}
     return Sweep(root, runs, incomplete, meta, failed)
+
+
+def _finite(v: Any) -> bool:
+    """Whether ``v`` (a number or nested lists of numbers) holds only finite numbers."""
+    import math
+
+    if isinstance(v, list):
+        return all(_finite(x) for x in v)
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 

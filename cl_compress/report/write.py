@@ -49,6 +49,10 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     out_dir = Path(out) if out else sweep.root
     out_dir.mkdir(parents=True, exist_ok=True)
     m = sweep.meta
+    if isinstance(m.get("tuning"), dict):  # an older sweep.json may hold a storage secret
+        from cl_compress.rundir.redact import redact_tuning
+
+        m = {**m, "tuning": redact_tuning(m["tuning"])}
     md = ["# Strategy comparison", "",
           f"- sweep: `{m.get('sweep_dir', sweep.root)}`"
           + (f" (preset `{m['preset']}`)" if m.get("preset") else ""),

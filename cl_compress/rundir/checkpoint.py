@@ -110,6 +110,34 @@ def check_same_config(ck: dict[str, Any], current: dict[str, Any], path: Path) -
         )
 
 
+def load_strategy_state(strategy: Any, state: dict[str, Any], path: Path) -> None:
+    """``strategy.load_state_dict(state)``; a state this code version cannot read (a key
+    missing or renamed, a value of another type or shape) is one line, not a traceback."""
+    from cl_compress.errors import UserError
+
+    try:
+        strategy.load_state_dict(state)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        if isinstance(e, UserError):
+            raise
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"{path} holds a {getattr(strategy, 'name', 'strategy')} state this version cannot "
+            f"restore ({type(e).__name__}: {first}); it was written by another code version or "
+            f"is damaged: start a fresh run (overwrite=true) or resume with the version that "
+            f"wrote it") from e
+
+
+def check_finite_checkpoint(ck: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint holding NaN/inf weights or strategy state (resume would train
+    from them and report after a whole task)."""
+    hit = first_nonfinite({"model": ck.get("model"), "strategy": ck.get("strategy")})
+    if hit:
+        name, bad, n = hit
+        raise CheckpointError(f"{path} holds non-finite values ({name}: {bad} of {n} NaN/inf); "
+                              f"it cannot be resumed: start a fresh run with overwrite=true")
+
+
 def describe_checkpoint(run_dir: str | Path) -> str:
     """One phrase on what ``checkpoint.pt`` in ``run_dir`` keeps (for stop messages)."""
     from cl_compress.rundir.io import load_torch

@@ -27,7 +27,9 @@ def _write_failure(path: Path, e: BaseException) -> OutputError | None:
     """A one-line error for a disk-level write failure (torch wraps ENOSPC in a
     RuntimeError 'file write failed'); None for anything else."""
     reason = _DISK_ERRNOS.get(getattr(e, "errno", None) or -1)
-    if reason is None and isinstance(e, RuntimeError) and "write" in str(e).lower():
+    # torch's zip writer reports a full disk as "file write failed" or, when a write came
+    # short, "unexpected pos A vs B": any RuntimeError of a write with the disk (nearly) full
+    if reason is None and isinstance(e, RuntimeError | OSError):
         try:
             st = os.statvfs(path.parent)
             if st.f_bavail * st.f_frsize < 16 << 20:

@@ -39,7 +39,7 @@ def resolve_resume(value: Any, run_dir: Path) -> bool:
 
 def precheck_resume(run_dir: Path, c: dict[str, Any]) -> dict[str, Any]:
     """Load and check the checkpoint against the current config; the checkpoint."""
-    from cl_compress.rundir.checkpoint import check_same_config, check_structure
+    from cl_compress.rundir.checkpoint import check_finite_checkpoint, check_same_config, check_structure
     from cl_compress.rundir.io import load_torch
 
     path = run_dir / "checkpoint.pt"
@@ -51,6 +51,7 @@ def precheck_resume(run_dir: Path, c: dict[str, Any]) -> dict[str, Any]:
     ck = load_torch(path)
     check_structure(ck, path)
     check_same_config(ck, c, path)
+    check_finite_checkpoint(ck, path)  # NaN weights: refused before any data is loaded
     return ck
 
 
@@ -60,7 +61,8 @@ def run_session(run_dir: str | Path, c: dict[str, Any]) -> Iterator[Session]:
 
     run_dir = Path(run_dir)
     if not is_rank_zero():  # DDP workers: rank 0 holds the lock and did the checks
-        yield Session(resolve_resume(c.get("resume", False), run_dir), None)
+        with stop_on_signals(run_dir):  # a signal to this rank stops every rank
+            yield Session(resolve_resume(c.get("resume", False), run_dir), None)
         return
     with RunLock(run_dir):
         removed = remove_orphan_tmp(run_dir)

@@ -100,6 +100,8 @@ BENCHMARK_INFO = catalogue()
 BENCHMARKS: dict[str, tuple[str, int, str]] = {
     n: (i.description, i.default_tasks, i.kind) for n, i in BENCHMARK_INFO.items()}
 BACKENDS = ("avalanche", "native")
+# classes of the benchmarks split by class (n_tasks must divide them; synthetic makes 2 per task)
+SPLIT_CLASSES = {"split_fmnist": 10, "split_digits": 10, "split_mnist": 10, "split_cifar100": 100}
 
 
 @dataclass
@@ -142,6 +144,11 @@ def validate_spec(spec: BenchmarkSpec) -> None:
         raise ConfigError(f"benchmark.backend={spec.backend!r}; choose one of: {', '.join(BACKENDS)}")
     if spec.n_tasks is not None and spec.n_tasks < 1:
         raise ConfigError(f"benchmark.n_tasks must be >= 1, got {spec.n_tasks}")
+    n_cls = len(spec.class_order) if spec.class_order else SPLIT_CLASSES.get(spec.name)
+    if spec.n_tasks is not None and n_cls and n_cls % spec.n_tasks:
+        ok = [d for d in range(1, n_cls + 1) if n_cls % d == 0]
+        raise ConfigError(f"benchmark.n_tasks={spec.n_tasks} does not divide the {n_cls} classes "
+                          f"of {spec.name} (Avalanche cannot split them); choose one of {ok}")
     if spec.eval_split not in EVAL_SPLITS:
         raise ConfigError(f"benchmark.eval_split={spec.eval_split!r}; choose one of: "
                           f"{', '.join(EVAL_SPLITS)}")

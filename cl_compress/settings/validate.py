@@ -193,6 +193,28 @@ def check_model(m: dict[str, Any]) -> None:
                 raise ConfigError(f"model.{k}={v!r} must be a number{rng}")
 
 
+# Lightning 2.x's precision and strategy names (checked here, before Lightning is imported)
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "64-true", "16-true", "bf16-true",
+              "transformer-engine", "transformer-engine-float16", "32", "16", "bf16", "64")
+LIGHTNING_STRATEGIES = (
+    "auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",
+    "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true", "ddp_notebook",
+    "ddp_notebook_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true",
+    "ddp_spawn", "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true",
+    "deepspeed", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
+    "deepspeed_stage_3", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp",
+    "fsdp_cpu_offload", "single_device", "single_tpu", "single_xla", "xla", "xla_debug")
+# what a multi-node launcher sets: SLURM (srun), torchelastic (torchrun), LSF, MPI, or
+# Lightning's own variables set by hand on every node (MASTER_ADDR with NODE_RANK)
+CLUSTER_ENV = ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "LSB_JOBID", "OMPI_COMM_WORLD_SIZE",
+               "MASTER_ADDR+NODE_RANK")
+
+
+def cluster_environment() -> bool:
+    """Whether a multi-node launcher started this process (see :data:`CLUSTER_ENV`)."""
+    return any(all(os.environ.get(k) for k in name.split("+")) for name in CLUSTER_ENV)
+
+
 def check_trainer(t: dict[str, Any]) -> None:
     """Devices and accelerator exist on this machine (torch is imported only to count
     CUDA or MPS devices)."""
@@ -210,6 +232,18 @@ def check_trainer(t: dict[str, Any]) -> None:
                           f"indices, -1 or auto")
     if not _is_int(t.get("num_nodes", 1)) or t.get("num_nodes", 1) < 1:
         raise ConfigError(f"trainer.num_nodes={t.get('num_nodes')!r} must be an integer >= 1")
+    if t.get("num_nodes", 1) > 1 and not cluster_environment():
+        raise ConfigError(
+            f"trainer.num_nodes={t['num_nodes']} but no cluster environment launched this process "
+            f"(none of {', '.join(CLUSTER_ENV)} is set): it would wait for the other nodes; start "
+            f"one process per node with srun or torchrun, or set trainer.num_nodes=1")
+    precision = t.get("precision", "32-true")
+    if str(precision) not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r}; choose one of: {', '.join(PRECISIONS[:8])}")
+    strategy = t.get("strategy", "auto")
+    if not isinstance(strategy, str) or strategy not in LIGHTNING_STRATEGIES:
+        raise ConfigError(f"trainer.strategy={strategy!r}; choose one of: auto, ddp, ddp_spawn, "
+                          f"fsdp, deepspeed, ... (Lightning's strategy names)")
     acc = str(t.get("accelerator", "cpu")).lower()
     if acc in ("gpu", "cuda", "mps"):
         import torch

@@ -57,6 +57,9 @@ def iter_records(path: str | Path):
             pos += left
             continue
         body = data[pos + CHUNK_HEADER:pos + CHUNK_HEADER + length]
+        if len(body) < length:
+            raise ValueError(f"{path} is truncated: a record at byte {pos} needs {length} bytes, "
+                             f"{len(body)} are there (a killed run or an incomplete copy)")
         pos += CHUNK_HEADER + length
         if kind in (FULL, FIRST):
             pending = body
@@ -64,7 +67,11 @@ def iter_records(path: str | Path):
             pending += body
         if kind in (FULL, LAST):
             rec = pb.Record()
-            rec.ParseFromString(pending)
+            try:
+                rec.ParseFromString(pending)
+            except Exception as e:  # protobuf's DecodeError: a damaged record
+                raise ValueError(f"{path} has a damaged record before byte {pos} "
+                                 f"({type(e).__name__})") from None
             yield rec
             pending = b""
 
@@ -177,7 +184,11 @@ def main(argv: list[str]) -> int:
         print("usage: python -m cl_compress.tracking.offline <run_dir | offline-run-* | file.wandb>",
               file=sys.stderr)
         return 2
-    run = read_run(argv[0])
+    try:
+        run = read_run(argv[0])
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     keys = sorted({k for r in run.history for k in r if not k.startswith("_")})
     print(f"run {run.name!r} group {run.group!r} tags {run.tags}")
     print(f"{len(run.history)} history rows; keys: {', '.join(keys)}")

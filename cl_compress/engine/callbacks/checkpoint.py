@@ -12,7 +12,12 @@ import torch
 from cl_compress.compress.svd import SVDFactorized
 from cl_compress.engine.callbacks.base import LoopState, RunCallback
 from cl_compress.errors import CheckpointError
-from cl_compress.rundir.checkpoint import CKPT_FORMAT, check_structure, training_config
+from cl_compress.rundir.checkpoint import (
+    CKPT_FORMAT,
+    check_structure,
+    load_strategy_state,
+    training_config,
+)
 from cl_compress.rundir.io import load_torch, save_torch
 
 log = logging.getLogger("cl_compress.engine.loop")
@@ -46,7 +51,7 @@ class Checkpointer(RunCallback):
                 len(ck.get("acc_before_compression", [])) != done:
             raise CheckpointError(f"{path} is inconsistent: its budget or acc_before_compression "
                                   f"does not cover the {done} finished task(s)")
-        state.strategy.load_state_dict(ck["strategy"])
+        load_strategy_state(state.strategy, ck["strategy"], path)  # one line for a state it cannot read
         load_model_state(state.model, ck["model"])
         log.info("resuming from task %d (%s)", done, path)
         state.start = done
