@@ -350,7 +350,7 @@ def run_stream(
         class_il = {"acc_matrix": C, "task_inference_acc": TI, "settings": task_inference,
                     "stats": ti_stats}
     return _finish(stream, strategy, R, timing, reference_bits, run_dir, seed, tracker, config,
-                   ddp_check, budget.summary(), acc_before, class_il, TIL or None)
+                   ddp_check, budget.summary(), acc_before, class_il, keys.complete(TIL, T))
 
 
 def state_fingerprint(model: torch.nn.Module, strategy: Strategy) -> str:
