@@ -44,3 +44,12 @@ def test_cli_typo_is_one_line_and_leaves_nothing(tmp_path):
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.splitlines() == [p.stderr.strip()] and "did you mean lrpet" in p.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_options_in_a_sweeps_generated_configs_are_known(tmp_path):
+    (tmp_path / "strategy").mkdir()
+    (tmp_path / "strategy" / "lrpet-truncate.yaml").write_text("defaults:\n  - lrpet\nmode: truncate\n")
+    search = f"hydra.searchpath=['file://{tmp_path}']"
+    assert check_argv(["-m", "strategy=naive,lrpet-truncate", search]) is None
+    assert "did you mean lrpet-truncate" in check_argv(["strategy=lrpet-trunc", search])
+    assert check_argv(["strategy=lrpet-truncate"]).startswith("unknown strategy")

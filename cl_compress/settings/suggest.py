@@ -17,8 +17,33 @@ NAMED = {"strategy": "strategy", "benchmark": "benchmark", "model": "model",
 TOP_SECTIONS = ("train", "eval")  # keys of train.yaml itself
 
 
-def choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+def choices(group: str, extra: list[Path] | None = None) -> list[str]:
+    """The options of ``group``: the package's YAML files and those under ``extra`` config
+    folders (``hydra.searchpath``, ``--config-dir``: a sweep's generated variants)."""
+    return sorted({p.stem for d in [CONFIGS, *(extra or [])] for p in (d / group).glob("*.yaml")})
+
+
+def _group_file(group: str, choice: str, extra: list[Path]) -> Path | None:
+    for d in [*extra, CONFIGS]:
+        if (d / group / f"{choice}.yaml").is_file():
+            return d / group / f"{choice}.yaml"
+    return None
+
+
+def search_dirs(argv: list[str]) -> list[Path]:
+    """Extra config folders named on the command line: ``hydra.searchpath=[file://...]``,
+    ``--config-dir DIR`` / ``-cd DIR`` / ``--config-dir=DIR``."""
+    import re
+
+    out: list[Path] = []
+    for i, a in enumerate(argv):
+        if a.startswith(("hydra.searchpath=", "+hydra.searchpath=", "++hydra.searchpath=")):
+            out += [Path(m) for m in re.findall(r"file://([^'\",\]]+)", a)]
+        elif a in ("--config-dir", "-cd") and i + 1 < len(argv):
+            out.append(Path(argv[i + 1]))
+        elif a.startswith("--config-dir="):
+            out.append(Path(a.split("=", 1)[1]))
+    return out
 
 
 def _yaml_keys(path: Path) -> set[str]:
@@ -49,14 +74,17 @@ def check_argv(argv: list[str]) -> str | None:
     ``+key``/``++key``/``~key`` (Hydra's explicit additions/removals), ``hydra.*`` and
     options (``-m``, ``--cfg``) are left to Hydra."""
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "+", "~", "hydra."))]
+    if any(a.startswith(("--config-path", "-cp", "--config-name", "-cn")) for a in argv):
+        return None  # another primary config: Hydra's own checks
+    extra = search_dirs(argv)
     chosen = _defaults()
     for a in overrides:
         key, value = a.split("=", 1)
         if key in GROUPS:
             for v in value.split(","):  # a multirun sweep: strategy=naive,packnet
-                if v not in choices(key):
-                    return (f"unknown {NAMED[key]} {v!r}; {_hint(v, choices(key))}"
-                            f"choose one of: {', '.join(choices(key))}")
+                if v not in choices(key, extra):
+                    return (f"unknown {NAMED[key]} {v!r}; {_hint(v, choices(key, extra))}"
+                            f"choose one of: {', '.join(choices(key, extra))}")
             chosen[key] = value.split(",")[0]
     top = _yaml_keys(CONFIGS / "train.yaml")
     import yaml
@@ -73,8 +101,8 @@ def check_argv(argv: list[str]) -> str | None:
             continue
         sub = rest.split(".")[0]
         if head in GROUPS:
-            file = CONFIGS / head / f"{chosen.get(head, '')}.yaml"
-            if not file.is_file():
+            file = _group_file(head, chosen.get(head, ""), extra)
+            if file is None or extra:  # a generated config may build on another: Hydra checks
                 continue
             known = _yaml_keys(file)
             what = f"{NAMED[head]} {chosen[head]!r}"
