@@ -73,7 +73,8 @@ def check_argv(argv: list[str]) -> str | None:
     key of a chosen group (``strategy.rnak=4``, ``train.lrr=0.1``); None when all are known.
     ``+key``/``++key``/``~key`` (Hydra's explicit additions/removals), ``hydra.*`` and
     options (``-m``, ``--cfg``) are left to Hydra."""
-    overrides = [a for a in argv if "=" in a and not a.startswith(("-", "+", "~", "hydra."))]
+    overrides = [a for a in argv if "=" in a and not a.startswith(("-", "+", "~", "hydra"))
+                 and "/" not in a.split("=", 1)[0]]  # hydra/launcher=joblib: Hydra's groups
     if any(a.startswith(("--config-path", "-cp", "--config-name", "-cn")) for a in argv):
         return None  # another primary config: Hydra's own checks
     extra = search_dirs(argv)
