@@ -32,7 +32,8 @@ def test_typos_get_one_line_with_a_suggestion(argv, line):
 def test_known_choices_and_hydra_syntax_pass():
     assert check_argv(["strategy=packnet", "strategy.prune_ratio=0.5", "benchmark=synthetic",
                        "benchmark.scenario=class", "train.lr=0.1", "seed=3", "+strategy.x=1",
-                       "hydra.run.dir=/tmp/x", "-m", "trainer=gpu", "hydra/launcher=joblib", "logger.mode=offline",
+                       "hydra.run.dir=/tmp/x", "-m", "trainer=gpu", "hydra/launcher=joblib",
+                       "logger.mode=offline",
                        "eval.refit_steps=5", "model=cnn", "model.channels=[8]"]) is None
 
 
