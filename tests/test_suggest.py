@@ -32,7 +32,8 @@ def test_typos_get_one_line_with_a_suggestion(argv, line):
 def test_known_choices_and_hydra_syntax_pass():
     assert check_argv(["strategy=packnet", "strategy.prune_ratio=0.5", "benchmark=synthetic",
                        "benchmark.scenario=class", "train.lr=0.1", "seed=3", "+strategy.x=1",
-                       "hydra.run.dir=/tmp/x", "-m", "trainer=gpu", "logger.mode=offline",
+                       "hydra.run.dir=/tmp/x", "-m", "trainer=gpu", "hydra/launcher=joblib",
+                       "logger.mode=offline",
                        "eval.refit_steps=5", "model=cnn", "model.channels=[8]"]) is None
 
 
@@ -44,3 +45,12 @@ def test_cli_typo_is_one_line_and_leaves_nothing(tmp_path):
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.splitlines() == [p.stderr.strip()] and "did you mean lrpet" in p.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_options_in_a_sweeps_generated_configs_are_known(tmp_path):
+    (tmp_path / "strategy").mkdir()
+    (tmp_path / "strategy" / "lrpet-truncate.yaml").write_text("defaults:\n  - lrpet\nmode: truncate\n")
+    search = f"hydra.searchpath=['file://{tmp_path}']"
+    assert check_argv(["-m", "strategy=naive,lrpet-truncate", search]) is None
+    assert "did you mean lrpet-truncate" in check_argv(["strategy=lrpet-trunc", search])
+    assert check_argv(["strategy=lrpet-truncate"]).startswith("unknown strategy")

@@ -164,3 +164,14 @@ def test_default_trainer_is_auto_and_the_device_is_named():
     text = describe_device(c["trainer"])
     assert text.startswith("GPU") if torch.cuda.is_available() else text == "CPU (no GPU found)"
     assert describe_device({"accelerator": "cpu"}) == "CPU"
+
+
+def test_incomplete_task_il_rows_are_not_logged():
+    """A checkpoint from before task-IL rows were kept for a shared head: no task-IL keys
+    (rather than figures over fewer tasks)."""
+    R = [[0.9], [0.5, 0.8]]
+    v = keys.views("class", R, masked_task_il=[[1.0], [0.9, 0.95]])
+    assert v.task_il is not None
+    short = keys.views("class", R, masked_task_il=[[0.9, 0.95]])
+    assert short.task_il is None and not any("task_il" in k for k in keys.accuracy_metrics(short, 1))
+    assert keys.complete([[1.0]], 2) is None and keys.complete(R, 2) == R

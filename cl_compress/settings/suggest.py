@@ -18,20 +18,19 @@ NAMED = {"strategy": "strategy", "benchmark": "benchmark", "model": "model",
 TOP_SECTIONS = ("train", "eval")  # keys of train.yaml itself
 
 
-def choices(group: str) -> list[str] | None:
-    """The valid names of a config group; None when they cannot be known without importing
-    code (``$CLC_STRATEGY_MODULES`` registers strategies at import). The strategy group is
-    generated from the dataclasses (:mod:`cl_compress.compose`): the built-ins read from their
-    source, installed plugins by their entry-point names."""
-    names = {p.stem for p in (CONFIGS / group).glob("*.yaml")}
+def choices(group: str, extra: list[Path] | None = None) -> list[str] | None:
+    """The options of ``group``: the package's YAML files and those under ``extra`` config
+    folders (``hydra.searchpath``, ``--config-dir``: a sweep's generated variants). The
+    strategy group is generated from the dataclasses (:mod:`cl_compress.compose`): the
+    built-ins read from their source, installed plugins by their entry-point names; None when
+    the names cannot be known without importing code (``$CLC_STRATEGY_MODULES``)."""
+    names = {p.stem for d in [CONFIGS, *(extra or [])] for p in (d / group).glob("*.yaml")}
     if group == "strategy":
         import os
         from importlib.metadata import entry_points
 
-        if os.environ.get("CLC_STRATEGY_MODULES"):
-            return None
         nodes = _strategy_nodes()
-        if nodes is None:
+        if os.environ.get("CLC_STRATEGY_MODULES") or nodes is None:
             return None
         names |= set(nodes) | {ep.name for ep in entry_points(group="cl_compress.strategies")}
     return sorted(names)
@@ -43,14 +42,27 @@ def _strategy_nodes() -> dict | None:
     return static_builtin_nodes()
 
 
-def _group_keys(group: str, name: str) -> set[str] | None:
-    """The settings of ``group``'s choice ``name``; None when unknown without importing code
-    (a plugin strategy: its generated config answers through Hydra and the registry)."""
-    if group == "strategy":
-        node = (_strategy_nodes() or {}).get(name)
-        return set(node) if node is not None else None
-    file = CONFIGS / group / f"{name}.yaml"
-    return _yaml_keys(file) if file.is_file() else None
+def _group_file(group: str, choice: str, extra: list[Path]) -> Path | None:
+    for d in [*extra, CONFIGS]:
+        if (d / group / f"{choice}.yaml").is_file():
+            return d / group / f"{choice}.yaml"
+    return None
+
+
+def search_dirs(argv: list[str]) -> list[Path]:
+    """Extra config folders named on the command line: ``hydra.searchpath=[file://...]``,
+    ``--config-dir DIR`` / ``-cd DIR`` / ``--config-dir=DIR``."""
+    import re
+
+    out: list[Path] = []
+    for i, a in enumerate(argv):
+        if a.startswith(("hydra.searchpath=", "+hydra.searchpath=", "++hydra.searchpath=")):
+            out += [Path(m) for m in re.findall(r"file://([^'\",\]]+)", a)]
+        elif a in ("--config-dir", "-cd") and i + 1 < len(argv):
+            out.append(Path(argv[i + 1]))
+        elif a.startswith("--config-dir="):
+            out.append(Path(a.split("=", 1)[1]))
+    return out
 
 
 def _yaml_keys(path: Path) -> set[str]:
@@ -80,13 +92,17 @@ def check_argv(argv: list[str]) -> str | None:
     key of a chosen group (``strategy.rnak=4``, ``train.lrr=0.1``); None when all are known.
     ``+key``/``++key``/``~key`` (Hydra's explicit additions/removals), ``hydra.*`` and
     options (``-m``, ``--cfg``) are left to Hydra."""
-    overrides = [a for a in argv if "=" in a and not a.startswith(("-", "+", "~", "hydra."))]
+    overrides = [a for a in argv if "=" in a and not a.startswith(("-", "+", "~", "hydra"))
+                 and "/" not in a.split("=", 1)[0]]  # hydra/launcher=joblib: Hydra's groups
+    if any(a.startswith(("--config-path", "-cp", "--config-name", "-cn")) for a in argv):
+        return None  # another primary config: Hydra's own checks
+    extra = search_dirs(argv)
     chosen = _defaults()
     for a in overrides:
         key, value = a.split("=", 1)
         if key in GROUPS:
-            valid = choices(key)
             for v in value.split(","):  # a multirun sweep: strategy=naive,packnet
+                valid = choices(key, extra)
                 if valid is not None and v not in valid:
                     return (f"unknown {NAMED[key]} {v!r}; {_hint(v, valid)}"
                             f"choose one of: {', '.join(valid)}")
@@ -106,9 +122,18 @@ def check_argv(argv: list[str]) -> str | None:
             continue
         sub = rest.split(".")[0]
         if head in GROUPS:
-            known = _group_keys(head, chosen.get(head, ""))
-            if known is None:
+            if extra:  # a generated config may build on another: Hydra checks
                 continue
+            file = _group_file(head, chosen.get(head, ""), extra)
+            if head == "strategy":  # generated from the dataclass; a YAML only holds changes
+                node = (_strategy_nodes() or {}).get(chosen.get(head, ""))
+                if node is None:  # a plugin: its generated config answers through Hydra
+                    continue
+                known = set(node)
+            elif file is None:
+                continue
+            else:
+                known = _yaml_keys(file)
             what = f"{NAMED[head]} {chosen[head]!r}"
         elif head in sections:
             known, what = sections[head], f"section {head!r}"

@@ -70,7 +70,14 @@ def views(scenario: str, R: Matrix, class_il: Matrix | None = None,
         return Views("class", class_il, task_il=R, task_inference=task_inference)
     if scenario != "class":
         return Views(scenario, R)
-    return Views(scenario, R, task_il=masked_task_il)
+    return Views(scenario, R, task_il=complete(masked_task_il, len(R)))
+
+
+def complete(M: Matrix | None, n_rows: int) -> Matrix | None:
+    """``M`` when it has a row for each of ``n_rows`` tasks, else None: a run resumed from a
+    checkpoint written before a shared head's task-IL rows were recorded logs no task-IL
+    figures rather than figures over fewer tasks."""
+    return M if M and len(M) == n_rows else None
 
 
 def accuracy_metrics(v: Views, t: int) -> dict[str, float]:

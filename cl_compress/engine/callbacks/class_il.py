@@ -121,8 +121,11 @@ class SharedHeadTaskIL(RunCallback):
         state.matrices["task_il"] = self.TIL
 
     def on_results(self, state: LoopState, results: dict[str, Any]) -> None:
-        if self.TIL:
-            results["task_il"] = keys.task_il_section(self.TIL)
+        # only when every task has its row (a run resumed from an older checkpoint logs none
+        # rather than figures over fewer tasks)
+        til = keys.complete(self.TIL, state.n_tasks)
+        if til:
+            results["task_il"] = keys.task_il_section(til)
 
     def state_dict(self) -> dict[str, Any]:
         return {"task_il_matrix": self.TIL} if self.TIL else {}
