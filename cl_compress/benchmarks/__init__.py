@@ -24,6 +24,7 @@ from cl_compress.benchmarks.base import (  # noqa: F401  (SCENARIOS re-exported)
     split_by_classes,
 )
 from cl_compress.benchmarks.registry import LOADERS, Loaded, register_benchmark
+from cl_compress.benchmarks.sources import load_digits, load_fashion_mnist, make_synthetic  # noqa: F401
 from cl_compress.errors import ConfigError
 from cl_compress.settings import BACKENDS, BENCHMARKS, EVAL_SPLITS, BenchmarkSpec, validate_spec  # noqa: F401
 
