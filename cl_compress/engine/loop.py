@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cl_compress.benchmarks import Stream, make_loader
 from cl_compress.compress.accounting import individual_reference_bits
-from cl_compress.engine import metrics
+from cl_compress.engine import footprint, metrics
 from cl_compress.engine.flops import flops_per_task
 from cl_compress.engine.progress import RunProgress
 from cl_compress.engine.system import ContinualSystem, NonFiniteLossError
@@ -75,7 +75,7 @@ def make_trainer(s: TrainerSettings, epochs: int, steps: int | None = None) -> L
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         # one display for the whole run (progress.RunProgress), not a bar per fit
         enable_progress_bar=False, deterministic=s.deterministic,
-        use_distributed_sampler=True,
+        use_distributed_sampler=True, sync_batchnorm=s.sync_batchnorm,
     )
 
 
@@ -333,6 +333,7 @@ def run_stream(
                 **({"class_il_matrix": C, "task_inference_acc": TI,
                     "task_inference_stats": ti_stats} if task_inference else {}),
             })
+        footprint.record(run_dir, model, strategy, exp.test_x, t, ckpt_path)  # per-task sizes
         progress.task_done(t, row, timing["task_seconds"][-1])
         if on_task_end is not None:
             on_task_end(t, model, strategy)
@@ -565,7 +566,7 @@ def _finish(stream: Stream, strategy: Strategy, R: list, timing: dict, reference
             "model_bytes": model_bytes, "artifact": artifact.name, **stats.details,
         },
         "train_seconds": timing["train_seconds"], "timing": timing,
-        "inference": inference,
+        "inference": inference, "footprint": footprint.read(run_dir, stream.n_tasks),
         "strategy_extra": strategy.extra_results(), "strategy_config": asdict(strategy.cfg),
         "stream_source": stream.source, "ddp": ddp_check, "config": config or {},
         "artifact_sha256": file_sha256(artifact) if is_rank_zero() else None,  # reload checks it
