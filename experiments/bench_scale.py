@@ -190,8 +190,8 @@ def peak_child(name: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = harness.parser("experiments.bench_scale", __doc__, "bench-scale-<date>.md")
-    ap.add_argument("--steps", type=int, default=12, help="optimiser steps per task (timed run)")
-    ap.add_argument("--tasks", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=8, help="optimiser steps per task (timed run)")
+    ap.add_argument("--tasks", type=int, default=1)
     ap.add_argument("--train", type=int, default=256, help="training images per task")
     ap.add_argument("--strategies", default="")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     harness.quiet_lightning()
     if args.peak_of:  # child: one short task, print the peak RSS in MiB
-        run_one(args.peak_of, 3, 1, 128)
+        run_one(args.peak_of, 2, 1, 128)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return 0
     from cl_compress.strategies import builtin_names
@@ -209,8 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, Any]] = {}
     naive_ms: list[float] = []
     t_start = time.perf_counter()
+    failed: dict[str, str] = {}
     for i, name in enumerate(order):
-        probe, res = run_one(name, args.steps, args.tasks, args.train)
+        try:
+            probe, res = run_one(name, args.steps, args.tasks, args.train)
+        except Exception as e:  # noqa: BLE001 - one strategy's failure is reported, the rest run
+            failed[name] = f"{type(e).__name__}: {str(e)[:300]}"
+            print(f"{name} FAILED: {failed[name]}", flush=True)
+            continue
         phase = first_phase(res)
         ms, n = probe.ms_per_step(0, phase)
         if name == "naive":
@@ -222,13 +228,18 @@ def main(argv: list[str] | None = None) -> int:
                       "proj_ms": 1000 * statistics.median(proj) if proj else 0.0,
                       "extra": res["budget"]["extra_steps"]}
         print(f"{name}: {ms:.1f} ms/step ({phase}, median of {n})", flush=True)
-    refit_probe, refit_res = run_one("packnet", args.steps, args.tasks, args.train, "class")
+    refit_probe, refit_res = run_one("packnet", args.steps, 2, args.train, "class")  # refit: task >= 1
     refit = [(t, s) for t, h, s in refit_probe.hooks if h == "task-inference refit"]
     refit_ms, _ = refit_probe.ms_per_step(0, first_phase(refit_res))
     wall = time.perf_counter() - t_start
-    base = statistics.mean(naive_ms)
+    base = statistics.mean(naive_ms) if naive_ms else float("nan")
     mem_names = ["naive", *[x for x in names if x != "naive"]]
-    peaks = {} if args.no_memory else {n: peak_child(n) for n in mem_names}
+    peaks: dict[str, float] = {}
+    for m in [] if args.no_memory else mem_names:
+        try:
+            peaks[m] = peak_child(m)
+        except RuntimeError as e:
+            failed[f"{m} (peak memory)"] = str(e)[-300:]
 
     out = [harness.header(
         "Strategy cost on reduced ResNet-18, this CPU (random CIFAR-shaped data)", "experiments.bench_scale",
@@ -274,10 +285,12 @@ def main(argv: list[str] | None = None) -> int:
             "Extra training steps outside the task's phases (search candidates, BN re-calibration "
             "batches), per run:", ""]
     out += [f"- {n}: {json.dumps(r['extra'])}" for n, r in rows.items() if r["extra"]]
+    if failed:
+        out += ["", "## Failed", ""] + [f"- {n}: {e}" for n, e in failed.items()]
     if peaks:
-        out += ["", "## Peak memory (fresh process, one task of 3 steps; ru_maxrss)", "",
+        out += ["", "## Peak memory (fresh process, one task of 2 steps; ru_maxrss)", "",
                 "| strategy | peak RSS MiB | vs naive |", "|---|---|---|"]
-        out += [f"| {n} | {p:.0f} | {p / peaks['naive']:.2f}x |" for n, p in peaks.items()]
+        out += [f"| {n} | {p:.0f} | {p / peaks.get('naive', float('nan')):.2f}x |" for n, p in peaks.items()]
     text = "\n".join(out) + "\n"
     print(text)
     harness.write_results(text, args.out, f"bench-scale-{harness.today()}.md")
