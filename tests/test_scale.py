@@ -122,3 +122,21 @@ def test_bench_gpu_cpu_smoke(tmp_path):
                  "--out", str(out)]) == 0
     text = out.read_text()
     assert "| packnet | bf16-mixed |" in text and "| resnet18_cifar100 | resnet18 |" in text
+
+
+def test_sync_batchnorm_is_refused_on_cpu_and_converts_once():
+    from types import SimpleNamespace
+
+    from cl_compress.engine.system import sync_batchnorm
+    from cl_compress.settings.validate import check_trainer
+
+    with pytest.raises(ConfigError, match="trainer.sync_batchnorm=true needs trainer.accelerator=gpu"):
+        check_trainer({"accelerator": "cpu", "devices": 1, "sync_batchnorm": True})
+    body, feat = build_backbone("resnet18", (1, 8, 8), nf=4)
+    model = ContinualModel(body, feat, [2], multi_head=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sync_batchnorm(model, SimpleNamespace(sync_batchnorm=True))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in model.modules())
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

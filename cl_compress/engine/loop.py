@@ -22,7 +22,7 @@ from cl_compress.compress.accounting import individual_reference_bits
 from cl_compress.engine import footprint, metrics
 from cl_compress.engine.flops import flops_per_task
 from cl_compress.engine.progress import RunProgress
-from cl_compress.engine.system import ContinualSystem, NonFiniteLossError
+from cl_compress.engine.system import ContinualSystem, NonFiniteLossError, sync_batchnorm
 from cl_compress.engine.task_inference import (
     TaskInferenceSettings,
     body_features,
@@ -75,7 +75,7 @@ def make_trainer(s: TrainerSettings, epochs: int, steps: int | None = None) -> L
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         # one display for the whole run (progress.RunProgress), not a bar per fit
         enable_progress_bar=False, deterministic=s.deterministic,
-        use_distributed_sampler=True, sync_batchnorm=s.sync_batchnorm,
+        use_distributed_sampler=True,
     )
 
 
@@ -212,6 +212,7 @@ def run_stream(
                            for t in range(T)]
     reference_bits = seen_reference_bits[-1]
     L.seed_everything(task_seed(seed, 0), workers=True, verbose=False)
+    sync_batchnorm(model, trainer)  # trainer.sync_batchnorm: once, before the strategy sees the layers
     strategy.setup(model, StreamInfo(T, stream.scenario, stream.input_shape, stream.head_sizes))
 
     R: list[list[float]] = []

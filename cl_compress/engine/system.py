@@ -41,6 +41,14 @@ def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def sync_batchnorm(model: torch.nn.Module, trainer) -> None:
+    """``trainer.sync_batchnorm``: turn the body's BatchNorm layers into ``SyncBatchNorm`` (in
+    place, state kept) once, before ``strategy.setup`` records its norm layers; Lightning's own
+    conversion would replace the modules at every fit, behind the strategy's back."""
+    if getattr(trainer, "sync_batchnorm", False):
+        model.body = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.body)
+
+
 class ContinualSystem(L.LightningModule):
     """Trains ``model`` on the current task and phase, with ``strategy`` hooks."""
 

@@ -69,8 +69,8 @@ class TrainerSettings:
     progress_bar: bool = True
     deterministic: bool = True
     # DDP with BatchNorm: true converts BatchNorm to SyncBatchNorm (batch statistics over all
-    # ranks' samples); false (default): each rank normalises by its own batch, and rank 0's
-    # running statistics are copied to every rank at the end of each fit (docs/scaling.md)
+    # ranks' samples; GPU only); false (default): each rank normalises by its own batch, and
+    # rank 0's running statistics are copied to every rank at the end of each fit (docs/scaling.md)
     sync_batchnorm: bool = False
 
 

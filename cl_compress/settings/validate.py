@@ -198,6 +198,11 @@ def check_trainer(t: dict[str, Any]) -> None:
     if not _is_int(t.get("num_nodes", 1)) or t.get("num_nodes", 1) < 1:
         raise ConfigError(f"trainer.num_nodes={t.get('num_nodes')!r} must be an integer >= 1")
     acc = str(t.get("accelerator", "cpu")).lower()
+    if t.get("sync_batchnorm", False) not in (True, False):
+        raise ConfigError(f"trainer.sync_batchnorm={t.get('sync_batchnorm')!r} must be true or false")
+    if t.get("sync_batchnorm") and acc not in ("gpu", "cuda"):
+        raise ConfigError(f"trainer.sync_batchnorm=true needs trainer.accelerator=gpu (SyncBatchNorm has "
+                          f"no CPU implementation), got accelerator={acc}; use false on CPU")
     if acc in ("gpu", "cuda", "mps"):
         import torch
     if acc in ("gpu", "cuda"):
