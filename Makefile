@@ -9,7 +9,7 @@ BENCHMARK ?= split_fmnist
 ARGS ?=
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup data exp list test test-slow lint bench bench-gpu bench-defaults bench-packnet bench-lrpet bench-cacl bench-ada-qpacknet bench-capacity clean
+.PHONY: help setup data exp list test test-slow lint bench bench-gpu bench-scale bench-long-streams bench-defaults bench-packnet bench-lrpet bench-cacl bench-ada-qpacknet bench-capacity clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -55,8 +55,14 @@ lint: $(STAMP) ## ruff lint and format check
 bench: setup ## framework overhead and per-strategy timings (prints figures)
 	$(PY) -m experiments.bench $(ARGS)
 
-bench-gpu: setup ## throughput on a CUDA device (reduced ResNet-18, fp32 and bf16)
+bench-gpu: setup ## images/s vs a plain loop on a CUDA device (reduced ResNet-18, data on the device, crop+flip, fp32 and bf16), preset wall times
 	$(PY) -m experiments.bench_gpu $(ARGS)
+
+bench-scale: setup ## every strategy's cost on reduced ResNet-18, this CPU: ms/step vs naive, after-task ops, peak memory
+	nice -n 10 $(PY) -m experiments.bench_scale $(ARGS)
+
+bench-long-streams: setup ## 20- and 50-task synthetic runs: per-task stored size, state, checkpoint, FLOPs
+	nice -n 10 $(PY) -m experiments.long_streams $(ARGS)
 
 bench-defaults: setup ## every strategy at the embedded defaults (make exp STRATEGY=<each>), CACL acceptance check
 	$(PY) -m experiments.defaults $(ARGS)

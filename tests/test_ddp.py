@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cl_compress.strategies import builtin_names
 from cl_compress.testing import run_quick
@@ -64,3 +65,26 @@ def test_every_strategy_keeps_ranks_identical(name, tmp_path):
                                      "train.batch_size=16"])
     assert res["ddp"] == {**res["ddp"], "world_size": 2, "ranks_identical": True}
     assert res["n_tasks"] == 3 and 0.0 <= res["avg_acc"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sync_bn", [False, pytest.param(True, marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="SyncBatchNorm: GPU only")])])
+def test_isolation_strategies_keep_ranks_identical_on_a_batchnorm_resnet(sync_bn, tmp_path):
+    """Every isolation strategy on a tiny BatchNorm ResNet-18 (nf=4) under 2 gloo ranks: the
+    SHA-256 fingerprints of model + strategy state (weights, masks, factors, codebooks,
+    per-task BatchNorm states) agree on both ranks after every task, with per-rank batch
+    statistics (rank 0's running statistics kept) and, on GPUs (SyncBatchNorm has no CPU
+    implementation), with SyncBatchNorm."""
+    from tests.test_contract import ISOLATION
+
+    base = [b for b in BASE if not b.startswith("train.steps_per_task")]
+    for name in ISOLATION:
+        extra = ["strategy.population=2", "strategy.search_epochs=0"] if name == "ada_qpacknet" else []
+        gpu = ["trainer.accelerator=gpu"] if sync_bn else []
+        res = _ddp_run(tmp_path / f"{name}-{sync_bn}", [
+            f"strategy={name}", "benchmark=synthetic", "model=resnet18", "model.nf=4",
+            "train.epochs=null", "train.steps_per_task=4", "train.batch_size=16",
+            f"trainer.sync_batchnorm={str(sync_bn).lower()}", *gpu, *extra], base)
+        assert res["ddp"]["world_size"] == 2 and res["ddp"]["ranks_identical"] is True, (name, res["ddp"])
+        assert res["n_tasks"] == 3, name

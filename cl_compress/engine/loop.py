@@ -34,11 +34,12 @@ from cl_compress.engine.callbacks import (
     RunCallback,
     SharedHeadTaskIL,
     TaskEndHook,
+    TaskFootprint,
     TaskLogger,
     task_seed,
 )
 from cl_compress.engine.flops import flops_per_task
-from cl_compress.engine.system import ContinualSystem, NonFiniteLossError
+from cl_compress.engine.system import ContinualSystem, NonFiniteLossError, sync_batchnorm
 from cl_compress.engine.task_inference import TaskInferenceSettings
 from cl_compress.models import ContinualModel
 from cl_compress.rundir.checkpoint import check_state as check_finite_state
@@ -145,7 +146,7 @@ def default_callbacks(tracker, trainer: TrainerSettings, resume: bool = False,
         cbs.append(ClassILInference(task_inference))
     elif shared_head_class_il:
         cbs.append(SharedHeadTaskIL())
-    cbs += [RankAgreement(), TaskLogger(tracker), Checkpointer(resume, checkpoint),
+    cbs += [RankAgreement(), TaskLogger(tracker), Checkpointer(resume, checkpoint), TaskFootprint(),
             BudgetLedger(steps_per_task), ProgressDisplay(trainer.progress_bar)]
     if on_task_end is not None:
         cbs.append(TaskEndHook(on_task_end))
@@ -175,6 +176,7 @@ def run_stream(
     state.seen_reference_bits = [individual_reference_bits(model.body, model.heads, T, seen=t + 1)
                                  for t in range(T)]
     L.seed_everything(task_seed(seed, 0), workers=True, verbose=False)
+    sync_batchnorm(model, trainer)  # trainer.sync_batchnorm: once, before the strategy sees the layers
     strategy.setup(model, StreamInfo(T, stream.scenario, stream.input_shape, stream.head_sizes,
                               stream.name))
     state.system = system = ContinualSystem(model, strategy, on_epoch_end=tracker.log_epoch)

@@ -14,6 +14,7 @@ Evaluation uses torchmetrics (engine/loop.py).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -28,6 +29,24 @@ from cl_compress.strategies.base import Phase, Strategy, build_optimizer, lr_fac
 
 PROG_BAR_EVERY = 25  # steps between progress-bar loss updates
 CUDA_FINITE_CHECK_EVERY = 32  # on accelerators, checking every step would sync every step
+
+
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off: under ``trainer.precision=bf16-mixed`` Lightning runs the whole training
+    step in autocast, where a matmul gives bfloat16; the strategies' per-step hooks (gradient
+    masks, LRPET's SVD projection, CACL's factor updates) must compute in float32 on the
+    float32 weights, as they do without mixed precision."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def sync_batchnorm(model: torch.nn.Module, trainer) -> None:
+    """``trainer.sync_batchnorm``: turn the body's BatchNorm layers into ``SyncBatchNorm`` (in
+    place, state kept) once, before ``strategy.setup`` records its norm layers; Lightning's own
+    conversion would replace the modules at every fit, behind the strategy's back."""
+    if getattr(trainer, "sync_batchnorm", False):
+        model.body = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.body)
 
 
 class ContinualSystem(L.LightningModule):
@@ -96,12 +115,14 @@ class ContinualSystem(L.LightningModule):
             logits, loss, n_extra = self.loss_fn(self.model, x, y, int(task))
             self.phase_negatives += n_extra
         t0 = time.perf_counter()
-        total = self.strategy.training_loss(loss, logits, batch)
+        with full_precision(x.device):  # regularisers (CACL's orthogonality Grams) in float32
+            total = self.strategy.training_loss(loss, logits, batch)
         self.strategy_seconds += time.perf_counter() - t0
         self._check_finite(total, batch_idx)
         self.manual_backward(total)  # precision scaling and DDP gradient sync included
         t0 = time.perf_counter()
-        self.strategy.after_backward()
+        with full_precision(x.device):
+            self.strategy.after_backward()
         self.strategy_seconds += time.perf_counter() - t0
         opt.step()  # type: ignore[union-attr]
         if self._sched is not None:
@@ -111,7 +132,8 @@ class ContinualSystem(L.LightningModule):
         self.run_steps += 1
         self.phase_samples += y.shape[0]
         t0 = time.perf_counter()
-        self.strategy.after_optimizer_step(self.global_step)
+        with full_precision(x.device):  # projections, masks, SVDs: float32 under bf16-mixed
+            self.strategy.after_optimizer_step(self.global_step)
         self.strategy_seconds += time.perf_counter() - t0
         with torch.no_grad():  # in place, no new tensors: a few microseconds per step
             self._epoch_sums[0].add_(loss.detach(), alpha=y.shape[0])
@@ -148,6 +170,22 @@ class ContinualSystem(L.LightningModule):
             self.on_epoch_end_cb(stats)
         if self.progress is not None:
             self.progress.epoch_end(self, stats)
+
+    def on_train_end(self) -> None:
+        """Under DDP, every rank ends the fit with rank 0's buffers (BatchNorm running
+        statistics, counters): DDP copies them from rank 0 before each forward, but the last
+        step's update is each rank's own, and the strategies store these statistics per task.
+        With ``trainer.sync_batchnorm`` the statistics agree already; the copy keeps them
+        bit-identical."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        with torch.no_grad():  # BatchNorm buffers only: any other difference stays visible
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    for buf in m.buffers():
+                        dist.broadcast(buf, src=0)
 
     def configure_optimizers(self):
         opt = build_optimizer(self.strategy.parameters_to_optimize(self.task, self.phase), self.phase)

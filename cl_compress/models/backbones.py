@@ -1,4 +1,5 @@
-"""Backbones: MLP, small CNN, reduced ResNet-18, and the CACL paper's 5-conv network.
+"""Backbones: MLP, small CNN, ResNet-18 (reduced nf=20 or full nf=64), CIFAR ResNet-56, and
+the CACL paper's 5-conv network.
 
 Every backbone maps an input batch to a flat feature vector; heads live in
 :class:`~cl_compress.models.multihead.ContinualModel`.
@@ -74,7 +75,9 @@ class _BasicBlock(nn.Module):
 
 
 def reduced_resnet18(input_shape: tuple[int, ...], nf: int = 20) -> nn.Module:
-    """Reduced ResNet-18 (widths nf, 2nf, 4nf, 8nf; nf=20 as in GEM/GPM/WSN)."""
+    """ResNet-18 for small images (3x3 stem, no max-pool; widths nf, 2nf, 4nf, 8nf; 1x1-conv
+    shortcuts with BatchNorm): nf=20 is the reduced ResNet-18 of GEM/GPM/WSN/Ada-QPacknet
+    (1.1M parameters), nf=64 the full CIFAR ResNet-18 (11.2M)."""
     layers: list[nn.Module] = [
         nn.Conv2d(input_shape[0], nf, 3, 1, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(),
     ]
@@ -87,10 +90,61 @@ def reduced_resnet18(input_shape: tuple[int, ...], nf: int = 20) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+class _ShortcutA(nn.Module):
+    """Parameter-free CIFAR-ResNet shortcut ("option A", He et al. 2016): subsample by the
+    stride and pad the new channels with zeros."""
+
+    def __init__(self, stride: int, extra: int):
+        super().__init__()
+        self.stride, self.extra = stride, extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, ::self.stride, ::self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+
+class _CifarBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = _ShortcutA(stride, cout - cin)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def resnet56(input_shape: tuple[int, ...], nf: int = 16, depth: int = 56) -> nn.Module:
+    """CIFAR ResNet (He et al. 2016, the ResNet-56 of LRPET's CIFAR-10 setting): a 3x3 stem of
+    ``nf`` channels, three stages of ``(depth - 2) / 6`` basic blocks at widths nf, 2nf, 4nf
+    (stride 2 at the second and third), parameter-free zero-padding shortcuts (option A),
+    global average pooling. ``depth=56, nf=16``: 0.85M parameters; ``depth=20``: ResNet-20."""
+    if (depth - 2) % 6:
+        raise ConfigError(f"model.depth={depth} must be 6n+2 (20, 32, 44, 56, 110)")
+    n = (depth - 2) // 6
+    layers: list[nn.Module] = [
+        nn.Conv2d(input_shape[0], nf, 3, 1, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(),
+    ]
+    cin = nf
+    for i, mult in enumerate((1, 2, 4)):
+        for b in range(n):
+            layers.append(_CifarBlock(cin, nf * mult, 2 if (i > 0 and b == 0) else 1))
+            cin = nf * mult
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers)
+
+
 BACKBONES = {
     "mlp": (mlp, "MLP, hidden sizes `model.hidden` (default 256-256)"),
     "cnn": (small_cnn, "small CNN (conv 32-64, optional BatchNorm)"),
-    "resnet18": (reduced_resnet18, "reduced ResNet-18 (nf=20) with BatchNorm"),
+    "resnet18": (reduced_resnet18, "ResNet-18 with BatchNorm: reduced nf=20 (GEM/Ada-QPacknet), "
+                                   "full nf=64 (model=resnet18_full)"),
+    "resnet56": (resnet56, "CIFAR ResNet-56 (LRPET): 3 stages of 9 blocks, nf=16, option-A shortcuts"),
     "cacl_net": (cacl_net, "CACL paper network: 5 convs, no BatchNorm, 32x32 inputs"),
 }
 

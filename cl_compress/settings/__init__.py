@@ -78,6 +78,10 @@ class TrainerSettings:
     precision: str = "32-true"
     progress_bar: bool = True
     deterministic: bool = True
+    # DDP with BatchNorm: true converts BatchNorm to SyncBatchNorm (batch statistics over all
+    # ranks' samples; GPU only); false (default): each rank normalises by its own batch, and
+    # rank 0's running statistics are copied to every rank at the end of each fit (docs/scaling.md)
+    sync_batchnorm: bool = False
 
 
 @dataclass

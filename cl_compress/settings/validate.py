@@ -245,6 +245,11 @@ def check_trainer(t: dict[str, Any]) -> None:
         raise ConfigError(f"trainer.strategy={strategy!r}; choose one of: auto, ddp, ddp_spawn, "
                           f"fsdp, deepspeed, ... (Lightning's strategy names)")
     acc = str(t.get("accelerator", "cpu")).lower()
+    if t.get("sync_batchnorm", False) not in (True, False):
+        raise ConfigError(f"trainer.sync_batchnorm={t.get('sync_batchnorm')!r} must be true or false")
+    if t.get("sync_batchnorm") and acc not in ("gpu", "cuda"):
+        raise ConfigError(f"trainer.sync_batchnorm=true needs trainer.accelerator=gpu (SyncBatchNorm has "
+                          f"no CPU implementation), got accelerator={acc}; use false on CPU")
     if acc in ("gpu", "cuda", "mps"):
         import torch
     if acc in ("gpu", "cuda"):

@@ -111,10 +111,11 @@ def cases_for(strategies: str | Iterable[str], scenarios: Iterable[str] = ("task
 
 
 def _stable(obj: Any) -> Any:
-    """``obj`` without wall-clock figures (keys with "seconds" or "timing"), recursively."""
+    """``obj`` without wall-clock figures (keys with "seconds" or "timing") and file sizes on
+    disk (``*file_bytes``: pickle framing may differ by a few bytes after a resume), recursively."""
     if isinstance(obj, dict):
-        return {k: _stable(v) for k, v in obj.items()
-                if k not in NOT_COMPARED and "seconds" not in k and "timing" not in k}
+        return {k: _stable(v) for k, v in obj.items() if k not in NOT_COMPARED
+                and "seconds" not in k and "timing" not in k and "file_bytes" not in k}
     return [_stable(v) for v in obj] if isinstance(obj, list) else obj
 
 

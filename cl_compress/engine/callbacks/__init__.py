@@ -7,6 +7,7 @@ each subscribing to the loop's events instead of being written into it.
 ``ClassILInference``  opt-in class-incremental evaluation: task id inferred at test time
 ``SharedHeadTaskIL``  a class-IL run of a shared head (naive): its task-IL figures too
 ``RankAgreement``  under DDP, every rank holds bit-identical state after each task
+``TaskFootprint``  per-task stored size, state, checkpoint size, inference cost
 ``TaskLogger``     W&B and metrics.csv: per-task metrics, charts, the summary, the model
 ``ProgressDisplay``  the run's one progress line and the per-task lines
 ``TaskEndHook``    a user function ``f(t, model, strategy)`` after each finished task
@@ -20,12 +21,14 @@ from cl_compress.engine.callbacks.base import LoopState, RunCallback, TaskEndHoo
 from cl_compress.engine.callbacks.budget import BudgetLedger
 from cl_compress.engine.callbacks.checkpoint import CHECKPOINT, Checkpointer
 from cl_compress.engine.callbacks.class_il import ClassILInference, SharedHeadTaskIL
+from cl_compress.engine.callbacks.footprint import TaskFootprint
 from cl_compress.engine.callbacks.progress import ProgressDisplay
 from cl_compress.engine.callbacks.ranks import RankAgreement, state_fingerprint
 from cl_compress.engine.callbacks.task_logger import TaskLogger
 
 __all__ = [
     "CHECKPOINT", "BudgetLedger", "Checkpointer", "ClassILInference", "LoopState",
-    "ProgressDisplay", "RankAgreement", "RunCallback", "SharedHeadTaskIL", "TaskEndHook", "TaskLogger",
+    "ProgressDisplay", "RankAgreement", "RunCallback", "SharedHeadTaskIL", "TaskEndHook",
+    "TaskFootprint", "TaskLogger",
     "state_fingerprint", "task_seed",
 ]
