@@ -25,6 +25,10 @@ from cl_compress.errors import ConfigError, UserError  # noqa: E402
 from cl_compress.rundir.preempt import Preempted  # noqa: E402
 from cl_compress.settings.catalogue import synthetic_suffix  # noqa: E402
 
+# the strategy config group, generated from every registered strategy's Config dataclass
+# (ConfigStore; built-ins read from their source, no torch): whoever calls ``main`` composes it
+__import__("cl_compress.compose", fromlist=["register_strategy_configs"]).register_strategy_configs()
+
 log = logging.getLogger("cl_compress")
 
 MAX_SEGMENT = 200  # bytes of one path component (Linux allows 255)
@@ -398,9 +402,8 @@ def run_job(c: dict[str, Any], run_dir: str | Path, rank_zero: bool = True) -> d
 def cli() -> None:
     """``python -m cl_compress.train`` and ``clc-train``: the strategy config group for every
     registered strategy, an unknown strategy refused in one line, then Hydra's ``main``."""
-    from cl_compress.compose import check_strategy_choice, register_strategy_configs
+    from cl_compress.compose import check_strategy_choice
 
-    register_strategy_configs()  # strategy/<name> for every registered strategy (ConfigStore)
     try:
         check_strategy_choice(sys.argv[1:])
     except UserError as e:

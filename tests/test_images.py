@@ -144,7 +144,7 @@ def test_pickles_cannot_build_arbitrary_objects(tmp_path):
 
 
 def test_bad_n_tasks_is_a_config_error_before_loading():
-    with pytest.raises(ConfigError, match="n_tasks=3 must divide the 100 classes"):
+    with pytest.raises(ConfigError, match="n_tasks=3 does not divide the 100 classes"):
         build_stream(BenchmarkSpec("split_cifar100", n_tasks=3, data_root="/nonexistent"))
 
 

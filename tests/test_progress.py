@@ -31,7 +31,8 @@ def test_piped_output_is_plain_lines_at_most_every_pipe_seconds():
     lines = out.getvalue().splitlines()
     # well within PIPE_SECONDS: the first epoch's line and each phase's last epoch only
     assert [ln.split(" · step")[0] for ln in lines] == [
-        "task 1/2 · train · epoch 1", "task 1/2 · train · epoch 50", "task 2/2 · train · epoch 50"]
+        "task 0 (1 of 2) · train · epoch 1", "task 0 (1 of 2) · train · epoch 50",
+        "task 1 (2 of 2) · train · epoch 50"]
     out = io.StringIO()
     _drive(RunProgress(2, stream=out, tty=False, pipe_seconds=0), epochs=3, steps_per_epoch=4)
     lines = out.getvalue().splitlines()

@@ -99,7 +99,13 @@ def test_offline_run_read_back_with_wandbs_own_records(tmp_path, monkeypatch):
                 for j in range(T) if f"eval/acc/task_{j}" in r}
     assert per_task == {(i, j): res["acc_matrix"][i][j] for i in range(T) for j in range(i + 1)}
     assert any("time/task_seconds" in r for r in run.history)
-    assert (run.files_dir / "output.log").is_file()  # console captured (W&B's Logs tab)
+    # console capture (W&B's Logs tab) is requested by default and off by a setting; W&B wraps a
+    # process's stdout once, so files/output.log exists only for the first W&B run of a
+    # process (checked in a fresh process by experiments/wandb_classil.py)
+    from cl_compress.tracking import _wandb_settings
+
+    assert _wandb_settings(TrackerSettings()).console == "wrap"
+    assert _wandb_settings(TrackerSettings(console=False)).console == "off"
     chart = run.charts()["eval/acc_per_task"]
     assert chart["panel_config"]["panelDefId"] == "wandb/lineseries/v0"
     table = run.table("eval/acc_per_task_table")

@@ -22,11 +22,11 @@ def method_label(name: str, settings: dict[str, Any] | Any, explicit: str | None
 
     cfg = settings
     if isinstance(settings, dict):
-        try:
-            from cl_compress.strategies import get_strategy
+        try:  # a name read from a run's files: the registry and entry points only, never a path
+            from cl_compress.strategies.registry import resolve_registered
 
-            cls = get_strategy(name).Config
-        except Exception:  # noqa: BLE001  (a strategy no longer registered: no variant known)
+            cls = resolve_registered(name).Config
+        except Exception:  # noqa: BLE001  (a strategy not registered here: no variant known)
             return name
         known = {f.name for f in dataclasses.fields(cls)}
         cfg = dataclasses.replace(cls(), **{k: v for k, v in settings.items() if k in known})
