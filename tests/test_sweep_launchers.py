@@ -73,6 +73,7 @@ def test_plan_selects_the_launcher_and_skips_finished_runs(tmp_path):
     assert "hydra.launcher.array_parallelism=8" in slurm[0]
 
 
+@pytest.mark.slow  # 16 s: a real submitit_local sweep (the joblib launcher runs in the default suite)
 def test_submitit_local_sweep_isolates_a_failing_run(tmp_path):
     """submitit's local executor: naive runs, packnet fails inside its job (a prune schedule
     shorter than the stream); the other run is finished, the failure listed, exit code 1."""

@@ -127,6 +127,7 @@ def test_multi_objective_reports_the_pareto_front(tmp_path, monkeypatch):
                             and b["values"] != a["values"])
 
 
+@pytest.mark.slow  # 11 s: two processes; completed-trial counting is tested in-process
 def test_two_tune_processes_share_one_sqlite_study(tmp_path):
     db = tmp_path / "shared.db"
     cmd = [sys.executable, "-m", "cl_compress.launch.tune", "--strategy", "packnet", "--benchmark",
