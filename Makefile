@@ -43,8 +43,8 @@ exp: setup ## run one experiment: make exp STRATEGY=lrpet BENCHMARK=split_fmnist
 list: $(STAMP) ## strategies and benchmarks with one-line descriptions
 	@$(PY) -m cl_compress.cli list
 
-test: $(STAMP) ## the default test suite (CPU, under 4 minutes on 2 cores; prints the slowest tests)
-	$(PY) -m pytest -q --durations=15
+test: $(STAMP) ## the default test suite (CPU, 2 workers, under 4 minutes on 2 cores; prints the slowest tests)
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 test-slow: $(STAMP) ## the slow tests (full-size runs)
 	$(PY) -m pytest -q -m slow

@@ -92,6 +92,7 @@ def test_epoch_budget_is_recorded_as_done(tmp_path):
     assert all(s == int(s) and s > 0 for s in per_epoch)
 
 
+@pytest.mark.slow  # 18 s: a full Ada-QPacknet search; the kit checks every strategy's step budget
 def test_search_steps_are_counted_apart(tmp_path):
     res = run_quick(tmp_path, ["strategy=ada_qpacknet", "strategy.population=2",
                                "strategy.search_epochs=1", "train.steps_per_task=20",

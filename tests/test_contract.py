@@ -122,6 +122,7 @@ def test_resnet_bf16_zero_forgetting_and_float32_state(name, resnet_runs):
     assert all(R[i][j] == R[j][j] for j in range(3) for i in range(j, 3)), R
 
 
+@pytest.mark.slow  # 14 s: a fresh process; the MLP matrix's round trip runs in the default suite
 def test_resnet_bf16_artifacts_reproduce_in_a_fresh_process(resnet_runs):
     """The bf16-trained ResNet runs' artifacts, loaded in float32 in a fresh process, give the
     row each run measured (evaluation is float32 in both)."""

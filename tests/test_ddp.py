@@ -30,6 +30,7 @@ def _ddp_run(run_dir: Path, overrides: list[str], base: list[str] = BASE) -> dic
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.mark.slow  # 17 s: two gloo ranks; the DDP tests run with -m slow
 def test_ddp_smoke_ranks_agree(tmp_path):
     """Default run: 2 gloo ranks train Ada-QPacknet on a tiny stream (12 steps a task, two
     search candidates per task); the runner compares the SHA-256 fingerprints of model +

@@ -57,6 +57,7 @@ def test_multirun_over_one_setting_keeps_two_runs(tmp_path):
     assert all(p.parent.parent.parent == tmp_path / "synthetic-task" / "naive" for p in results)
 
 
+@pytest.mark.slow  # 11 s: a real sweep; sweep planning is tested in-process
 def test_sweep_keeps_swept_settings_apart(tmp_path):
     """A sweep's own multirun: the preset's fixed overrides stay out of the path, a setting
     swept on the command line gets a folder per value."""

@@ -293,6 +293,7 @@ def test_projection_stats_alpha_and_removed_energy(transfer, rho):
 
 @pytest.mark.parametrize("extra", [["strategy.sharing=independent"],
                                    ["strategy.sharing=independent", "strategy.mode=truncate"]])
+@pytest.mark.slow  # 17 s; the kit checks LRPET's default step budget
 def test_independent_trains_exactly_the_step_budget(extra, tmp_path):
     """As tests/test_contract.py checks every strategy's default: the phases take exactly
     train.steps_per_task optimiser steps per task; BN re-estimation is counted apart."""

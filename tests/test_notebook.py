@@ -31,6 +31,7 @@ def tiny_sweep(tmp_path_factory):
     return root / "tiny"
 
 
+@pytest.mark.slow  # 14 s: a real sweep (with the notebook test, -m slow)
 def test_sweep_runs_every_job_into_one_group(tiny_sweep):
     meta = json.loads((tiny_sweep / "sweep.json").read_text())
     assert [j["rc"] for j in meta["jobs"]] == [0]  # one multirun
@@ -57,6 +58,7 @@ def test_notebook_outputs_are_stripped():
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
 
 
+@pytest.mark.slow  # 14 s: a sweep then the notebook
 def test_notebook_executes_on_a_sweep(tiny_sweep, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 

@@ -2,6 +2,8 @@
 
 import io
 
+import pytest
+
 from cl_compress.engine.progress import RunProgress, clock
 
 
@@ -53,6 +55,7 @@ def test_terminal_redraws_one_line_and_quiet_mode_prints_nothing():
     assert clock(75) == "1:15" and clock(3725) == "1:02:05" and clock(None) == "?"
 
 
+@pytest.mark.slow  # 9 s: a CLI run; the piped format is tested in-process
 def test_piped_cli_run_prints_plain_lines_only(tmp_path):
     """A run piped to a file: one line per epoch, a line per task, the summary; no redraws."""
     import subprocess

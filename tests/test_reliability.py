@@ -132,6 +132,7 @@ SLOW_TASKS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 20 s: real signals to a CLI run (and its resume)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)])
 def test_signal_stops_with_message_and_resume_completes(tmp_path, sig):
     run = tmp_path / "run"
@@ -232,6 +233,7 @@ def test_save_torch_refuses_nonfinite_tensors(tmp_path):
     assert not (tmp_path / "x.pt").exists() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # 10 s: a CLI run; divergence is tested in-process
 def test_cli_nonfinite_exits_nonzero_with_one_line(tmp_path):
     script = POISON_STEP + "from cl_compress.train import main\nsys.argv[0] = 'train'\nmain()\n"
     p = subprocess.run([sys.executable, "-c", script, *CLI[3:], "strategy=individual",

@@ -50,6 +50,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 8 s: a real SIGKILL; resume equality is in the contract kit for every strategy
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):  # a real SIGKILL, no cleanup
     full = run_quick(tmp_path / "full", DIGITS)
     run = tmp_path / "killed"

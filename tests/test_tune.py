@@ -75,6 +75,7 @@ def test_val_split_is_held_out_of_training_data(poisoned_test_split):
             assert e.test_x.shape[0] == round(0.2 * (e.test_x.shape[0] + e.train_x.shape[0]))
 
 
+@pytest.mark.slow  # 22 s: a 6-trial study; tuning is tested in-process at 1-2 trials
 def test_make_tune_packnet_split_digits_6_trials(poisoned_test_split, tmp_path, monkeypatch):
     """`make tune STRATEGY=packnet BENCHMARK=split_digits TRIALS=6` (at 20 steps/task): an
     embedded SQLite study, 6 trials that never touch the test split, a preset that
