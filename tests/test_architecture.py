@@ -257,3 +257,32 @@ def test_rule_checker_finds_planted_faults(tmp_path):
         "the import rules name gone, which does not exist",
         "pkg.low imports pkg.high: low may not import high",
     ]
+
+
+def main_guard_faults(root: Path, package: str) -> list[str]:
+    """Modules whose ``if __name__ == "__main__":`` block runs before a later definition:
+    ``python -m`` would call ``main`` while names it uses are still undefined."""
+    out = []
+    for mod, path in module_names(root, package).items():
+        body = ast.parse(path.read_text(), str(path)).body
+        own = {b.name for b in body if isinstance(b, ast.FunctionDef)}
+        for i, node in enumerate(body):
+            runs = {c.func.id for c in ast.walk(node) if isinstance(c, ast.Call)
+                    and isinstance(c.func, ast.Name)} & own  # calls this module's own function
+            if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) and runs:
+                later = [getattr(b, "name", "?") for b in body[i + 1:]
+                         if isinstance(b, ast.FunctionDef | ast.ClassDef | ast.Assign)]
+                if later:
+                    out.append(f"{mod}: defines {', '.join(later[:3])} after its __main__ block")
+    return out
+
+
+def test_main_blocks_come_last():
+    assert not main_guard_faults(ROOT, PACKAGE)
+
+
+def test_main_guard_check_finds_a_planted_fault(tmp_path):
+    _plant(tmp_path, {"pkg/__init__.py": "",
+                      "pkg/m.py": 'def main():\n    return f()\n\n\nif __name__ == "__main__":\n'
+                                  '    raise SystemExit(main())\n\n\ndef f():\n    return 0\n'})
+    assert main_guard_faults(tmp_path, "pkg") == ["pkg.m: defines f after its __main__ block"]

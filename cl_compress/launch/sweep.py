@@ -734,9 +734,6 @@ def unequal_budgets(sweep_dir: Path) -> dict[str, str]:
             if v.get("budget", {}).get("verdict") == "unequal"}
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 def wandb_summary(sweep_dir: Path) -> str:
     """The sweep's W&B dashboard definition (``dashboard.json``) and, when its runs logged to
@@ -753,3 +750,7 @@ def wandb_summary(sweep_dir: Path) -> str:
     except Exception as e:  # noqa: BLE001  (the sweep's results matter more)
         print(f"warning: W&B dashboard/report not written: {type(e).__name__}: {e}", file=sys.stderr)
     return ""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

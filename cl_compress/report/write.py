@@ -160,8 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def wall_time_line(m: dict) -> str:
@@ -179,3 +177,7 @@ def wall_time_line(m: dict) -> str:
                      + (f", {p['kept']} kept from before" if p.get("kept") else ""))
     return (f"- wall time of the sweep: {'; '.join(parts)} ({how}, OMP_NUM_THREADS="
             f"{m.get('threads') or 'unset'}; exit codes {[j['rc'] for j in m.get('jobs', [])]})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
