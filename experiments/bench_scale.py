@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -188,6 +189,9 @@ def peak_child(name: str) -> float:
     return float(p.stdout.strip().splitlines()[-1])
 
 
+LOAD_AT_START = os.getloadavg()[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = harness.parser("experiments.bench_scale", __doc__, "bench-scale-<date>.md")
     ap.add_argument("--steps", type=int, default=8, help="optimiser steps per task (timed run)")
@@ -246,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         argv, f"model: reduced ResNet-18 nf=20 (1.09M body parameters), input 3x32x32, 10 classes a "
               f"task, batch {BATCH}; {args.tasks} tasks of {args.steps} optimiser steps "
               f"(every strategy the same), {args.train} random training images a task",
-        "the CPU is shared with other engineers' jobs (2 cores, ~6 users); run under nice -n 10: "
-        "absolute times are noisy, the ratios to naive (measured in the same process, first and "
-        "last) are the figure",
+        f"1-minute load average at the start: {LOAD_AT_START:.1f} on {os.cpu_count()} cores (above "
+        "about 1, other jobs shared the CPU and absolute times are noisy); the ratios to naive "
+        "(measured in the same process, first and last) are the figure",
         f"naive ms/step: {' / '.join(f'{m:.1f}' for m in naive_ms)} (first / last run); ratio "
         f"base: their mean {base:.1f} ms", f"wall time of the timed runs: {wall:.0f} s"),
         "## Per optimiser step (target: within 1.3x naive)", "",
