@@ -330,7 +330,7 @@ def test_state_dict_round_trip(quick_run):
         assert all(torch.equal(a[n], b[n]) for n in a)
 
 
-@pytest.mark.slow  # 9 s: a fresh process; the contract kit reloads Ada-QPacknet's default artifact in one
+@pytest.mark.slow  # 9 s: a fresh process; the contract kit reloads Ada's default artifact in one
 def test_artifact_reloads_in_fresh_process(quick_run):
     """``python -m cl_compress.evaluate_artifact ARTIFACT overrides`` under exclusive
     capacity; the default shared_bits is reloaded by tests/test_reliability.py and every

@@ -60,7 +60,7 @@ def test_report_on_unregistered_module_attr_imports_nothing(finished, tmp_path):
     assert "evil_mod:Evil" in (tmp_path / "out" / "report.md").read_text()
 
 
-@pytest.mark.slow  # 18 s: two fresh processes; the report's twin and resolve_registered stay in the default run
+@pytest.mark.slow  # 18 s: two fresh processes; its report twin and resolve_registered stay default
 def test_evaluate_artifact_on_unregistered_module_attr_imports_nothing(finished, tmp_path):
     sweep = _planted_sweep(finished, tmp_path)
     p = _py(["-m", "cl_compress.evaluate_artifact", str(sweep / "run0")], cwd=sweep)
