@@ -569,6 +569,43 @@ def test_strategy_state_this_version_cannot_read_is_one_line(tmp_path, edit):
         load_strategy_state(strategy, state, tmp_path / "checkpoint.pt")
 
 
+@pytest.mark.parametrize("strategy", ["packnet", "ada_qpacknet"])
+def test_strategy_state_tensor_of_the_wrong_shape_is_one_line_before_training(tmp_path, strategy):
+    """A restored mask/owner tensor of another shape (same keys, same types: a new code
+    version's layout) is refused at resume, before the next task trains."""
+    import torch
+
+    from cl_compress.errors import CheckpointError
+    from cl_compress.rundir.io import load_torch
+
+    run = tmp_path / "run"
+    ov = ONE + [f"strategy={strategy}"]
+
+    def stop_after_first(t, model, strategy):
+        if t == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_quick(run, ov, on_task_end=stop_after_first)
+    ck = load_torch(run / "checkpoint.pt")
+
+    def shrink(d):  # the first 2-D tensor found in the strategy state, one row cut off
+        for k, v in d.items():
+            if isinstance(v, torch.Tensor) and v.dim() == 2 and v.shape[0] > 1:
+                d[k] = v[:-1].clone()
+                return True
+            if isinstance(v, dict) and shrink(v):
+                return True
+        return False
+
+    assert shrink(ck["strategy"]), "no 2-D tensor in the strategy state to damage"
+    torch.save(ck, run / "checkpoint.pt")
+    trained = []
+    with pytest.raises(CheckpointError, match=f"{strategy} state that does not fit the model"):
+        run_quick(run, ov + ["resume=true"], on_task_end=lambda t, m, s: trained.append(t))
+    assert trained == []
+
+
 def _wandb_file(path: Path) -> Path:
     """A small .wandb transaction log in W&B's framing: a run record and a history row."""
     import struct
@@ -650,3 +687,23 @@ def test_refused_run_leaves_the_other_runs_hydra_untouched(tmp_path):
     assert p.returncode == 2 and "already holds a finished run" in p.stderr
     assert {q.name: q.read_bytes() for q in (run / ".hydra").iterdir()} == before
     assert not list(run.glob(".hydra-job-*"))
+
+
+def test_ddp_workers_write_no_hydra_folder(monkeypatch):
+    """DDP worker processes (ranks > 0) are relaunched by Lightning with the run's own
+    ``hydra.run.dir`` and ``hydra.output_subdir=null`` appended last: they write no ``.hydra``
+    into any folder, so only rank 0's (protected) subdir rule applies. Fails if a Lightning
+    version stops doing so."""
+    from types import SimpleNamespace
+
+    from hydra.core import hydra_config
+    from lightning.fabric.strategies.launchers import subprocess_script
+
+    monkeypatch.setattr(hydra_config.HydraConfig, "get",
+                        staticmethod(lambda: SimpleNamespace(run=SimpleNamespace(dir="/x/run"))))
+    monkeypatch.setattr("hydra.utils.get_original_cwd", lambda: "/x")
+    monkeypatch.setattr(sys, "argv", ["train.py", "hydra.output_subdir=.hydra", "strategy=naive"])
+    cmd, cwd = subprocess_script._hydra_subprocess_cmd(1)
+    subdir = [c for c in cmd if c.startswith("hydra.output_subdir=")]
+    assert subdir[-1] == "hydra.output_subdir=null" and cmd.index(subdir[-1]) == len(cmd) - 1
+    assert 'hydra.run.dir="/x/run"' in cmd and cwd == "/x"

@@ -53,6 +53,7 @@ class Checkpointer(RunCallback):
                                   f"does not cover the {done} finished task(s)")
         load_strategy_state(state.strategy, ck["strategy"], path)  # one line for a state it cannot read
         load_model_state(state.model, ck["model"])
+        probe_finished_tasks(state, done, path)  # a state tensor of the wrong shape: one line
         log.info("resuming from task %d (%s)", done, path)
         state.start = done
         state.R = [list(r) for r in ck["acc_matrix"]]
@@ -97,6 +98,35 @@ def check_model_shapes(state: dict[str, torch.Tensor], model: torch.nn.Module, p
             continue
         raise CheckpointError(f"{path} does not fit the model: {name} has shape {tuple(v.shape)} "
                               f"in the checkpoint, {tuple(mine.shape)} in the model")
+
+
+PROBE_BATCH = 4
+
+
+def probe_finished_tasks(state: LoopState, done: int, path: Path) -> None:
+    """Answer a few test images of every finished task under its context, in eval mode and
+    without gradients, right after the restore: a restored strategy state that does not fit
+    the model (a mask, code book or factor of another shape, e.g. written by another code
+    version) fails here in one line instead of as a traceback mid-task, before any training.
+    Nothing is updated (eval-mode BatchNorm, no optimiser)."""
+    model, was_training = state.model, state.model.training
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        for j in range(min(done, len(state.stream.experiences))):
+            x = state.stream.experiences[j].test_x[:PROBE_BATCH].to(device)
+            try:
+                with torch.no_grad(), state.strategy.task_context(j):
+                    model(x, j)
+            except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as e:
+                first = (str(e).splitlines() or [""])[0][:200]
+                raise CheckpointError(
+                    f"{path} holds a {state.strategy.name} state that does not fit the model: "
+                    f"answering finished task {j} failed ({type(e).__name__}: {first}); it was "
+                    f"written by another code version or is damaged: start a fresh run "
+                    f"(overwrite=true) or resume with the version that wrote it") from e
+    finally:
+        model.train(was_training)
 
 
 def _read(path: Path) -> dict[str, Any]:
