@@ -1,11 +1,14 @@
 """Every strategy through the real CIFAR-100 reader, on a format-exact synthetic stand-in:
-the first command a researcher types (``make exp STRATEGY=<s> BENCHMARK=split_cifar100``),
-proven to run end to end on this CPU at a tiny budget, and the missing-files error.
+the first command a researcher types (``make exp STRATEGY=<s> BENCHMARK=split_cifar100
+ARGS="model=resnet18 benchmark.data_root=<folder>"``, run here literally through ``make``),
+proven to run end to end on this CPU at a tiny budget, and the missing-files error (the same
+command with the folder missing).
 
     python -m experiments.standin_smoke [--model cnn] [--steps 5] [--tasks 10] [--per-class 20]
     python -m experiments.standin_smoke --runs DIR   # summarise finished runs instead
 
-Writes ``experiments/results/cifar100-standin-smoke-synthetic-<date>.md``: per strategy the
+Writes ``experiments/results/cifar100-standin-smoke[-<model>]-synthetic-<date>.md`` (the model
+in the name unless ``cnn``): per strategy the
 optimiser steps per task, the final average accuracy (on SYNTHETIC images: not a CIFAR
 figure; 5 steps per task only shows the path runs) and the wall time. Nothing here is
 compared across rows beyond "it ran".
@@ -14,11 +17,21 @@ compared across rows beyond "it ran".
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from experiments.harness import header, parser, run_cli, setup_of, today, write_results
+from experiments.harness import header, parser, setup_of, today, write_results
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_exp(strategy: str, args: list[str]) -> subprocess.CompletedProcess:
+    """``make exp STRATEGY=<strategy> BENCHMARK=split_cifar100 ARGS="<args>"`` in the repository."""
+    return subprocess.run(["make", "-s", "exp", f"STRATEGY={strategy}", "BENCHMARK=split_cifar100",
+                           f"ARGS={shlex.join(args)}"], cwd=REPO, capture_output=True, text=True)
 
 STRATEGIES = ("naive", "packnet", "ada_qpacknet", "lrpet", "cacl", "individual")
 
@@ -42,12 +55,23 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="clc-standin-"))
         write_cifar("cifar100", tmp / "data", a.per_class)
         for s in STRATEGIES:
-            res, _ = run_cli([f"strategy={s}", "benchmark=split_cifar100",
-                                 f"benchmark.data_root={tmp / 'data'}", f"model={a.model}",
-                                 f"train.steps_per_task={a.steps}", f"benchmark.n_tasks={a.tasks}"],
-                                tmp / "runs" / s)
+            run = tmp / "runs" / s
+            p = make_exp(s, [f"model={a.model}", f"benchmark.data_root={tmp / 'data'}",
+                             f"train.steps_per_task={a.steps}", "train.epochs=null",
+                             f"benchmark.n_tasks={a.tasks}", "logger=none",
+                             "trainer.progress_bar=false", f"hydra.run.dir={run}"])
+            if p.returncode != 0:
+                raise SystemExit(f"make exp STRATEGY={s} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+            res = json.loads((run / "results.json").read_text())
             rows.append((res, sum(res["timing"].get("task_seconds", []))))
             print(s, "done", flush=True)
+        gone = tmp / "missing"
+        p = make_exp("naive", [f"model={a.model}", f"benchmark.data_root={gone}", "logger=none",
+                               f"hydra.run.dir={tmp / 'runs' / 'missing'}"])
+        err = [ln for ln in p.stderr.splitlines() if ln.strip() and not ln.startswith("make")]
+        missing = (f"the same command with the folder missing (`benchmark.data_root=DIR/missing`): "
+                   f"exit {p.returncode}, {len(err)} line(s) on stderr: "
+                   f"`{(err[0] if err else '').replace(str(tmp), 'DIR')}`")
     lines = ["| strategy | stream source | model | tasks | optimiser steps per task | final avg accuracy "
              "(synthetic) | task seconds (sum) |", "|---|---|---|---|---|---|---|"]
     for r, wall in rows:
@@ -59,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
                   "experiments.standin_smoke", argv,
                   "data: `python -m cl_compress.benchmarks.standin cifar100 DIR --per-class "
                   f"{a.per_class}` (synthetic images in the exact CIFAR-100 file format)",
-                  "each run: `python -m cl_compress.train strategy=<s> benchmark=split_cifar100 "
-                  f"benchmark.data_root=DIR model={a.model} train.steps_per_task={a.steps} "
-                  f"benchmark.n_tasks={a.tasks} logger=none`",
+                  "each run: `make exp STRATEGY=<s> BENCHMARK=split_cifar100 ARGS=\"model="
+                  f"{a.model} benchmark.data_root=DIR train.steps_per_task={a.steps} "
+                  f"train.epochs=null benchmark.n_tasks={a.tasks} logger=none\"`",
+                  *([missing] if not a.runs else []),
                   "accuracies are on synthetic images after a few steps: they show the path runs, "
                   "nothing about the strategies") + "\n".join(lines)
-    write_results(text, a.out, f"cifar100-standin-smoke-synthetic-{today()}.md")
+    tag = "" if a.model == "cnn" else f"-{a.model}"
+    write_results(text, a.out, f"cifar100-standin-smoke{tag}-synthetic-{today()}.md")
     return 0
 
 

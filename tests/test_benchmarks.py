@@ -136,3 +136,29 @@ def test_permuted_backends_agree(tmp_path):
         assert ea.classes == en.classes == list(range(10)) and ea.n_outputs == en.n_outputs == 10
         for k in ("train_x", "train_y", "test_x", "test_y"):
             assert torch.equal(getattr(ea, k), getattr(en, k)), (ea.task_id, k)
+
+
+def test_split_fmnist32_pads_normalises_and_augments_by_default(monkeypatch):
+    """split_fmnist32: Fashion-MNIST's 28x28 images zero-padded to 32x32, then normalised with
+    the dataset's mean and std (recorded for the augmentation's black padding); crop+flip
+    augmentation is its default. The idx reader is replaced by small arrays."""
+    import torch
+
+    import cl_compress.benchmarks as B
+    from cl_compress.benchmarks.datasets import FMNIST_NORMALISE
+
+    g = torch.Generator().manual_seed(0)
+    ytr, yte = torch.arange(100) % 10, torch.arange(50) % 10
+    xtr, xte = torch.rand(100, 1, 28, 28, generator=g), torch.rand(50, 1, 28, 28, generator=g)
+    monkeypatch.setattr(B, "load_fashion_mnist", lambda root, download: (xtr, ytr, xte, yte))
+    spec = B.BenchmarkSpec(name="split_fmnist32", backend="native")
+    stream = B.build_stream(spec)
+    (mean,), (std,) = FMNIST_NORMALISE
+    e = stream.experiences[0]
+    assert stream.input_shape == (1, 32, 32) and len(stream.experiences) == 5
+    assert stream.meta["augment"] == "standard" and stream.meta["normalise"] == FMNIST_NORMALISE
+    assert torch.allclose(e.train_x[:, :, :2, :], torch.full_like(e.train_x[:, :, :2, :], -mean / std))
+    inner = ((xtr[ytr < 2] - mean) / std).flatten(1)
+    got = e.train_x[:, :, 2:30, 2:30].flatten(1)
+    assert got.shape == inner.shape  # the same images, in the splitter's order
+    assert torch.allclose(got[got[:, 0].argsort()], inner[inner[:, 0].argsort()], atol=1e-6)

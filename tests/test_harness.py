@@ -54,3 +54,31 @@ def test_recipes_small_settings_reduce_the_budget_and_keep_each_regime():
     assert "train.optimizer=sgd" in rec and "train.lr=0.1" in rec and "train.optimizer=sgd" not in pro
     assert rsov["lrpet"] == ["strategy.rank_ratio=0.2"] and "lrpet" not in psov
     assert "strategy.probe_bits=[4,8]" in psov["ada_qpacknet"]
+
+
+def test_verdicts_table_reads_each_regime_and_never_fills_a_missing_one(tmp_path):
+    """experiments.verdicts: the protocol and recipe verdicts come from each folder's
+    summary.json, side by side; a recipe folder that is missing is 'not run'."""
+    import json
+
+    from experiments import verdicts
+
+    def summary(preset, verdict):
+        claim = {"paper": "PackNet (Mallya & Lazebnik 2018)", "claim": "c", "verdict": verdict,
+                 "evidence": f"e-{preset}"}
+        budget = {"train_steps_per_task": {"packnet": [1500.0, 0.0, 3], "naive": [1500.0, 0.0, 3]}}
+        return {"meta": {"preset": preset},
+                "benchmarks": {"split_fmnist-task": {"claims": [claim], "budget": budget}}}
+
+    for folder, preset, verdict in (("compare-protocol", "protocol", "supported"),
+                                    ("recipe-packnet", "recipe_packnet", "not supported")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "summary.json").write_text(json.dumps(summary(preset, verdict)))
+    rows = [r for r in verdicts.table(tmp_path) if r.startswith("| PackNet")]
+    assert len(rows) == 2
+    assert "common protocol (`protocol`)" in rows[0] and "**supported**" in rows[0]
+    assert "adam lr 0.001" in rows[0] and "1500 for all 2" in rows[0]
+    assert "authors' recipe (`recipe_packnet`)" in rows[1] and "**not supported**" in rows[1]
+    assert "sgd lr 0.001" in rows[1] and "e-recipe_packnet" in rows[1]
+    lrpet = [r for r in verdicts.table(tmp_path) if r.startswith("| LRPET")]
+    assert "**not run**" in lrpet[1] and "recipe-lrpet/summary.json" in lrpet[1]

@@ -1,0 +1,121 @@
+"""Each paper's verdict under the common protocol and under its authors' recipe, side by side
+(issue 24), read from the committed comparison reports; nothing is trained here.
+
+* **common protocol**: ``experiments/results/compare-protocol`` (``make compare-protocol``:
+  Adam 1e-3 at constant lr, batch 128, 1500 steps per task for every strategy);
+* **authors' recipe and rules**: ``experiments/results/recipe-<paper>`` (``make compare
+  PRESET=recipe_<paper>``: the authors' optimiser, schedule, batch and strategy rules).
+
+Each verdict is the one the sweep's report computed with the registered claim check
+(``cl_compress.report.papers``) and stored in that folder's ``summary.json``; the optimiser
+column is read from the sweep's preset and the steps column from the report's budget. A
+paper whose recipe folder is missing, or whose claim is absent from it, is printed as
+``not run``: never filled in from elsewhere.
+
+Usage: python -m experiments.verdicts [--results experiments/results] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from experiments import harness
+
+PRESETS = Path(__file__).resolve().parents[1] / "cl_compress" / "launch" / "presets"
+PROTOCOL = "compare-protocol"
+
+
+def recipe_folder(paper: str) -> str:
+    """``recipe_<paper>`` preset's report folder name (``recipe-ada-qpacknet`` ...)."""
+    return "recipe-" + paper.replace("_", "-")
+
+
+def optimiser(preset: str) -> str:
+    """The optimiser recipe a preset sets (the training defaults where it sets nothing)."""
+    from cl_compress.settings import TrainSettings
+
+    d = TrainSettings()
+    path = PRESETS / f"{preset}.yaml"
+    ov: dict[str, str] = {}
+    if path.is_file():
+        ov = dict(str(o).split("=", 1) for o in yaml.safe_load(path.read_text()).get("overrides", []))
+
+    def get(key: str, default: Any) -> str:
+        return str(ov.get(f"train.{key}", default)).split()[0]
+
+    sched = get("scheduler", d.scheduler)
+    text = (f"{get('optimizer', d.optimizer)} lr {get('lr', d.lr)}, "
+            f"wd {get('weight_decay', d.weight_decay)}, batch {get('batch_size', d.batch_size)}, "
+            f"scheduler {sched}")
+    return text + (f" {get('milestones', d.milestones)}" if sched not in ("none", "None") else "")
+
+
+def load(folder: Path) -> dict[str, Any] | None:
+    """A report folder's summary.json, or None when there is none."""
+    f = folder / "summary.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def rows_of(summary: dict[str, Any] | None, label: str, regime: str, where: str) -> list[str]:
+    """One table row per benchmark of ``summary`` on which the paper ``label`` was judged."""
+    if summary is None:
+        return [f"| {label} | {regime} | - | - | - | **not run** | no `{where}/summary.json` |"]
+    preset = summary.get("meta", {}).get("preset", "?")
+    out = []
+    for bench, b in sorted(summary.get("benchmarks", {}).items()):
+        for c in b.get("claims") or []:
+            if not str(c.get("paper", "")).startswith(label):
+                continue
+            steps = (b.get("budget") or {}).get("train_steps_per_task") or {}
+            per = {k: round(v[0]) for k, v in steps.items() if isinstance(v, list) and v}
+            if len(set(per.values())) == 1:
+                st = f"{next(iter(per.values()))} for all {len(per)} strategies and variants"
+            else:
+                st = ", ".join(f"`{k}` {v}" for k, v in per.items()) or "-"
+            out.append(f"| {c['paper']} | {regime} (`{preset}`) | {bench} | {optimiser(preset)} | "
+                       f"{st} | **{c['verdict']}** | {c['evidence']} |")
+    return out or [f"| {label} | {regime} (`{preset}`) | - | - | - | **not run** | "
+                   f"`{where}` has no {label} claim |"]
+
+
+def table(results: Path) -> list[str]:
+    from cl_compress.report.claims import registered
+
+    lines = ["| paper | regime (preset) | benchmark | optimiser (from the preset) | train steps/task "
+             "| verdict | evidence (the report's claim check) |", "|---|---|---|---|---|---|---|"]
+    protocol = load(results / PROTOCOL)
+    for chk in registered():
+        lines += rows_of(protocol, chk.label, "common protocol", PROTOCOL)
+        rf = recipe_folder(chk.strategy)
+        lines += rows_of(load(results / rf), chk.label, "authors' recipe", rf)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = harness.parser("experiments.verdicts", __doc__, "verdicts-<date>.md")
+    ap.add_argument("--results", default=str(harness.RESULTS), help="folder of the report folders")
+    args = ap.parse_args(argv)
+    results = Path(args.results)
+    dates = {}
+    for name in [PROTOCOL, *(recipe_folder(c) for c in ("packnet", "ada_qpacknet", "lrpet", "cacl"))]:
+        s = results / name / "sweep.json"
+        if s.is_file():
+            dates[name] = json.loads(s.read_text()).get("date", "?")
+    text = harness.header(
+        "Each paper's verdict: common protocol and authors' recipe", "experiments.verdicts", argv,
+        "read from the committed reports' summary.json (no training here); sweep dates: "
+        + (", ".join(f"{k} {v}" for k, v in dates.items()) or "none found"),
+        "the verdicts are the report's claim checks (`cl_compress/report/papers/`); each can come "
+        "out either way (tests/test_report.py plants failing cases)") + "\n".join(table(results))
+    print(text)
+    harness.write_results(text, args.out, f"verdicts-{harness.today()}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
