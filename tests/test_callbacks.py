@@ -92,6 +92,16 @@ def test_rank_agreement_without_ddp_and_fingerprint_sees_one_bit():
     assert state_fingerprint(m, s) != a
 
 
+def test_fingerprint_covers_zero_dim_buffers_of_batchnorm():
+    """BatchNorm's num_batches_tracked is a 0-dim int64 tensor: it is hashed (a bare
+    .view(uint8) refuses 0-dim tensors, which broke every DDP run on a BN ResNet)."""
+    m = torch.nn.BatchNorm2d(3)
+    s = SimpleNamespace(state_dict=lambda: {"count": torch.tensor(7)})
+    a = state_fingerprint(m, s)
+    m.num_batches_tracked += 1
+    assert state_fingerprint(m, s) != a
+
+
 def test_task_logger_logs_each_task_with_other_callbacks_metrics():
     logged = []
     tracker = SimpleNamespace(log_experience=lambda t, m: logged.append((t, m)),

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from cl_compress.errors import NonFiniteLossError  # noqa: F401  (re-exported)
-from cl_compress.models import ContinualModel
+from cl_compress.models import ContinualModel, broadcast_norm_buffers
 from cl_compress.strategies.base import Phase, Strategy, build_optimizer, lr_factor  # noqa: F401  (re-exported)
 
 PROG_BAR_EVERY = 25  # steps between progress-bar loss updates
@@ -177,15 +177,7 @@ class ContinualSystem(L.LightningModule):
         step's update is each rank's own, and the strategies store these statistics per task.
         With ``trainer.sync_batchnorm`` the statistics agree already; the copy keeps them
         bit-identical."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return
-        with torch.no_grad():  # BatchNorm buffers only: any other difference stays visible
-            for m in self.model.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    for buf in m.buffers():
-                        dist.broadcast(buf, src=0)
+        broadcast_norm_buffers(self.model)
 
     def configure_optimizers(self):
         opt = build_optimizer(self.strategy.parameters_to_optimize(self.task, self.phase), self.phase)

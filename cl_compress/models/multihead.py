@@ -50,3 +50,21 @@ class ContinualModel(nn.Module):
         """Only the head used by ``task`` trains; every other head is frozen."""
         for i, h in enumerate(self.heads):
             h.requires_grad_(i == self.head_index(task))
+
+
+def broadcast_norm_buffers(module: torch.nn.Module) -> bool:
+    """Under DDP (2+ ranks), give every rank rank 0's normalisation buffers (BatchNorm running
+    statistics and counters); a no-op otherwise. DDP copies them from rank 0 before each
+    forward, but the last forward's update is each rank's own: anything computed from them
+    between forwards (the end of a fit, LRPET's BN-rectified projection) must first agree.
+    Returns whether a broadcast happened."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    with torch.no_grad():  # BatchNorm buffers only: any other difference stays visible
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                for buf in m.buffers():
+                    dist.broadcast(buf, src=0)
+    return True

@@ -69,7 +69,7 @@ from torch import Tensor, nn
 
 from cl_compress.compress import lowrank
 from cl_compress.errors import CheckpointError, ConfigError
-from cl_compress.models import ContinualModel
+from cl_compress.models import ContinualModel, broadcast_norm_buffers
 from cl_compress.strategies.base import (
     CompressionStats,
     Phase,
@@ -363,6 +363,8 @@ class LRPET(Strategy):
     @torch.no_grad()
     def project_all(self) -> None:
         """One LRPET step: project every low-rank layer's trainable term onto rank k."""
+        if self.bn_of:  # the BN-rectified projection reads the running statistics: under DDP
+            broadcast_norm_buffers(self.net)  # each rank's last update is its own; rank 0's win
         t0, threads = time.perf_counter(), torch.get_num_threads()
         torch.set_num_threads(1)  # small SVDs: extra threads only contend (10x slower on 2 cores)
         try:
@@ -475,6 +477,7 @@ class LRPET(Strategy):
                 bn.momentum = m
             for layer in self.layers.values():
                 layer.eval_task = None
+        broadcast_norm_buffers(model)  # under DDP: every rank stores rank 0's statistics
 
     # --- evaluation ----------------------------------------------------------------------
     @contextlib.contextmanager
