@@ -194,9 +194,12 @@ def peak_of(name: str) -> tuple[float, float]:
     high-water mark is reset between the two (``/proc/self/clear_refs`` = 5), so the peak is
     that of the measured run, not of importing torch, Lightning and Avalanche."""
     run_one("naive", 2, 1, 128)  # imports, Lightning's first-run set-up, allocator warm-up
+    import ctypes
     import gc
 
     gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # hand freed heap back (glibc only)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     base = _status_mib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     run_one(name, 2, 1, 128)
@@ -247,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - one strategy's failure is reported, the rest run
             failed[name] = f"{type(e).__name__}: {str(e)[:300]}"
             print(f"{name} FAILED: {failed[name]}", flush=True)
+            if name == "naive":
+                naive_ms.append(float("nan"))  # keeps every strategy paired with its neighbours
             continue
         phase = first_phase(res)
         ms, n = probe.ms_per_step(0, phase)
@@ -266,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     refit = [(t, s) for t, h, s in refit_probe.hooks if h == "task-inference refit"]
     refit_ms, _ = refit_probe.ms_per_step(0, first_phase(refit_res))
     wall = time.perf_counter() - t_start
-    base = statistics.mean(naive_ms) if naive_ms else float("nan")
+    ok = [m for m in naive_ms if m == m]
+    base = statistics.mean(ok) if ok else float("nan")
     mem_names = ["naive", *[x for x in names if x != "naive"]]
     peaks: dict[str, tuple[float, float]] = {}
     for m in [] if args.no_memory else mem_names:
@@ -295,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         amort = r["proj_ms"] / EPOCH_STEPS
         total = r["ms"] + amort
         i = r["base_i"]
-        r["base"] = statistics.mean(naive_ms[i:i + 2])  # the naive runs before and after it
+        beside = [m for m in naive_ms[i:i + 2] if m == m]  # the naive runs before and after it
+        r["base"] = statistics.mean(beside) if beside else float("nan")
         r["ratio"] = total / r["base"]
         proj = f"{amort:.1f} ({r['proj_ms']:.0f} ms / {EPOCH_STEPS} steps)" if amort else "-"
         out.append(f"| {name} | {r['phase']} | {r['ms']:.1f} | {proj} | {r['base']:.1f} | "

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         gone = tmp / "missing"
         p = make_exp("naive", [f"model={a.model}", f"benchmark.data_root={gone}", "logger=none",
                                f"hydra.run.dir={tmp / 'runs' / 'missing'}"])
+        if p.returncode == 0:
+            raise SystemExit(f"make exp with benchmark.data_root={gone} (missing) did not fail")
         err = [ln for ln in p.stderr.splitlines() if ln.strip() and not ln.startswith("make")]
         missing = (f"the same command with the folder missing (`benchmark.data_root=DIR/missing`): "
                    f"exit {p.returncode}, {len(err)} line(s) on stderr: "

@@ -35,24 +35,51 @@ def recipe_folder(paper: str) -> str:
     return "recipe-" + paper.replace("_", "-")
 
 
-def optimiser(preset: str) -> str:
-    """The optimiser recipe a preset sets (the training defaults where it sets nothing)."""
+def train_overrides(folder: Path, preset: str) -> tuple[dict[str, str], str]:
+    """The ``train.*`` overrides the sweep in ``folder`` ran with (its sweep.json jobs), else
+    those of the preset as it is now; and where they were read from."""
+    sweep = folder / "sweep.json"
+    if sweep.is_file():
+        args = [a for job in json.loads(sweep.read_text()).get("jobs", []) for a in job.get("args", [])]
+        ov = dict(a.split("=", 1) for a in args if a.startswith("train.") and "=" in a)
+        if ov:
+            return ov, "sweep.json"
+    path = PRESETS / f"{preset}.yaml"
+    if not path.is_file():
+        return {}, "no sweep.json, no preset file"
+    data = yaml.safe_load(path.read_text()).get("overrides", [])
+    return dict(str(o).split("=", 1) for o in data if str(o).startswith("train.")), "preset"
+
+
+def optimiser(ov: dict[str, str]) -> str:
+    """The optimiser recipe of ``train.*`` overrides (the training defaults where unset)."""
     from cl_compress.settings import TrainSettings
 
     d = TrainSettings()
-    path = PRESETS / f"{preset}.yaml"
-    ov: dict[str, str] = {}
-    if path.is_file():
-        ov = dict(str(o).split("=", 1) for o in yaml.safe_load(path.read_text()).get("overrides", []))
 
     def get(key: str, default: Any) -> str:
         return str(ov.get(f"train.{key}", default)).split()[0]
 
-    sched = get("scheduler", d.scheduler)
-    text = (f"{get('optimizer', d.optimizer)} lr {get('lr', d.lr)}, "
-            f"wd {get('weight_decay', d.weight_decay)}, batch {get('batch_size', d.batch_size)}, "
+    opt, sched = get("optimizer", d.optimizer), get("scheduler", d.scheduler)
+    momentum = f" momentum {get('momentum', d.momentum)}" if opt == "sgd" else ""
+    text = (f"{opt} lr {get('lr', d.lr)}{momentum}"
+            f", wd {get('weight_decay', d.weight_decay)}, batch {get('batch_size', d.batch_size)}, "
             f"scheduler {sched}")
     return text + (f" {get('milestones', d.milestones)}" if sched not in ("none", "None") else "")
+
+
+def steps_text(steps: dict[str, Any]) -> str:
+    """Train steps per task of every label (lists per task): one figure when all agree."""
+    per = {k: sorted({round(x) for x in v}) for k, v in steps.items() if isinstance(v, list) and v}
+    if not per:
+        return "-"
+
+    def fmt(xs: list[int]) -> str:
+        return str(xs[0]) if len(xs) == 1 else f"{xs[0]}-{xs[-1]}"
+
+    if len({tuple(x) for x in per.values()}) == 1:
+        return f"{fmt(next(iter(per.values())))} for all {len(per)} strategies and variants"
+    return ", ".join(f"`{k}` {fmt(v)}" for k, v in per.items())
 
 
 def load(folder: Path) -> dict[str, Any] | None:
@@ -61,26 +88,23 @@ def load(folder: Path) -> dict[str, Any] | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-def rows_of(summary: dict[str, Any] | None, label: str, regime: str, where: str) -> list[str]:
-    """One table row per benchmark of ``summary`` on which the paper ``label`` was judged."""
+def rows_of(folder: Path, label: str, regime: str) -> list[str]:
+    """One table row per benchmark of ``folder``'s summary on which paper ``label`` was judged."""
+    summary = load(folder)
     if summary is None:
-        return [f"| {label} | {regime} | - | - | - | **not run** | no `{where}/summary.json` |"]
-    preset = summary.get("meta", {}).get("preset", "?")
+        return [f"| {label} | {regime} | - | - | - | **not run** | no `{folder.name}/summary.json` |"]
+    preset = summary.get("meta", {}).get("preset") or "?"
+    ov, source = train_overrides(folder, preset)
     out = []
     for bench, b in sorted(summary.get("benchmarks", {}).items()):
         for c in b.get("claims") or []:
             if not str(c.get("paper", "")).startswith(label):
                 continue
-            steps = (b.get("budget") or {}).get("train_steps_per_task") or {}
-            per = {k: round(v[0]) for k, v in steps.items() if isinstance(v, list) and v}
-            if len(set(per.values())) == 1:
-                st = f"{next(iter(per.values()))} for all {len(per)} strategies and variants"
-            else:
-                st = ", ".join(f"`{k}` {v}" for k, v in per.items()) or "-"
-            out.append(f"| {c['paper']} | {regime} (`{preset}`) | {bench} | {optimiser(preset)} | "
-                       f"{st} | **{c['verdict']}** | {c['evidence']} |")
+            st = steps_text((b.get("budget") or {}).get("train_steps_per_task") or {})
+            out.append(f"| {c['paper']} | {regime} (`{preset}`) | {bench} | {optimiser(ov)} "
+                       f"({source}) | {st} | **{c['verdict']}** | {c['evidence']} |")
     return out or [f"| {label} | {regime} (`{preset}`) | - | - | - | **not run** | "
-                   f"`{where}` has no {label} claim |"]
+                   f"`{folder.name}` has no {label} claim |"]
 
 
 def table(results: Path) -> list[str]:
@@ -88,11 +112,9 @@ def table(results: Path) -> list[str]:
 
     lines = ["| paper | regime (preset) | benchmark | optimiser (from the preset) | train steps/task "
              "| verdict | evidence (the report's claim check) |", "|---|---|---|---|---|---|---|"]
-    protocol = load(results / PROTOCOL)
     for chk in registered():
-        lines += rows_of(protocol, chk.label, "common protocol", PROTOCOL)
-        rf = recipe_folder(chk.strategy)
-        lines += rows_of(load(results / rf), chk.label, "authors' recipe", rf)
+        lines += rows_of(results / PROTOCOL, chk.label, "common protocol")
+        lines += rows_of(results / recipe_folder(chk.strategy), chk.label, "authors' recipe")
     return lines
 
 

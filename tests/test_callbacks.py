@@ -102,6 +102,48 @@ def test_fingerprint_covers_zero_dim_buffers_of_batchnorm():
     assert state_fingerprint(m, s) != a
 
 
+def _fake_dist(monkeypatch, backend="gloo", peer=None):
+    """torch.distributed as 2 ranks: broadcasts are recorded; all_gather_object returns this
+    rank's object and ``peer`` (the other rank's, default: the same)."""
+    import torch.distributed as dist
+
+    sent = []
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_backend", lambda: backend)
+    monkeypatch.setattr(dist, "broadcast", lambda t, src: sent.append((t, src)))
+
+    def gather(out, obj):
+        out[0], out[1] = obj, obj if peer is None else peer(obj)
+
+    monkeypatch.setattr(dist, "all_gather_object", gather)
+    return sent
+
+
+def test_broadcast_norm_buffers_sends_every_batchnorm_buffer_from_rank_zero(monkeypatch):
+    from cl_compress.models import broadcast_norm_buffers
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Linear(2, 2))
+    assert broadcast_norm_buffers(net) is False  # no process group: nothing sent
+    sent = _fake_dist(monkeypatch)
+    assert broadcast_norm_buffers(net) is True
+    bn = net[1]
+    assert [t for t, _ in sent] == list(bn.buffers()) and {src for _, src in sent} == {0}
+
+
+def test_rank_check_names_the_tensors_that_differ(monkeypatch):
+    from cl_compress.engine.callbacks.ranks import check_ranks_agree
+
+    m = torch.nn.Linear(3, 2)
+    s = SimpleNamespace(state_dict=lambda: {"masks": {"fc": torch.ones(2, dtype=torch.bool)}})
+    _fake_dist(monkeypatch)
+    assert check_ranks_agree(m, s, 0)["ranks_identical"] is True
+    _fake_dist(monkeypatch, peer=lambda d: d | {"strategy.masks.fc": "0" * 64})
+    with pytest.raises(RuntimeError, match=r"after task 1: 1 tensor\(s\) differ .*strategy\.masks\.fc"):
+        check_ranks_agree(m, s, 1)
+
+
 def test_task_logger_logs_each_task_with_other_callbacks_metrics():
     logged = []
     tracker = SimpleNamespace(log_experience=lambda t, m: logged.append((t, m)),

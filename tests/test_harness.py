@@ -66,7 +66,7 @@ def test_verdicts_table_reads_each_regime_and_never_fills_a_missing_one(tmp_path
     def summary(preset, verdict):
         claim = {"paper": "PackNet (Mallya & Lazebnik 2018)", "claim": "c", "verdict": verdict,
                  "evidence": f"e-{preset}"}
-        budget = {"train_steps_per_task": {"packnet": [1500.0, 0.0, 3], "naive": [1500.0, 0.0, 3]}}
+        budget = {"train_steps_per_task": {"packnet": [1500.0] * 5, "naive": [1500.0] * 4 + [900.0]}}
         return {"meta": {"preset": preset},
                 "benchmarks": {"split_fmnist-task": {"claims": [claim], "budget": budget}}}
 
@@ -77,8 +77,14 @@ def test_verdicts_table_reads_each_regime_and_never_fills_a_missing_one(tmp_path
     rows = [r for r in verdicts.table(tmp_path) if r.startswith("| PackNet")]
     assert len(rows) == 2
     assert "common protocol (`protocol`)" in rows[0] and "**supported**" in rows[0]
-    assert "adam lr 0.001" in rows[0] and "1500 for all 2" in rows[0]
+    assert "adam lr 0.001" in rows[0] and "`packnet` 1500, `naive` 900-1500" in rows[0]
     assert "authors' recipe (`recipe_packnet`)" in rows[1] and "**not supported**" in rows[1]
-    assert "sgd lr 0.001" in rows[1] and "e-recipe_packnet" in rows[1]
+    assert "sgd lr 0.001 momentum 0.9" in rows[1] and "(preset)" in rows[1]
+    assert "e-recipe_packnet" in rows[1]
+    # the overrides the sweep ran with (sweep.json) win over the preset as it is now
+    (tmp_path / "recipe-packnet" / "sweep.json").write_text(json.dumps(
+        {"jobs": [{"args": ["-m", "train.optimizer=sgd", "train.lr=0.05", "seed=0"]}]}))
+    row = [r for r in verdicts.table(tmp_path) if r.startswith("| PackNet")][1]
+    assert "sgd lr 0.05 momentum" in row and "(sweep.json)" in row
     lrpet = [r for r in verdicts.table(tmp_path) if r.startswith("| LRPET")]
     assert "**not run**" in lrpet[1] and "recipe-lrpet/summary.json" in lrpet[1]

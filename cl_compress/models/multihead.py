@@ -57,14 +57,22 @@ def broadcast_norm_buffers(module: torch.nn.Module) -> bool:
     statistics and counters); a no-op otherwise. DDP copies them from rank 0 before each
     forward, but the last forward's update is each rank's own: anything computed from them
     between forwards (the end of a fit, LRPET's BN-rectified projection) must first agree.
+    Buffers off the backend's device (Lightning moves the model to the CPU after each fit; NCCL
+    moves CUDA tensors only) travel through a staging copy on the current CUDA device.
     Returns whether a broadcast happened."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return False
+    nccl = str(dist.get_backend()).lower() == "nccl"
     with torch.no_grad():  # BatchNorm buffers only: any other difference stays visible
         for m in module.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 for buf in m.buffers():
-                    dist.broadcast(buf, src=0)
+                    if nccl and buf.device.type != "cuda":
+                        staged = buf.to(torch.device("cuda", torch.cuda.current_device()))
+                        dist.broadcast(staged, src=0)
+                        buf.copy_(staged)
+                    else:
+                        dist.broadcast(buf, src=0)
     return True

@@ -118,13 +118,15 @@ def probe_finished_tasks(state: LoopState, done: int, path: Path) -> None:
             try:
                 with torch.no_grad(), state.strategy.task_context(j):
                     model(x, j)
+            except torch.cuda.OutOfMemoryError:
+                raise  # the device, not the checkpoint
             except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as e:
                 first = (str(e).splitlines() or [""])[0][:200]
                 raise CheckpointError(
                     f"{path} holds a {state.strategy.name} state that does not fit the model: "
-                    f"answering finished task {j} failed ({type(e).__name__}: {first}); it was "
-                    f"written by another code version or is damaged: start a fresh run "
-                    f"(overwrite=true) or resume with the version that wrote it") from e
+                    f"answering finished task {j} failed ({type(e).__name__}: {first}); resume "
+                    f"with the code version that wrote it (the checkpoint is kept; overwrite=true "
+                    f"would start the run afresh and discard its finished tasks)") from e
     finally:
         model.train(was_training)
 
