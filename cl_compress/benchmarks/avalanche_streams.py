@@ -7,7 +7,7 @@ Two uses:
   for users who can download.
 
 Experiences are materialised once into tensors for fast training.
-Pitfalls handled (see shared/reference/peers.md): Avalanche generators reseed the global
+Pitfalls handled (known Avalanche behaviour): Avalanche generators reseed the global
 torch RNG (we save and restore it), task labels must be requested explicitly, and
 class ids are remapped per experience only on request.
 """

@@ -17,7 +17,7 @@ from cl_compress.report.claim_base import (
 from cl_compress.report.runs import Run, stat
 
 # CACL's reported "x fewer params than individual task models" (abstract; README for the
-# settings), by number of tasks; shared/reference/algorithms.md has no 10-task figure.
+# settings), by number of tasks; docs/papers.md: the papers give no 10-task figure.
 CACL_REFERENCES: list[tuple[int, str, float]] = [
     (20, "20-split CIFAR-100", 3.64),
     (20, "miniImageNet 20×5", 2.88),
