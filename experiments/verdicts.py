@@ -1,8 +1,10 @@
 """Each paper's verdict under the common protocol and under its authors' recipe, side by side
 (issue 24), read from the committed comparison reports; nothing is trained here.
 
-* **common protocol**: ``experiments/results/compare-protocol`` (``make compare-protocol``:
-  Adam 1e-3 at constant lr, batch 128, 1500 steps per task for every strategy);
+* **common protocol**: ``experiments/results/compare-protocol-round3`` (split_fmnist, the
+  current claim checks) and ``experiments/results/compare-protocol`` (both streams, the checks
+  before round 3), each shown where present (``make compare-protocol``: Adam 1e-3 at constant
+  lr, batch 128, 1500 steps per task for every strategy);
 * **authors' recipe and rules**: ``experiments/results/recipe-<paper>`` (``make compare
   PRESET=recipe_<paper>``: the authors' optimiser, schedule, batch and strategy rules).
 
@@ -28,6 +30,10 @@ from experiments import harness
 
 PRESETS = Path(__file__).resolve().parents[1] / "cl_compress" / "launch" / "presets"
 PROTOCOL = "compare-protocol"
+# the common protocol's report folders, newest first, with what the regime column says of each:
+# the round-3 rerun (split_fmnist, the current claim checks) and the first full protocol run
+PROTOCOLS = {"compare-protocol-round3": "common protocol",
+             PROTOCOL: "common protocol, claim checks before round 3"}
 
 
 def recipe_folder(paper: str) -> str:
@@ -110,10 +116,13 @@ def rows_of(folder: Path, label: str, regime: str) -> list[str]:
 def table(results: Path) -> list[str]:
     from cl_compress.report.claims import registered
 
-    lines = ["| paper | regime (preset) | benchmark | optimiser (from the preset) | train steps/task "
-             "| verdict | evidence (the report's claim check) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| paper | regime (preset) | benchmark | optimiser (the sweep's, else the preset's) "
+             "| train steps/task | verdict | evidence (the report's claim check) |", "|---|---|---|---|---|---|---|"]
+    protocols = {f: what for f, what in PROTOCOLS.items() if (results / f).is_dir()} or \
+        {PROTOCOL: PROTOCOLS[PROTOCOL]}
     for chk in registered():
-        lines += rows_of(results / PROTOCOL, chk.label, "common protocol")
+        for folder, what in protocols.items():
+            lines += rows_of(results / folder, chk.label, what)
         lines += rows_of(results / recipe_folder(chk.strategy), chk.label, "authors' recipe")
     return lines
 
@@ -124,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results = Path(args.results)
     dates = {}
-    for name in [PROTOCOL, *(recipe_folder(c) for c in ("packnet", "ada_qpacknet", "lrpet", "cacl"))]:
+    for name in [*PROTOCOLS, *(recipe_folder(c) for c in ("packnet", "ada_qpacknet", "lrpet", "cacl"))]:
         s = results / name / "sweep.json"
         if s.is_file():
             dates[name] = json.loads(s.read_text()).get("date", "?")

@@ -70,7 +70,7 @@ def test_verdicts_table_reads_each_regime_and_never_fills_a_missing_one(tmp_path
         return {"meta": {"preset": preset},
                 "benchmarks": {"split_fmnist-task": {"claims": [claim], "budget": budget}}}
 
-    for folder, preset, verdict in (("compare-protocol", "protocol", "supported"),
+    for folder, preset, verdict in (("compare-protocol-round3", "protocol", "supported"),
                                     ("recipe-packnet", "recipe_packnet", "not supported")):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "summary.json").write_text(json.dumps(summary(preset, verdict)))
