@@ -117,7 +117,8 @@ def table(results: Path) -> list[str]:
     from cl_compress.report.claims import registered
 
     lines = ["| paper | regime (preset) | benchmark | optimiser (the sweep's, else the preset's) "
-             "| train steps/task | verdict | evidence (the report's claim check) |", "|---|---|---|---|---|---|---|"]
+             "| train steps/task | verdict | evidence (the report's claim check) |",
+             "|---|---|---|---|---|---|---|"]
     protocols = {f: what for f, what in PROTOCOLS.items() if (results / f).is_dir()} or \
         {PROTOCOL: PROTOCOLS[PROTOCOL]}
     for chk in registered():
