@@ -33,7 +33,7 @@ PROTOCOL = "compare-protocol"
 # the common protocol's report folders, newest first, with what the regime column says of each:
 # the round-3 rerun (split_fmnist, the current claim checks) and the first full protocol run
 PROTOCOLS = {"compare-protocol-round3": "common protocol",
-             PROTOCOL: "common protocol, claim checks before round 3"}
+             PROTOCOL: "common protocol, first run (code and checks before round 3)"}
 
 
 def recipe_folder(paper: str) -> str:

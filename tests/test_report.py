@@ -569,3 +569,17 @@ def test_cacl_claim_is_judged_under_the_authors_branch_for_the_stream(tmp_path):
     c = verdict(claims.check("cacl"), tmp_path / "c")
     assert c.verdict == "not measured" and "no CACL run with growth=authors_full" in c.evidence
     assert "it would read **supported**" in c.evidence
+
+
+def test_wall_time_line_names_an_attempt_stopped_before_its_end():
+    """A sweep killed mid-way records no total_seconds for that attempt; its rerun's report
+    says so instead of failing (it raised TypeError on None / 60)."""
+    from cl_compress.report.write import wall_time_line
+
+    meta = {"launcher": "joblib", "parallel": 2, "threads": 1, "total_seconds": 30.0,
+            "progress": {"done": 30, "kept": 30},
+            "attempts": [{"total_seconds": None, "progress": {"done": 30, "kept": 0}}],
+            "jobs": [{"rc": 0}]}
+    line = wall_time_line(meta)
+    assert "attempt 1: stopped before its end, 30 run(s) trained" in line
+    assert "attempt 2: 0.5 min, 0 run(s) trained, 30 kept from before" in line

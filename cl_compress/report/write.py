@@ -173,7 +173,9 @@ def wall_time_line(m: dict) -> str:
     for i, a in enumerate(attempts, 1):
         p = a.get("progress") or {}
         ran = (p.get("done", 0) or 0) - (p.get("kept", 0) or 0)
-        parts.append(f"attempt {i}: {a['total_seconds'] / 60:.1f} min, {ran} run(s) trained"
+        secs = a.get("total_seconds")
+        took = f"{secs / 60:.1f} min" if isinstance(secs, int | float) else "stopped before its end"
+        parts.append(f"attempt {i}: {took}, {ran} run(s) trained"
                      + (f", {p['kept']} kept from before" if p.get("kept") else ""))
     return (f"- wall time of the sweep: {'; '.join(parts)} ({how}, OMP_NUM_THREADS="
             f"{m.get('threads') or 'unset'}; exit codes {[j['rc'] for j in m.get('jobs', [])]})")
