@@ -111,5 +111,5 @@ tune: setup ## Optuna search of one strategy's hyper-parameters on a validation 
 compare-cpu: ## the short CPU smoke comparison (100 steps/task): experiments/results/compare-cpu
 	$(MAKE) compare PRESET=cpu
 
-compare-protocol: ## the committed comparison, 1500 steps/task for every strategy: experiments/results/compare-protocol (54 runs, 42.2 min measured on 2 CPU cores)
+compare-protocol: ## the committed comparison, 1500 steps/task for every strategy: experiments/results/compare-protocol (60 runs; the first 54 took 42.2 min on 2 CPU cores)
 	$(MAKE) compare PRESET=protocol
