@@ -34,7 +34,9 @@ def test_task_il_unchanged_by_class_il_work(tmp_path, strategy):
     (base_seed), Ada-QPacknet and LRPET (projection statistics) gained strategy-state keys, which
     change the fingerprint while their acc_matrix and stored bits stayed identical. CACL
     re-pinned on 2026-12-03: its default growth became ``auto`` (the authors' branch by stream,
-    authors_full on split_digits)."""
+    authors_full on split_digits). Fingerprints re-pinned on 2026-12-03 when the fingerprint
+    began to hash each tensor's dtype and shape with its bytes (0-dim tensors included): the
+    old fingerprints, acc_matrix and stored bits were checked equal to the pins first."""
     fp = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
