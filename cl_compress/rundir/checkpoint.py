@@ -120,12 +120,20 @@ def load_strategy_state(strategy: Any, state: dict[str, Any], path: Path) -> Non
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         if isinstance(e, UserError):
             raise
-        first = (str(e).splitlines() or [""])[0][:200]
-        raise CheckpointError(
-            f"{path} holds a {getattr(strategy, 'name', 'strategy')} state this version cannot "
-            f"restore ({type(e).__name__}: {first}); it was written by another code version or "
-            f"is damaged: start a fresh run (overwrite=true) or resume with the version that "
-            f"wrote it") from e
+        raise state_error(path, getattr(strategy, "name", "strategy"),
+                          "this version cannot restore", e) from e
+
+
+def state_error(path: Path, strategy_name: str, what: str, e: BaseException) -> CheckpointError:
+    """The one-line refusal of a checkpoint whose strategy state this code cannot use
+    (written by another code version, or damaged): the cause's first line, and advice that
+    keeps the checkpoint."""
+    first = (str(e).splitlines() or [""])[0][:200]
+    return CheckpointError(
+        f"{path} holds a {strategy_name} state {what} ({type(e).__name__}: {first}); it was "
+        f"written by another code version or is damaged: resume with the version that wrote it "
+        f"(the checkpoint is kept; overwrite=true would start the run afresh and discard its "
+        f"finished tasks)")
 
 
 def check_finite_checkpoint(ck: dict[str, Any], path: Path) -> None:

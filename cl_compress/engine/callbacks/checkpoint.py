@@ -16,6 +16,7 @@ from cl_compress.rundir.checkpoint import (
     CKPT_FORMAT,
     check_structure,
     load_strategy_state,
+    state_error,
     training_config,
 )
 from cl_compress.rundir.io import load_torch, save_torch
@@ -121,12 +122,8 @@ def probe_finished_tasks(state: LoopState, done: int, path: Path) -> None:
             except torch.cuda.OutOfMemoryError:
                 raise  # the device, not the checkpoint
             except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as e:
-                first = (str(e).splitlines() or [""])[0][:200]
-                raise CheckpointError(
-                    f"{path} holds a {state.strategy.name} state that does not fit the model: "
-                    f"answering finished task {j} failed ({type(e).__name__}: {first}); resume "
-                    f"with the code version that wrote it (the checkpoint is kept; overwrite=true "
-                    f"would start the run afresh and discard its finished tasks)") from e
+                raise state_error(path, state.strategy.name, "that does not fit the model: "
+                                  f"answering finished task {j} failed", e) from e
     finally:
         model.train(was_training)
 
